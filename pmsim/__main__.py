@@ -1,0 +1,5 @@
+import sys
+
+from pmsim.cli import main
+
+sys.exit(main())

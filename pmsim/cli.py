@@ -1,0 +1,118 @@
+"""The ``pmsim`` command line. Bad input exits with status 2 and one line naming it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from pmsim.errors import ConfigError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2 (argparse prints the whole usage otherwise)
+        raise ConfigError(f"{self.prog}: {message}")
+
+
+def _time(text):
+    from pmsim.units import parse_time
+
+    try:
+        return parse_time(text)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _dist(text):
+    from pmsim.units import parse_dist
+
+    try:
+        return parse_dist(text)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _lockbench(args) -> int:
+    from pmsim.costs import parse_assignment
+    from pmsim.lockbench import LockBenchSpec, run_lockbench
+
+    overrides = dict(parse_assignment(s) for s in args.set)
+    res = run_lockbench(LockBenchSpec(
+        lock=args.lock, threads=args.threads, cores=args.cores, hold=args.hold, think=args.think,
+        arrivals=args.arrivals, ideal=args.ideal, overrides=overrides, duration=args.duration,
+        warmup=args.warmup, seed=args.seed, wake=args.wake))
+    if args.json:
+        print(json.dumps(res, indent=2, sort_keys=True))
+        return 0
+    print(f"lockbench: {res['lock']}, {res['threads']} threads on {res['cores']} cores, {res['mode']} loop, "
+          f"hold {res['hold']}, {'think ' + str(res['think']) if res['think'] else 'arrivals ' + str(res['arrivals'])}"
+          f"{', ideal' if res['ideal'] else ''}")
+    print(f"  throughput      {res['throughput_per_s']:,.0f} /s  (±{res['ci95_throughput_per_s']:,.0f}, 95% CI)")
+    print(f"  wait            mean {res['mean_wait_s'] * 1e6:.3f} us, p50 {res['p50_wait_s'] * 1e6:.3f} us, "
+          f"p99 {res['p99_wait_s'] * 1e6:.3f} us")
+    print(f"  hold            mean {res['mean_hold_s'] * 1e6:.3f} us; lock utilization {res['lock_utilization']:.3f}")
+    print(f"  spinning cores  {res['mean_spinning_cores']:.2f} (mean); acquisitions {res['acquisitions']:,}")
+    return 0
+
+
+def _validate(args) -> int:
+    from pmsim.validate import format_rows, run_validation
+
+    rows = run_validation(quick=args.quick)
+    print(format_rows(rows))
+    return 0 if all(r.passed for r in rows) else 1
+
+
+def _costs(args) -> int:
+    from pmsim.costs import cost_params, markdown_table
+
+    if args.markdown:
+        print(markdown_table())
+        return 0
+    for p in cost_params().values():
+        print(f"{p.name:42} {p.default:>10g} {p.unit:6} [{p.range[0]:g}, {p.range[1]:g}] {p.role}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="pmsim", description="Simulate the Akaros page map's OLD and NEW designs.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    lb = sub.add_parser("lockbench", help="a lock microbenchmark (closed or open loop)")
+    lb.add_argument("--lock", required=True, choices=("ttas", "ticket", "mcs", "qlock"))
+    lb.add_argument("--threads", required=True, type=int)
+    lb.add_argument("--cores", type=int, help="default: --threads")
+    lb.add_argument("--hold", required=True, type=_dist, help="critical-section time, e.g. exp:1us")
+    mode = lb.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--think", type=_dist, help="closed loop: time between release and next request")
+    mode.add_argument("--arrivals", type=_dist, help="open loop: request interarrival times")
+    lb.add_argument("--ideal", action="store_true", help="zero every lock, cache-line, wake and switch cost")
+    lb.add_argument("--set", action="append", default=[], metavar="COST=VALUE", help="override a cost")
+    lb.add_argument("--wake", default="waker_core", choices=("waker_core", "remote_ipi"), help="qlock wake policy")
+    lb.add_argument("--duration", type=_time, default=_time("20ms"))
+    lb.add_argument("--warmup", type=_time, default=_time("2ms"))
+    lb.add_argument("--seed", type=int, default=1)
+    lb.add_argument("--json", action="store_true")
+    lb.set_defaults(func=_lockbench)
+
+    va = sub.add_parser("validate", help="lock and queue mechanics vs exact queueing results")
+    va.add_argument("--quick", action="store_true", help="a subset, in under a minute")
+    va.set_defaults(func=_validate)
+
+    co = sub.add_parser("costs", help="list the cost parameters")
+    co.add_argument("--markdown", action="store_true", help="as docs/costs.md")
+    co.set_defaults(func=_costs)
+    return p
+
+
+def main(argv=None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except ConfigError as e:
+        print(f"pmsim: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""``pmsim lockbench``: one lock, N threads, closed or open loop; the validation workhorse.
+
+Closed loop: each thread loops think, acquire, hold, release. Open loop: requests
+arrive with the given interarrival times and each is taken by an idle thread of
+the pool (a request that finds none waits, and that wait counts). The kernel path
+of a request is acquire..release; think time is user time.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+import simpy
+
+from pmsim.costs import CostTable, cost_params
+from pmsim.errors import ConfigError
+from pmsim.machine import Machine
+from pmsim.stats import Histogram, mean_ci, ratio_ci
+from pmsim.units import Distribution
+
+LOCK_KINDS = ("ttas", "ticket", "mcs", "qlock")
+IDEAL_GROUPS = ("atomics", "locks")
+BATCHES = 20
+
+
+def ideal_overrides() -> dict[str, float]:
+    """Every lock, cache-line, wake and context-switch cost set to zero (``--ideal``)."""
+    return {n: 0.0 for n, p in cost_params().items() if p.group in IDEAL_GROUPS and p.role == "input"}
+
+
+@dataclass
+class LockBenchSpec:
+    lock: str
+    threads: int
+    hold: Distribution
+    think: Distribution | None = None
+    arrivals: Distribution | None = None
+    cores: int | None = None
+    ideal: bool = False
+    overrides: dict = field(default_factory=dict)
+    duration: float = 20e6  # ns
+    warmup: float = 2e6
+    seed: int = 1
+    wake: str = "waker_core"
+
+    def check(self) -> None:
+        if self.lock not in LOCK_KINDS:
+            raise ConfigError(f"--lock: unknown lock {self.lock!r} (one of {', '.join(LOCK_KINDS)})")
+        if self.threads < 1:
+            raise ConfigError(f"--threads: must be >= 1, got {self.threads}")
+        if self.cores is not None and self.cores < 1:
+            raise ConfigError(f"--cores: must be >= 1, got {self.cores}")
+        if (self.think is None) == (self.arrivals is None):
+            raise ConfigError("lockbench: give exactly one of --think and --arrivals")
+        if self.arrivals is not None and self.arrivals.mean <= 0:
+            raise ConfigError(f"--arrivals: mean interarrival must be > 0, got {self.arrivals}")
+        if self.duration <= self.warmup:
+            raise ConfigError(f"--duration ({self.duration:g}ns) must exceed --warmup ({self.warmup:g}ns)")
+
+    def costs(self) -> CostTable:
+        overrides = ideal_overrides() if self.ideal else {}
+        overrides.update(self.overrides)
+        return CostTable(overrides)
+
+
+class _Batches:
+    """Per-batch sums over the measured window, for batch-means confidence intervals."""
+
+    def __init__(self, warmup: float, duration: float):
+        self.t0 = warmup
+        self.width = (duration - warmup) / BATCHES
+        self.count = np.zeros(BATCHES)
+        self.wait = np.zeros(BATCHES)
+
+    def add(self, t: float, wait: float) -> None:
+        b = int((t - self.t0) / self.width)
+        if 0 <= b < BATCHES:
+            self.count[b] += 1
+            self.wait[b] += wait
+
+
+def run_lockbench(spec: LockBenchSpec) -> dict:
+    """Run one lock microbenchmark and return its summary (see ``pmsim lockbench --help``)."""
+    spec.check()
+    wall0 = time.perf_counter()
+    ncores = spec.cores or spec.threads
+    m = Machine(cores=ncores, costs=spec.costs(), seed=spec.seed, warmup=spec.warmup,
+                spinlock_kind="ttas", qlock_wake=spec.wake)
+    env = m.env
+    lock = m.qlock("lockbench") if spec.lock == "qlock" else m.spinlock("lockbench", spec.lock)
+    batches = _Batches(spec.warmup, spec.duration)
+    waits = Histogram()
+    per_thread = np.zeros(spec.threads)
+    warm = spec.warmup
+    threads = [m.thread(f"t{i}", i % ncores) for i in range(spec.threads)]
+
+    def critical_section(th, i, t_req, hold):
+        th.kernel_enter()
+        yield from lock.acquire(th)
+        t_acq = th.now
+        if t_acq >= warm:
+            wait = t_acq - t_req
+            waits.add(wait)
+            batches.add(t_acq, wait)
+            per_thread[i] += 1
+        th.pending += hold()
+        yield from lock.release(th)
+        yield from th.kernel_exit()
+
+    def closed(th, i):
+        think = spec.think.sampler(m.rng(f"lockbench.think.{i}"))
+        hold = spec.hold.sampler(m.rng(f"lockbench.hold.{i}"))
+        while True:
+            th.pending += think()  # user time, counted as useful
+            yield from th.sync()
+            yield from critical_section(th, i, env.now, hold)
+
+    queue: deque = deque()  # arrival times of requests waiting for a thread
+    idle: deque = deque()  # (thread index, event) of idle pool threads
+
+    def arrivals():
+        gap = spec.arrivals.sampler(m.rng("lockbench.arrivals"))
+        while True:
+            yield env.timeout(gap())
+            if idle:
+                idle.popleft()[1].succeed(env.now)
+            else:
+                queue.append(env.now)
+
+    def pooled(th, i):
+        hold = spec.hold.sampler(m.rng(f"lockbench.hold.{i}"))
+        while True:
+            if queue:
+                t_req = queue.popleft()
+            else:
+                ev = simpy.Event(env)
+                idle.append((i, ev))
+                t_req = yield from th.block(ev)
+            yield from critical_section(th, i, t_req, hold)
+
+    for i, th in enumerate(threads):
+        env.process(closed(th, i) if spec.think is not None else pooled(th, i))
+    if spec.arrivals is not None:
+        env.process(arrivals())
+    run0 = time.perf_counter()
+    m.run(until=spec.duration)
+    run_wall = time.perf_counter() - run0
+
+    window = m.recorder.window
+    st = m.recorder.locks["lockbench"]
+    n = int(batches.count.sum())
+    per_batch_tput = batches.count / (batches.width / 1e9)
+    tput, tput_ci = mean_ci(per_batch_tput)
+    wait_mean, wait_ci = ratio_ci(batches.wait, batches.count)
+    cpu = m.recorder.cpu()
+    hold_mean = st.hold.mean()
+    share = per_thread / per_thread.sum() if per_thread.sum() else per_thread
+    return {
+        "lock": spec.lock,
+        "threads": spec.threads,
+        "cores": ncores,
+        "mode": "closed" if spec.think is not None else "open",
+        "hold": str(spec.hold),
+        "think": str(spec.think) if spec.think is not None else None,
+        "arrivals": str(spec.arrivals) if spec.arrivals is not None else None,
+        "ideal": spec.ideal,
+        "wake": spec.wake if spec.lock == "qlock" else None,
+        "costs_overridden": spec.costs().overridden(),
+        "duration_s": spec.duration / 1e9,
+        "warmup_s": spec.warmup / 1e9,
+        "seed": spec.seed,
+        "acquisitions": n,
+        "throughput_per_s": n / (window / 1e9),
+        "ci95_throughput_per_s": tput_ci,
+        "mean_wait_s": waits.mean() / 1e9,
+        "ci95_mean_wait_s": wait_ci / 1e9,
+        "p50_wait_s": waits.quantile(0.5) / 1e9,
+        "p99_wait_s": waits.quantile(0.99) / 1e9,
+        "max_wait_s": waits.quantile(1.0) / 1e9,
+        "mean_hold_s": hold_mean / 1e9,
+        "lock_utilization": sum_hold(st) / window,
+        "mean_spinning_cores": cpu["spin"] * ncores,
+        "contended_fraction": st.contended / st.acquisitions if st.acquisitions else 0.0,
+        "max_queue": st.max_queue,
+        "thread_share_min": float(share.min()) if share.size else 0.0,
+        "thread_share_max": float(share.max()) if share.size else 0.0,
+        "cpu": cpu,
+        "provenance": {"wall_s": time.perf_counter() - wall0, "run_wall_s": run_wall},
+    }
+
+
+def sum_hold(stats) -> float:
+    return stats.hold.mean() * stats.hold.n

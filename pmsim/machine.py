@@ -1,0 +1,267 @@
+"""The simulated machine: SimPy environment, cores, threads, random streams, recorder, costs.
+
+Modelling rules (design.md): a thread's uncontended work is arithmetic on a cost
+accumulator (``Thread.charge``) that becomes one SimPy timeout just before the
+next point where another thread could matter (``Thread.sync``). A running or
+spinning thread holds its core; a sleeping thread gives it up. Every core's
+time is split into useful, spinning, IPI handling and idle.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import simpy
+from simpy.events import NORMAL
+
+from pmsim.costs import CostTable
+from pmsim.errors import ConfigError
+from pmsim.recorder import Recorder
+from pmsim.rng import RandomStreams
+
+
+def trigger_at(env: simpy.Environment, event: simpy.Event, delay: float, value=None) -> None:
+    """Succeed ``event`` after ``delay`` ns with one scheduled event (no extra Timeout)."""
+    event._ok = True
+    event._value = value
+    env.schedule(event, NORMAL, delay)
+
+
+class Core:
+    """One CPU core: which thread runs on it, who waits for it, and where its time went."""
+
+    __slots__ = ("index", "socket", "thread", "queue", "useful", "spin", "ipi",
+                 "busy_until", "ipi_until", "spin_since")
+
+    def __init__(self, index: int, socket: int):
+        self.index = index
+        self.socket = socket
+        self.thread: Thread | None = None  # running or spinning here; None = idle
+        self.queue: deque = deque()  # (thread, event) waiting to run here, FIFO
+        self.useful = 0.0  # ns of work charged (pre-charged when a timeout is scheduled)
+        self.spin = 0.0  # ns spent spinning on spinlocks
+        self.ipi = 0.0  # ns spent in IPI handlers
+        self.busy_until = 0.0  # end of the work timeout in progress
+        self.ipi_until = 0.0
+        self.spin_since: float | None = None
+
+    def take(self, thread: "Thread"):
+        """Run ``thread`` here, waiting FIFO behind earlier claimants (a generator)."""
+        if self.thread is None:
+            self.thread = thread
+            return
+        ev = simpy.Event(thread.env)
+        self.queue.append((thread, ev))
+        yield ev
+
+    def give_up(self) -> None:
+        """The running thread sleeps or leaves: the next queued thread gets the core."""
+        if self.queue:
+            thread, ev = self.queue.popleft()
+            self.thread = thread
+            ev.succeed()
+        else:
+            self.thread = None
+
+    def steal(self, env: simpy.Environment, ns: float) -> None:
+        """An interrupt handler runs here for ``ns``: the running thread loses that time."""
+        self.ipi += ns
+        start = max(env.now, self.ipi_until)
+        self.ipi_until = start + ns
+        if self.thread is not None:
+            self.thread.stolen += ns
+
+    def meter(self, now: float) -> tuple[float, float, float]:
+        """(useful, spin, ipi) ns up to ``now``, excluding pre-charged time after ``now``."""
+        spin = self.spin + (now - self.spin_since if self.spin_since is not None else 0.0)
+        return (self.useful - max(0.0, self.busy_until - now), spin,
+                self.ipi - max(0.0, self.ipi_until - now))
+
+
+class Thread:
+    """A simulated kernel thread (a process's thread making syscalls and faults)."""
+
+    __slots__ = ("machine", "env", "name", "core", "proc", "pending", "stolen",
+                 "in_kernel", "deferred_wakes")
+
+    def __init__(self, machine: "Machine", name: str, core: Core, proc=None):
+        self.machine = machine
+        self.env = machine.env
+        self.name = name
+        self.core = core
+        self.proc = proc
+        self.pending = 0.0  # charged work not yet turned into simulated time
+        self.stolen = 0.0  # IPI handler time taken from this thread, to be paid at the next sync
+        self.in_kernel = False
+        self.deferred_wakes: list = []  # (event, delay, not before): qlock wakees run at our next smp_idle
+
+    def charge(self, ns: float) -> None:
+        """Add uncontended work; it becomes simulated time at the next ``sync``."""
+        self.pending += ns
+
+    @property
+    def now(self) -> float:
+        """This thread's own clock: simulated time plus work charged but not yet synced."""
+        return self.env.now + self.pending + self.stolen
+
+    def flush(self):
+        """Turn charged work into one timeout event to yield, or None if nothing is charged.
+
+        The hot-path form of :meth:`sync`: ``ev = th.flush(); if ev: yield ev``.
+        """
+        t = self.pending + self.stolen
+        if not t:
+            return None
+        core = self.core
+        core.useful += self.pending
+        core.busy_until = self.env.now + t
+        self.pending = self.stolen = 0.0
+        return self.env.timeout(t)
+
+    def sync(self):
+        """Turn charged work into one timeout, before an interaction point (a generator)."""
+        t = self.pending + self.stolen
+        if t:
+            core = self.core
+            core.useful += self.pending
+            core.busy_until = self.env.now + t
+            self.pending = self.stolen = 0.0
+            yield self.env.timeout(t)
+
+    def kernel_enter(self) -> None:
+        self.in_kernel = True
+
+    def _must_sync_at_idle(self) -> bool:
+        """Passing smp_idle needs the exact time if a grace period or another thread waits on it."""
+        rcu = self.machine._rcu
+        return bool(self.core.queue) or (rcu is not None and bool(rcu.tardy))
+
+    def _settle(self) -> float:
+        """Account charged work without a timeout; return its length (the thread's lag)."""
+        lag = self.pending + self.stolen
+        if lag:
+            core = self.core
+            core.useful += self.pending
+            core.busy_until = self.env.now + lag
+            self.pending = self.stolen = 0.0
+        return lag
+
+    def kernel_exit(self):
+        """The syscall or fault path ends (Akaros: back through smp_idle) (a generator).
+
+        Deferred qlock wakeups are scheduled on the thread's own clock, so no
+        timeout is needed unless an RCU grace period or another thread waits.
+        """
+        self.in_kernel = False
+        if self._must_sync_at_idle():
+            ev = self.flush()
+            if ev is not None:
+                yield ev
+            self._smp_idle(0.0)
+            core = self.core
+            if core.queue:  # time-share the core with threads waiting for it
+                core.give_up()
+                yield from core.take(self)
+        elif self.deferred_wakes:
+            self._smp_idle(self.pending + self.stolen)
+
+    def block(self, event: simpy.Event):
+        """Sleep until ``event``: the core goes to other threads or idles (a generator).
+
+        Work charged before blocking (e.g. the context save) is done before the
+        thread can resume.
+        """
+        if self._must_sync_at_idle():
+            ev = self.flush()
+            if ev is not None:
+                yield ev
+            lag = 0.0
+        else:
+            lag = self._settle()
+        resume_floor = self.env.now + lag
+        self._smp_idle(lag)
+        self.core.give_up()
+        value = yield event
+        if self.env.now < resume_floor:
+            yield self.env.timeout(resume_floor - self.env.now)
+        if self.core.thread is not self:
+            yield from self.core.take(self)
+        return value
+
+    def _smp_idle(self, lag: float) -> None:
+        """What passing smp_idle (``lag`` ns from now) does: deferred qlock wakeups, an RCU QS."""
+        if self.deferred_wakes:
+            env = self.env
+            now = env.now
+            for ev, delay, not_before in self.deferred_wakes:
+                trigger_at(env, ev, max(delay + lag, not_before - now))
+            self.deferred_wakes.clear()
+        if lag == 0.0:
+            rcu = self.machine._rcu
+            if rcu is not None and rcu.tardy:
+                rcu.quiescent(self.core)
+
+
+class Machine:
+    """Owns the SimPy environment, the cores, the random streams, the recorder and the costs."""
+
+    def __init__(self, cores: int = 1, sockets: int = 1, costs: CostTable | None = None,
+                 seed: int = 0, warmup: float = 0.0, spinlock_kind: str = "ttas",
+                 qlock_wake: str = "waker_core"):
+        if cores < 1:
+            raise ConfigError(f"machine.cores: must be >= 1, got {cores!r}")
+        if sockets < 1 or sockets > cores:
+            raise ConfigError(f"machine.sockets: must be between 1 and cores ({cores}), got {sockets!r}")
+        from pmsim.sync.spinlock import SPINLOCK_KINDS
+        from pmsim.sync.qlock import WAKE_POLICIES
+
+        if spinlock_kind not in SPINLOCK_KINDS:
+            raise ConfigError(f"machine.spinlock: unknown kind {spinlock_kind!r} (one of {', '.join(SPINLOCK_KINDS)})")
+        if qlock_wake not in WAKE_POLICIES:
+            raise ConfigError(f"machine.qlock_wake: unknown policy {qlock_wake!r} (one of {', '.join(WAKE_POLICIES)})")
+        self.env = simpy.Environment()
+        self.costs = costs if costs is not None else CostTable()
+        self.cores = [Core(i, i * sockets // cores) for i in range(cores)]
+        self.streams = RandomStreams(seed)
+        self.recorder = Recorder(self, warmup)
+        self.spinlock_kind = spinlock_kind
+        self.qlock_wake = qlock_wake
+        self._rcu = None
+
+    def rng(self, name: str):
+        """The numpy Generator of the named stream."""
+        return self.streams.get(name)
+
+    def thread(self, name: str, core: int, proc=None) -> Thread:
+        if not 0 <= core < len(self.cores):
+            raise ConfigError(f"thread {name}: core {core} out of range 0..{len(self.cores) - 1}")
+        return Thread(self, name, self.cores[core], proc)
+
+    def spinlock(self, name: str, kind: str | None = None):
+        from pmsim.sync.spinlock import make_spinlock
+
+        return make_spinlock(self, name, kind or self.spinlock_kind)
+
+    def qlock(self, name: str, wake: str | None = None):
+        from pmsim.sync.qlock import QLock
+
+        return QLock(self, name, wake or self.qlock_wake)
+
+    def cacheline(self, name: str):
+        from pmsim.sync.cacheline import CacheLine
+
+        return CacheLine(self, name)
+
+    @property
+    def rcu(self):
+        """Akaros RCU for this machine, started on first use."""
+        if self._rcu is None:
+            from pmsim.sync.rcu import Rcu
+
+            self._rcu = Rcu(self)
+        return self._rcu
+
+    def run(self, until: float) -> None:
+        self.recorder.start()
+        self.env.run(until=until)
+        self.recorder.stop()

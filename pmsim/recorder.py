@@ -1,0 +1,133 @@
+"""What a run measures, with warm-up excluded and memory bounded.
+
+Primitives report to the recorder as they run (lock waits and holds, IPIs,
+IO, RCU); the recorder keeps streaming histograms and counters, and the
+per-core time meters are read at the end of warm-up and at the end of the run.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from pmsim.stats import Histogram
+
+
+class LockStats:
+    """Acquisitions, contention, wait and hold times and the longest queue of one lock."""
+
+    __slots__ = ("name", "kind", "acquisitions", "contended", "wait", "hold", "max_queue", "recorder")
+
+    def __init__(self, recorder: "Recorder", name: str, kind: str):
+        self.recorder = recorder
+        self.name = name
+        self.kind = kind
+        self.acquisitions = 0
+        self.contended = 0
+        self.wait = Histogram()
+        self.hold = Histogram()
+        self.max_queue = 0
+
+    def acquired(self, t: float, wait: float, contended: bool) -> None:
+        if t >= self.recorder.warmup:
+            self.acquisitions += 1
+            self.contended += contended
+            self.wait.add(wait)
+
+    def released(self, t: float, hold: float) -> None:
+        if t >= self.recorder.warmup:
+            self.hold.add(hold)
+
+    def queued(self, length: int) -> None:
+        if length > self.max_queue and self.recorder.machine.env.now >= self.recorder.warmup:
+            self.max_queue = length
+
+    def summary(self) -> dict:
+        n = self.acquisitions
+        return {
+            "kind": self.kind,
+            "acquisitions": n,
+            "contended_fraction": self.contended / n if n else 0.0,
+            "wait_us_mean": self.wait.mean() / 1e3,
+            "wait_us_p99": self.wait.quantile(0.99) / 1e3,
+            "hold_us_mean": self.hold.mean() / 1e3,
+            "hold_us_p99": self.hold.quantile(0.99) / 1e3,
+            "max_queue": self.max_queue,
+        }
+
+
+class Recorder:
+    """Collects a run's measurements after ``warmup`` ns of simulated time."""
+
+    def __init__(self, machine, warmup: float = 0.0):
+        self.machine = machine
+        self.warmup = float(warmup)
+        self.locks: dict[str, LockStats] = {}
+        self.counters: Counter = Counter()
+        self.histograms: dict[str, Histogram] = {}
+        self.start_meters = None
+        self.end_meters = None
+        self.end_time = None
+
+    def lock(self, name: str, kind: str) -> LockStats:
+        """The stats of lock ``name`` (several lock objects may share one name, e.g. pte_lock)."""
+        st = self.locks.get(name)
+        if st is None:
+            st = self.locks[name] = LockStats(self, name, kind)
+        return st
+
+    def count(self, name: str, n: float = 1) -> None:
+        if self.machine.env.now >= self.warmup:
+            self.counters[name] += n
+
+    def sample(self, name: str, value: float) -> None:
+        if self.machine.env.now >= self.warmup:
+            h = self.histograms.get(name)
+            if h is None:
+                h = self.histograms[name] = Histogram()
+            h.add(value)
+
+    def start(self) -> None:
+        env = self.machine.env
+        if self.warmup > env.now:
+            env.process(self._snapshot_at_warmup())
+        else:
+            self.start_meters = self._meters()
+
+    def _snapshot_at_warmup(self):
+        yield self.machine.env.timeout(self.warmup - self.machine.env.now)
+        self.start_meters = self._meters()
+
+    def stop(self) -> None:
+        self.end_meters = self._meters()
+        self.end_time = self.machine.env.now
+
+    def _meters(self):
+        now = self.machine.env.now
+        return now, [c.meter(now) for c in self.machine.cores]
+
+    @property
+    def window(self) -> float:
+        """Measured simulated time (ns): from the end of warm-up to the end of the run."""
+        return self.end_meters[0] - self.start_meters[0]
+
+    def cpu(self) -> dict:
+        """Fractions of all cores' time: useful, spin, ipi, idle (they sum to 1)."""
+        t0, m0 = self.start_meters
+        t1, m1 = self.end_meters
+        total = (t1 - t0) * len(m0)
+        if total <= 0:
+            return {"useful": 0.0, "spin": 0.0, "ipi": 0.0, "idle": 1.0}
+        useful = sum(b[0] - a[0] for a, b in zip(m0, m1)) / total
+        spin = sum(b[1] - a[1] for a, b in zip(m0, m1)) / total
+        ipi = sum(b[2] - a[2] for a, b in zip(m0, m1)) / total
+        return {"useful": useful, "spin": spin, "ipi": ipi, "idle": max(0.0, 1.0 - useful - spin - ipi)}
+
+    def per_core(self) -> list[dict]:
+        t0, m0 = self.start_meters
+        t1, m1 = self.end_meters
+        w = t1 - t0
+        out = []
+        for i, (a, b) in enumerate(zip(m0, m1)):
+            u, s, p = ((b[k] - a[k]) / w if w > 0 else 0.0 for k in range(3))
+            out.append({"core": i, "useful": u, "spin": s, "ipi": p, "idle": max(0.0, 1 - u - s - p)})
+        return out

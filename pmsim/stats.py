@@ -1,0 +1,126 @@
+"""Streaming statistics with bounded memory, and confidence intervals."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import stats as _sps
+
+# Log-spaced buckets: 64 per octave, so a percentile is exact to within ~0.55%.
+_SUB = 64
+_FLUSH = 1 << 15
+
+
+class Histogram:
+    """Counts of non-negative samples in log-spaced buckets, plus exact sum, min and max.
+
+    Samples are buffered and folded into the buckets with numpy every 32 k
+    samples, so adding one costs a list append and memory stays bounded.
+    """
+
+    __slots__ = ("count", "total", "total_sq", "max", "min", "_buf", "_buckets")
+
+    def __init__(self):
+        self.count = 0
+        self.total = 0.0
+        self.total_sq = 0.0
+        self.max = 0.0
+        self.min = math.inf
+        self._buf: list[float] = []
+        self._buckets = np.zeros(0, dtype=np.int64)
+
+    def add(self, x: float) -> None:
+        buf = self._buf
+        buf.append(x)
+        if len(buf) >= _FLUSH:
+            self._fold()
+
+    def _fold(self) -> None:
+        if not self._buf:
+            return
+        a = np.asarray(self._buf, dtype=float)
+        self._buf.clear()
+        self.count += a.size
+        self.total += float(a.sum())
+        self.total_sq += float((a * a).sum())
+        self.max = max(self.max, float(a.max()))
+        self.min = min(self.min, float(a.min()))
+        idx = (np.log2(a + 1.0) * _SUB).astype(np.int64)
+        counts = np.bincount(idx)
+        if counts.size > self._buckets.size:
+            counts[: self._buckets.size] += self._buckets
+            self._buckets = counts
+        else:
+            self._buckets[: counts.size] += counts
+
+    def merge(self, other: "Histogram") -> None:
+        self._fold()
+        other._fold()
+        self.count += other.count
+        self.total += other.total
+        self.total_sq += other.total_sq
+        self.max = max(self.max, other.max)
+        self.min = min(self.min, other.min)
+        n = max(self._buckets.size, other._buckets.size)
+        merged = np.zeros(n, dtype=np.int64)
+        merged[: self._buckets.size] += self._buckets
+        merged[: other._buckets.size] += other._buckets
+        self._buckets = merged
+
+    @property
+    def n(self) -> int:
+        return self.count + len(self._buf)
+
+    def mean(self) -> float:
+        self._fold()
+        return self.total / self.count if self.count else 0.0
+
+    def std(self) -> float:
+        self._fold()
+        if self.count < 2:
+            return 0.0
+        var = (self.total_sq - self.total * self.total / self.count) / (self.count - 1)
+        return math.sqrt(max(var, 0.0))
+
+    def quantile(self, q: float) -> float:
+        """The q-quantile (0 <= q <= 1), from the bucket midpoints; exact at q=1."""
+        self._fold()
+        if not self.count:
+            return 0.0
+        if q >= 1.0:
+            return self.max
+        cum = np.cumsum(self._buckets)
+        b = int(np.searchsorted(cum, q * self.count, side="left"))
+        lo, hi = 2.0 ** (b / _SUB) - 1.0, 2.0 ** ((b + 1) / _SUB) - 1.0
+        return min(max((lo + hi) / 2, self.min), self.max)
+
+
+def t_quantile(p: float, dof: int) -> float:
+    """Student-t quantile (scipy), for confidence intervals over replications or batches."""
+    return float(_sps.t.ppf(p, dof))
+
+
+def mean_ci(values, level: float = 0.95) -> tuple[float, float]:
+    """Mean and confidence half-width (Student t) of independent observations."""
+    v = np.asarray(values, dtype=float)
+    if v.size < 2:
+        return (float(v.mean()) if v.size else 0.0), math.inf
+    half = t_quantile(0.5 + level / 2, v.size - 1) * float(v.std(ddof=1)) / math.sqrt(v.size)
+    return float(v.mean()), half
+
+
+def ratio_ci(num, den, level: float = 0.95) -> tuple[float, float]:
+    """Ratio estimator sum(num)/sum(den) over batches, with a delta-method t interval.
+
+    Used for per-batch means such as mean wait = total wait / acquisitions.
+    """
+    y, x = np.asarray(num, dtype=float), np.asarray(den, dtype=float)
+    if x.sum() == 0:
+        return 0.0, math.inf
+    r = y.sum() / x.sum()
+    if y.size < 2:
+        return float(r), math.inf
+    resid = y - r * x
+    se = math.sqrt(float((resid**2).sum()) / (y.size - 1) / y.size) / float(x.mean())
+    return float(r), t_quantile(0.5 + level / 2, y.size - 1) * se

@@ -1,0 +1,96 @@
+"""Backing stores: ``readpage``/``writepage`` latency, a queue depth, synchronous callers.
+
+Akaros has no asynchronous IO, batching or read-ahead (akaros-pagemap.md 3.8): the
+caller of ``readpage``/``writepage`` sleeps, giving its core up, until its IO is
+done. A device serves at most ``queue_depth`` IOs at once, FIFO beyond that.
+
+Profiles:
+- ``tmpfs`` (kern/drivers/dev/tmpfs.c): readpage zeroes the page and sleeps
+  ``kthread_usleep(1)``; writepage is a no-op.
+- ``nvme``, ``hdd``: lognormal latencies around the cost table's means.
+- ``network``: a 9p-like RPC per page (gtfs); ``#mnt`` serialises (depth 1).
+"""
+
+from __future__ import annotations
+
+import heapq
+
+import simpy
+
+from pmsim.errors import ConfigError
+from pmsim.units import Distribution
+
+STORE_KINDS = ("tmpfs", "nvme", "hdd", "network")
+
+
+def _lognormal(mean_ns: float, sigma: float, label: str) -> Distribution:
+    return Distribution("lognormal", (mean_ns, sigma), f"{label}")
+
+
+class BackingStore:
+    """One device: read/write latency distributions and ``queue_depth`` parallel slots."""
+
+    def __init__(self, machine, name: str, kind: str):
+        if kind not in STORE_KINDS:
+            raise ConfigError(f"backing store {name}: unknown kind {kind!r} (one of {', '.join(STORE_KINDS)})")
+        c = machine.costs
+        self.machine = machine
+        self.name = name
+        self.kind = kind
+        if kind == "tmpfs":
+            self.read = None
+            self.write = None
+            self.zero_ns = c.ns("page_zero_4k_ns")
+            self.sleep_ns = c.ns("tmpfs_readpage_sleep_us")
+            self.depth = 0
+        else:
+            prefix = {"nvme": "nvme", "hdd": "hdd", "network": "network"}[kind]
+            read_mean = c.ns({"nvme": "nvme_read_4k_us", "hdd": "hdd_read_4k_ms", "network": "network_fs_read_ms"}[kind])
+            write_mean = c.ns({"nvme": "nvme_write_4k_us", "hdd": "hdd_write_4k_ms", "network": "network_fs_write_ms"}[kind])
+            sigma = c.value(f"{prefix}_latency_sigma")
+            self.read = _lognormal(read_mean, sigma, f"{kind} read").sampler(machine.rng(f"io.{name}.read"))
+            self.write = _lognormal(write_mean, sigma, f"{kind} write").sampler(machine.rng(f"io.{name}.write"))
+            self.depth = int(c.value(f"{prefix}_queue_depth"))
+            if self.depth < 1:
+                raise ConfigError(f"cost {prefix}_queue_depth: must be >= 1, got {self.depth}")
+        self._slots = [0.0] * self.depth  # min-heap of times each slot becomes free
+        self.busy_ns = 0.0
+
+    def _io(self, thread, latency: float, counter: str):
+        """Queue one IO and sleep until it completes (a generator)."""
+        if thread.pending or thread.stolen:
+            yield from thread.sync()
+        env = self.machine.env
+        now = env.now
+        start = max(now, self._slots[0])
+        done = start + latency
+        heapq.heapreplace(self._slots, done)
+        rec = self.machine.recorder
+        if done > rec.warmup:
+            self.busy_ns += done - max(start, rec.warmup)
+        rec.count(counter)
+        ev = env.timeout(done - now)
+        yield from thread.block(ev)
+
+    def readpage(self, thread):
+        """``pm_op->readpage``: fill one page from the store (a generator)."""
+        if self.kind == "tmpfs":
+            thread.pending += self.zero_ns
+            yield from thread.sync()
+            self.machine.recorder.count("io_reads")
+            yield from thread.block(self.machine.env.timeout(self.sleep_ns))
+            return
+        yield from self._io(thread, self.read(), "io_reads")
+
+    def writepage(self, thread):
+        """``pm_op->writepage``: write one page back (a generator); tmpfs does nothing."""
+        if self.kind == "tmpfs":
+            self.machine.recorder.count("io_writes")
+            return
+        yield from self._io(thread, self.write(), "io_writes")
+
+    def utilization(self, window: float) -> float:
+        """Busy slot-time over available slot-time in the measured window (0 for tmpfs)."""
+        if not self.depth or window <= 0:
+            return 0.0
+        return min(1.0, self.busy_ns / (window * self.depth))

@@ -1,0 +1,79 @@
+"""A cache line as a FIFO server of line transfers; atomics on its words go through it.
+
+Models the coherence traffic of locked RMWs (x86 ``lock cmpxchg``, ``lock xadd``,
+``lock or/and``) on one 64-byte line, e.g. the radix slot words (8 per line) or a
+page's ``pg_flags``. A local hit costs ``cas_uncontended_ns``; a transfer from
+another core costs ``cas_remote_ns`` (a CAS loads then writes) or
+``cacheline_transfer_ns`` (a blind RMW), more across sockets. The line is busy for
+``contended_atomic_per_contender_ns`` per transfer, so N cores hammering one line
+see about N times that per atomic (perfbook refcnt data).
+"""
+
+from __future__ import annotations
+
+import math
+
+
+class CacheLine:
+    """FIFO service of atomics on one line, with per-word write times for CAS failures."""
+
+    __slots__ = ("name", "free_at", "owner", "written", "occupancy", "_local",
+                 "_cas", "_cas_remote", "_rmw", "_rmw_remote", "recorder")
+
+    def __init__(self, machine, name: str):
+        c = machine.costs
+        self.name = name
+        self.free_at = 0.0
+        self.owner = None  # core holding the line
+        self.written: dict[int, float] = {}  # word -> serialization time of its last successful write
+        self.occupancy = c.ns("contended_atomic_per_contender_ns")
+        self._local = c.ns("cas_uncontended_ns")
+        self._cas = c.ns("cas_remote_ns")
+        self._cas_remote = c.ns("cas_remote_socket_ns")
+        self._rmw = c.ns("cacheline_transfer_ns")
+        self._rmw_remote = c.ns("cacheline_transfer_remote_socket_ns")
+        self.recorder = machine.recorder
+
+    def _serve(self, core, now: float, cas: bool) -> tuple[float, float]:
+        """Queue one access at ``now``; return (service start, completion)."""
+        start = self.free_at if self.free_at > now else now
+        owner = self.owner
+        if owner is core:
+            latency = occ = self._local
+        else:
+            if owner is None or owner.socket == core.socket:
+                latency = self._cas if cas else self._rmw
+            else:
+                latency = self._cas_remote if cas else self._rmw_remote
+            occ = min(self.occupancy, latency)
+        self.free_at = start + occ
+        self.owner = core
+        return start, start + latency
+
+    def rmw(self, thread, word: int = 0) -> None:
+        """A locked RMW that cannot fail (atomic_add/or/and); charges its latency to ``thread``.
+
+        The caller must have synced ``thread`` (its clock is the simulated time).
+        """
+        start, done = self._serve(thread.core, thread.env.now, cas=False)
+        self.written[word] = start
+        thread.pending += done - thread.env.now
+
+    def cas(self, thread, word: int = 0, read_at: float | None = None) -> tuple[bool, float]:
+        """One ``atomic_cas`` attempt on ``word`` whose expected value was read at ``read_at``.
+
+        It fails if another successful write to the word was serialized at or after
+        that read. Returns (succeeded, service start); the start is when the value a
+        retry compares against was read. Charges the attempt's latency to ``thread``.
+        """
+        now = thread.env.now
+        if read_at is None:
+            read_at = now
+        start, done = self._serve(thread.core, now, cas=True)
+        ok = self.written.get(word, -math.inf) < read_at
+        if ok:
+            self.written[word] = start
+        else:
+            self.recorder.count(f"cas_failures.{self.name}")
+        thread.pending += done - now
+        return ok, start

@@ -1,0 +1,122 @@
+"""The qlock: an Akaros semaphore initialised to 1 (kern/include/kthread.h, kern/src/kthread.c).
+
+``qlock`` is ``sem_down``: a fast path of one sem-spinlock round trip when the
+count is positive; otherwise ``save_kthread_ctx`` (a context save and stack
+switch), then, under the sem's spinlock, decrement and queue FIFO and give the
+core up (``smp_idle``). If a ``sem_up`` raced in during the save, the switch is
+undone and the caller owns the lock.
+
+``qunlock`` is ``sem_up``: with waiters, the signal goes straight to the first
+one (direct hand-off, no barging) and ``kthread_runnable`` sends it a routine
+kernel message. Wake policies:
+
+- ``waker_core`` (Akaros): the message goes to the *waker's* core, so the wakee
+  restarts only when the waker's current kernel path ends or blocks (its next
+  ``smp_idle``), plus ``restart_kthread`` (``context_switch_us``). The lock is
+  effectively held all that time.
+- ``remote_ipi`` (a Linux-like what-if): the wakee's core is sent an IPI and it
+  runs ``qlock_sleep_wake_us`` after the ``qunlock``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import simpy
+
+from pmsim.errors import InvariantViolation
+from pmsim.machine import trigger_at
+
+WAKE_POLICIES = ("waker_core", "remote_ipi")
+
+
+class QLock:
+    """A sleeping FIFO lock with direct hand-off; waiters give their core up."""
+
+    kind = "qlock"
+    __slots__ = ("env", "name", "wake", "nr_signals", "waiters", "holder", "line_core",
+                 "acquired_at", "stats", "_pair", "_xfer", "_block", "_kmsg", "_restart",
+                 "_ipi_send", "_remote_wake")
+
+    def __init__(self, machine, name: str, wake: str = "waker_core"):
+        c = machine.costs
+        self.env = machine.env
+        self.name = name
+        self.wake = wake
+        self.nr_signals = 1
+        self.waiters = deque()  # (thread, event, time of request)
+        self.holder = None
+        self.line_core = None
+        self.acquired_at = 0.0
+        self.stats = machine.recorder.lock(name, self.kind)
+        self._pair = c.ns("lock_pair_uncontended_ns")
+        self._xfer = c.ns("cacheline_transfer_ns")
+        self._block = c.ns("context_switch_us") + c.ns("lock_pair_uncontended_ns")
+        self._kmsg = c.ns("kmsg_send_ns")
+        self._restart = c.ns("context_switch_us")
+        self._ipi_send = c.ns("ipi_send_ns")
+        self._remote_wake = c.ns("qlock_sleep_wake_us")
+
+    def _fast_cost(self, core) -> float:
+        cost = self._pair
+        if self.line_core is not None and self.line_core is not core:
+            cost += self._xfer
+        self.line_core = core
+        return cost
+
+    def acquire(self, thread):
+        """``qlock`` / ``sem_down`` (a generator)."""
+        if thread.pending or thread.stolen:
+            yield from thread.sync()
+        t_req = self.env.now
+        if self.nr_signals > 0:  # sem_trydown succeeds
+            self.nr_signals -= 1
+            cost = self._fast_cost(thread.core)
+            self.holder = thread
+            self.acquired_at = t_req + cost
+            thread.pending += cost
+            self.stats.acquired(t_req, cost, False)
+            return
+        # Slow path: save_kthread_ctx, then (under the sem's spinlock) decrement and
+        # queue. The save is charged now and the thread queued at once, marked ready
+        # only when the save is done: a hand-off that comes earlier completes when the
+        # save does, which is sem_down's "a sem_up raced in: undo the switch" path.
+        ready_at = t_req + self._block
+        thread.pending += self._block
+        self.nr_signals -= 1
+        ev = simpy.Event(self.env)
+        self.waiters.append((thread, ev, ready_at))
+        self.stats.queued(len(self.waiters))
+        yield from thread.block(ev)
+        now = self.env.now
+        if self.holder is not thread:
+            raise InvariantViolation(f"{self.name}: {thread.name} woke without the lock")
+        self.acquired_at = now
+        self.stats.acquired(now, now - t_req, True)
+
+    def release(self, thread):
+        """``qunlock`` / ``sem_up`` (a generator)."""
+        if thread.pending or thread.stolen:
+            yield from thread.sync()
+        if self.holder is not thread:
+            raise InvariantViolation(f"{self.name}: qunlock by {thread.name}, held by {getattr(self.holder, 'name', None)}")
+        now = self.env.now
+        self.stats.released(now, now - self.acquired_at)
+        self.line_core = thread.core
+        if self.nr_signals < 0:
+            if not self.waiters:
+                raise InvariantViolation(f"{self.name}: nr_signals {self.nr_signals} < 0 with no waiter")
+            self.nr_signals += 1
+            nxt, ev, ready_at = self.waiters.popleft()
+            self.holder = nxt
+            if self.wake == "waker_core":
+                thread.pending += self._kmsg
+                thread.deferred_wakes.append((ev, self._restart, ready_at))
+            else:
+                thread.pending += self._kmsg + self._ipi_send
+                trigger_at(self.env, ev, max(self._remote_wake, ready_at - now))
+        else:
+            if self.waiters:
+                raise InvariantViolation(f"{self.name}: nr_signals {self.nr_signals} >= 0 with waiters")
+            self.nr_signals += 1
+            self.holder = None

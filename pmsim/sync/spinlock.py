@@ -1,0 +1,151 @@
+"""Kernel spinlocks: Akaros's TTAS lock, and ticket and MCS locks as what-ifs.
+
+Akaros (kern/arch/x86/atomic.h: __spin_lock_raw, __spin_unlock) spins reading the
+lock byte with ``pause`` until it is 0, then ``xchgb``; unlock is a plain store. No
+ticket, no queue: the winner among spinners is whoever's ``xchg`` lands first, and
+every release bounces the line to every spinner. Spinners keep their core.
+
+Hand-off cost, for k = the spinners at the release (the next holder included):
+``ttas`` and ``ticket`` pay ``ticket_handoff_per_waiter_ns * k / 2`` (Boyd-Wickizer
+et al. 2012: on a release, on average half the waiters re-read the line before the
+next holder's read is answered); ``mcs`` pays one line transfer, whatever k.
+``ttas`` picks the winner uniformly at random among the spinners; the others FIFO.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import simpy
+
+from pmsim.errors import InvariantViolation
+from pmsim.machine import trigger_at
+
+SPINLOCK_KINDS = ("ttas", "ticket", "mcs")
+
+
+class SpinLock:
+    """A spinlock; subclasses choose the next holder and the hand-off cost."""
+
+    kind = "?"
+    __slots__ = ("env", "name", "holder", "waiters", "line_core", "acquired_at", "stats",
+                 "_pair", "_xfer", "_xfer_remote")
+
+    def __init__(self, machine, name: str):
+        c = machine.costs
+        self.env = machine.env
+        self.name = name
+        self.holder = None
+        self.waiters = deque()  # (thread, event, time of request)
+        self.line_core = None  # core whose cache holds the lock word
+        self.acquired_at = 0.0
+        self.stats = machine.recorder.lock(name, self.kind)
+        self._pair = c.ns("lock_pair_uncontended_ns")
+        self._xfer = c.ns("cacheline_transfer_ns")
+        self._xfer_remote = c.ns("cacheline_transfer_remote_socket_ns")
+
+    def acquire(self, thread):
+        """``spin_lock``: take the lock, spinning on this core while it is held (a generator)."""
+        if thread.pending or thread.stolen:
+            yield from thread.sync()
+        now = self.env.now
+        if self.holder is None:
+            core = thread.core
+            cost = self._pair
+            lc = self.line_core
+            if lc is not None and lc is not core:
+                cost += self._xfer if lc.socket == core.socket else self._xfer_remote
+            self.line_core = core
+            self.holder = thread
+            self.acquired_at = now + cost
+            thread.pending += cost
+            self.stats.acquired(now, cost, False)
+            return
+        ev = simpy.Event(self.env)
+        self.waiters.append((thread, ev, now))
+        self.stats.queued(len(self.waiters))
+        core = thread.core
+        core.spin_since = now
+        yield ev
+        now = self.env.now
+        core.spin += now - core.spin_since
+        core.spin_since = None
+        self.acquired_at = now
+        self.stats.acquired(now, now - ev.value, True)
+
+    def release(self, thread):
+        """``spin_unlock``: free the lock or hand it to a spinner (a generator)."""
+        if thread.pending or thread.stolen:
+            yield from thread.sync()
+        if self.holder is not thread:
+            raise InvariantViolation(f"{self.name}: released by {thread.name}, held by {getattr(self.holder, 'name', None)}")
+        now = self.env.now
+        self.stats.released(now, now - self.acquired_at)
+        waiters = self.waiters
+        if not waiters:
+            self.holder = None
+            return
+        k = len(waiters)
+        nxt, ev, t_req = self._next(waiters)
+        self.holder = nxt
+        delay = self._handoff(k, thread.core, nxt.core)
+        self.line_core = nxt.core
+        trigger_at(self.env, ev, delay, t_req)
+
+    def _next(self, waiters):
+        return waiters.popleft()
+
+    def _handoff(self, k: int, from_core, to_core) -> float:
+        raise NotImplementedError
+
+
+class TicketLock(SpinLock):
+    """FIFO; a hand-off costs c*k/2 (Boyd-Wickizer et al. 2012)."""
+
+    kind = "ticket"
+    __slots__ = ("_c",)
+
+    def __init__(self, machine, name):
+        super().__init__(machine, name)
+        self._c = machine.costs.ns("ticket_handoff_per_waiter_ns")
+
+    def _handoff(self, k, from_core, to_core):
+        return self._c * k / 2
+
+
+class TTASLock(TicketLock):
+    """Akaros's lock: the same per-spinner hand-off cost, but a random winner (unfair)."""
+
+    kind = "ttas"
+    __slots__ = ("_rng",)
+
+    def __init__(self, machine, name):
+        super().__init__(machine, name)
+        self._rng = machine.rng(f"spinlock.{name}")
+
+    def _next(self, waiters):
+        i = int(self._rng.integers(len(waiters))) if len(waiters) > 1 else 0
+        item = waiters[i]
+        del waiters[i]
+        return item
+
+
+class MCSLock(SpinLock):
+    """FIFO; the holder writes its successor's own line: one transfer per hand-off."""
+
+    kind = "mcs"
+    __slots__ = ("_h",)
+
+    def __init__(self, machine, name):
+        super().__init__(machine, name)
+        self._h = machine.costs.ns("spinlock_handoff_ns")
+
+    def _handoff(self, k, from_core, to_core):
+        return self._h if from_core.socket == to_core.socket else self._xfer_remote
+
+
+_KINDS = {"ttas": TTASLock, "ticket": TicketLock, "mcs": MCSLock}
+
+
+def make_spinlock(machine, name: str, kind: str) -> SpinLock:
+    return _KINDS[kind](machine, name)
