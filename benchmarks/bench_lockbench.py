@@ -3,7 +3,7 @@
 Both run in this one process, interleaved (only the simulation loop is timed in each), with the same threads, hold and think
 distributions and the same simulated duration; the figure of merit is lock
 acquisitions per wall-clock second, and the reported number is the ratio
-pmsim / bare SimPy (target >= 0.8). Usage: ``python benchmarks/bench_lockbench.py``.
+pmsim / bare SimPy, paired within each repetition, median over repetitions (target >= 0.8). Usage: ``python benchmarks/bench_lockbench.py``.
 """
 
 from __future__ import annotations
@@ -24,8 +24,12 @@ def bare_simpy(threads: int, hold_mean: float, think_mean: float, duration: floa
     env = simpy.Environment()
     lock = simpy.Resource(env, capacity=1)
     rng = np.random.default_rng(seed)
-    holds = iter(rng.exponential(hold_mean, 10_000_000).tolist())
-    thinks = iter(rng.exponential(think_mean, 10_000_000).tolist())
+
+    def draws(mean):  # block draws, as pmsim's samplers do: a draw costs a list step, not a numpy call
+        while True:
+            yield from rng.exponential(mean, 4096).tolist()
+
+    holds, thinks = draws(hold_mean), draws(think_mean)
     count = [0]
 
     def worker():
@@ -61,6 +65,7 @@ def main() -> None:
     hold, think = f"exp:{args.hold_us}us", f"exp:{args.think_us}us"
     dur = args.duration_ms * 1e6
     rates = {"bare simpy Resource": [], "pmsim qlock (default costs)": [], "pmsim qlock (--ideal)": []}
+    pmsim_qlock(args.threads, hold, think, dur / 10, 0, ideal=False)  # untimed warm-up (imports, caches)
     for rep in range(args.reps):
         n, w = bare_simpy(args.threads, args.hold_us * 1e3, args.think_us * 1e3, dur, rep)
         rates["bare simpy Resource"].append(n / w)
@@ -68,12 +73,12 @@ def main() -> None:
         rates["pmsim qlock (default costs)"].append(n / w)
         n, w = pmsim_qlock(args.threads, hold, think, dur, rep, ideal=True)
         rates["pmsim qlock (--ideal)"].append(n / w)
-    base = statistics.median(rates["bare simpy Resource"])
+    base = rates["bare simpy Resource"]
     print(f"threads={args.threads} hold={hold} think={think} duration={args.duration_ms}ms reps={args.reps}")
     for name, r in rates.items():
-        med = statistics.median(r)
-        print(f"{name:30} {med:12,.0f} acquisitions/wall-s   ratio {med / base:5.2f}")
-
+        ratios = [a / b for a, b in zip(r, base)]  # paired within a rep: same machine load
+        print(f"{name:30} {statistics.median(r):12,.0f} acquisitions/wall-s   "
+              f"ratio median {statistics.median(ratios):5.2f} (min {min(ratios):.2f}, max {max(ratios):.2f})")
 
 if __name__ == "__main__":
     main()

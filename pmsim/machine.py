@@ -49,6 +49,9 @@ class Core:
         """Run ``thread`` here, waiting FIFO behind earlier claimants (a generator)."""
         if self.thread is None:
             self.thread = thread
+            lag = self.busy_until - thread.env.now
+            if lag > 0:  # the last thread's final work (e.g. its context save) still runs
+                yield thread.env.timeout(lag)
             return
         ev = simpy.Event(thread.env)
         self.queue.append((thread, ev))
@@ -82,7 +85,7 @@ class Thread:
     """A simulated kernel thread (a process's thread making syscalls and faults)."""
 
     __slots__ = ("machine", "env", "name", "core", "proc", "pending", "stolen",
-                 "in_kernel", "deferred_wakes")
+                 "in_kernel", "idle_at", "deferred_wakes")
 
     def __init__(self, machine: "Machine", name: str, core: Core, proc=None):
         self.machine = machine
@@ -93,6 +96,7 @@ class Thread:
         self.pending = 0.0  # charged work not yet turned into simulated time
         self.stolen = 0.0  # IPI handler time taken from this thread, to be paid at the next sync
         self.in_kernel = False
+        self.idle_at = 0.0  # when the last kernel path reached smp_idle (later than now if it lags)
         self.deferred_wakes: list = []  # (event, delay, not before): qlock wakees run at our next smp_idle
 
     def charge(self, ns: float) -> None:
@@ -119,14 +123,20 @@ class Thread:
         return self.env.timeout(t)
 
     def sync(self):
-        """Turn charged work into one timeout, before an interaction point (a generator)."""
+        """Turn charged work into one timeout, before an interaction point (a generator).
+
+        Work needs the core: a thread whose core another thread holds waits for it first.
+        """
+        core = self.core
+        if core.thread is not self:
+            yield from core.take(self)
         t = self.pending + self.stolen
         if t:
-            core = self.core
+            env = self.env
             core.useful += self.pending
-            core.busy_until = self.env.now + t
+            core.busy_until = env.now + t
             self.pending = self.stolen = 0.0
-            yield self.env.timeout(t)
+            yield env.timeout(t)
 
     def kernel_enter(self) -> None:
         self.in_kernel = True
@@ -136,34 +146,28 @@ class Thread:
         rcu = self.machine._rcu
         return bool(self.core.queue) or (rcu is not None and bool(rcu.tardy))
 
-    def _settle(self) -> float:
-        """Account charged work without a timeout; return its length (the thread's lag)."""
-        lag = self.pending + self.stolen
-        if lag:
-            core = self.core
-            core.useful += self.pending
-            core.busy_until = self.env.now + lag
-            self.pending = self.stolen = 0.0
-        return lag
-
     def kernel_exit(self):
         """The syscall or fault path ends (Akaros: back through smp_idle) (a generator).
 
         Deferred qlock wakeups are scheduled on the thread's own clock, so no
         timeout is needed unless an RCU grace period or another thread waits.
         """
-        self.in_kernel = False
         if self._must_sync_at_idle():
             ev = self.flush()
             if ev is not None:
                 yield ev
+            self.in_kernel = False  # (only now: RCU sees the core in the kernel until here)
             self._smp_idle(0.0)
             core = self.core
-            if core.queue:  # time-share the core with threads waiting for it
+            if core.queue and core.thread is self:  # time-share the core with threads waiting for it
                 core.give_up()
                 yield from core.take(self)
-        elif self.deferred_wakes:
-            self._smp_idle(self.pending + self.stolen)
+        else:
+            self.in_kernel = False
+            lag = self.pending + self.stolen
+            self.idle_at = self.env.now + lag  # RCU counts the core in the kernel until then
+            if self.deferred_wakes:
+                self._smp_idle(lag)
 
     def block(self, event: simpy.Event):
         """Sleep until ``event``: the core goes to other threads or idles (a generator).
@@ -171,21 +175,27 @@ class Thread:
         Work charged before blocking (e.g. the context save) is done before the
         thread can resume.
         """
-        if self._must_sync_at_idle():
-            ev = self.flush()
-            if ev is not None:
-                yield ev
-            lag = 0.0
-        else:
-            lag = self._settle()
-        resume_floor = self.env.now + lag
-        self._smp_idle(lag)
-        self.core.give_up()
+        env = self.env
+        core = self.core
+        lag = self.pending + self.stolen
+        if lag:
+            if self._must_sync_at_idle():
+                yield self.flush()
+                lag = 0.0
+            else:  # settle the charged work without a timeout: nobody waits on it
+                core.useful += self.pending
+                core.busy_until = env.now + lag
+                self.pending = self.stolen = 0.0
+        resume_floor = env.now + lag
+        if self.deferred_wakes or lag == 0.0:
+            self._smp_idle(lag)
+        if core.thread is self:  # (a thread still waiting for its core has none to give)
+            core.give_up()
         value = yield event
-        if self.env.now < resume_floor:
-            yield self.env.timeout(resume_floor - self.env.now)
-        if self.core.thread is not self:
-            yield from self.core.take(self)
+        if env.now < resume_floor:
+            yield env.timeout(resume_floor - env.now)
+        if core.thread is not self:
+            yield from core.take(self)
         return value
 
     def _smp_idle(self, lag: float) -> None:
@@ -235,7 +245,10 @@ class Machine:
     def thread(self, name: str, core: int, proc=None) -> Thread:
         if not 0 <= core < len(self.cores):
             raise ConfigError(f"thread {name}: core {core} out of range 0..{len(self.cores) - 1}")
-        return Thread(self, name, self.cores[core], proc)
+        th = Thread(self, name, self.cores[core], proc)
+        if th.core.thread is None:  # the first thread of a core runs there from the start
+            th.core.thread = th
+        return th
 
     def spinlock(self, name: str, kind: str | None = None):
         from pmsim.sync.spinlock import make_spinlock

@@ -109,7 +109,12 @@ class QLock:
             self.nr_signals += 1
             nxt, ev, ready_at = self.waiters.popleft()
             self.holder = nxt
-            if self.wake == "waker_core":
+            if ready_at > now:
+                # The sem_up raced in during the waiter's context save: in Akaros nobody was
+                # queued yet, so no kernel message; the waiter undoes its switch when the
+                # save is done and goes on.
+                trigger_at(self.env, ev, ready_at - now)
+            elif self.wake == "waker_core":
                 thread.pending += self._kmsg
                 thread.deferred_wakes.append((ev, self._restart, ready_at))
             else:

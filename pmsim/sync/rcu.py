@@ -6,8 +6,9 @@
   than ``rcu_cb_thresh`` queued on that core wakes the grace-period kthread.
 - The GP kthread (``rcu_gp_ktask``) sleeps ``rcu_gp_min_period_ms`` or until woken,
   then runs a GP (``rcu_run_gp``): bump ``gpnum``; report a quiescent state (QS) for
-  every core seen idle or in user space (``rcu_report_qs_remote_cores``; with
-  ``rcu_debug_tardy`` set, as at HEAD, odd cores are skipped there); then sleep up
+  every core seen idle or in user space (``rcu_report_qs_remote_cores``; with the
+  debugging switch ``rcu_debug_tardy`` set, odd cores are skipped there, but at HEAD it
+  is a static bool that nothing sets, i.e. off, hence ``debug_tardy=False``); then sleep up
   to ``rcu_gp_tardy_period_ms`` at a time, re-checking the tardy cores, until all
   have reported. A core in the kernel reports when it passes ``smp_idle`` (its
   kernel path ends or it blocks). The last reporter wakes the kthread.
@@ -27,7 +28,7 @@ from pmsim.machine import trigger_at
 class Rcu:
     """Grace periods, callbacks and their accounting for one machine."""
 
-    def __init__(self, machine, debug_tardy: bool = True):
+    def __init__(self, machine, debug_tardy: bool = False):
         c = machine.costs
         self.machine = machine
         self.env = machine.env
@@ -86,10 +87,25 @@ class Rcu:
             if not self.tardy and self._gp_ev is not None and not self._gp_ev.triggered:
                 self._gp_ev.succeed()
 
-    @staticmethod
-    def _in_qs(core) -> bool:
+    def _in_qs(self, core) -> bool:
+        """CPU_STATE_IDLE or CPU_STATE_USER, now (a kernel path that ended on its thread's
+        clock but not yet in simulated time, ``Thread.idle_at``, still counts as kernel)."""
         th = core.thread
-        return th is None or not th.in_kernel  # CPU_STATE_IDLE or CPU_STATE_USER
+        if th is None:
+            return core.busy_until <= self.env.now  # a blocking thread's last work is done
+        return not th.in_kernel and th.idle_at <= self.env.now
+
+    def _report_when_idle(self, core) -> None:
+        """A tardy core that passes smp_idle at a known future time (its thread's kernel path
+        lags, ``Thread.idle_at``, or a blocking thread's last work runs on) reports its QS then."""
+        th = core.thread
+        at = core.busy_until if th is None else th.idle_at
+        delay = at - self.env.now
+        if delay > 0:
+            ev = simpy.Event(self.env)
+            gp = self.gpnum
+            ev.callbacks.append(lambda _ev: self.gpnum == gp and self.quiescent(core))
+            trigger_at(self.env, ev, delay)
 
     # --- kthreads --------------------------------------------------------
     def _gp_ktask(self):
@@ -111,6 +127,8 @@ class Rcu:
         self.gp_started_at = env.now
         cores = self.machine.cores
         self.tardy = {c for c in cores if not (self._in_qs(c) and not (self.debug_tardy and c.index % 2))}
+        for c in self.tardy:
+            self._report_when_idle(c)
         while self.tardy:
             self._gp_ev = simpy.Event(env)
             yield self._gp_ev | env.timeout(self.tardy_period)
