@@ -98,28 +98,35 @@ def run_lockbench(spec: LockBenchSpec) -> dict:
     warm = spec.warmup
     threads = [m.thread(f"t{i}", i % ncores) for i in range(spec.threads)]
 
-    def critical_section(th, i, t_req, hold):
-        th.kernel_enter()
-        yield from lock.acquire(th)
-        t_acq = th.now
-        if t_acq >= warm:
-            wait = t_acq - t_req
-            waits.add(wait)
-            batches.add(t_acq, wait)
-            per_thread[i] += 1
-        th.pending += hold()
-        yield from lock.release(th)
-        yield from th.kernel_exit()
+    queue: deque = deque()  # arrival times of requests waiting for a thread (open loop)
+    idle: deque = deque()  # events of idle pool threads (open loop)
 
-    def closed(th, i):
-        # The same steps as critical_section, inlined: this loop is the benchmark's hot path.
-        think = spec.think.sampler(m.rng(f"lockbench.think.{i}"))
+    def arrivals():
+        gap = spec.arrivals.sampler(m.rng("lockbench.arrivals"))
+        while True:
+            yield env.timeout(gap())
+            if idle:
+                idle.popleft().succeed(env.now)
+            else:
+                queue.append(env.now)
+
+    def worker(th, i):
+        """Closed loop: think, then a request; open loop: take the next request. Then the
+        kernel path: acquire, hold, release. (One function: this loop is the benchmark's hot path.)"""
+        think = spec.think.sampler(m.rng(f"lockbench.think.{i}")) if spec.think is not None else None
         hold = spec.hold.sampler(m.rng(f"lockbench.hold.{i}"))
         acquire, release = lock.acquire, lock.release
         while True:
-            th.pending += think()  # user time, counted as useful
-            yield from th.sync()
-            t_req = env.now
+            if think is not None:
+                th.pending += think()  # user time, counted as useful
+                yield from th.sync()
+                t_req = env.now
+            elif queue:
+                t_req = queue.popleft()
+            else:
+                ev = simpy.Event(env)
+                idle.append(ev)
+                t_req = yield from th.block(ev)
             th.kernel_enter()
             yield from acquire(th)
             t_acq = env.now + th.pending + th.stolen  # th.now, inlined
@@ -132,31 +139,8 @@ def run_lockbench(spec: LockBenchSpec) -> dict:
             yield from release(th)
             yield from th.kernel_exit()
 
-    queue: deque = deque()  # arrival times of requests waiting for a thread
-    idle: deque = deque()  # (thread index, event) of idle pool threads
-
-    def arrivals():
-        gap = spec.arrivals.sampler(m.rng("lockbench.arrivals"))
-        while True:
-            yield env.timeout(gap())
-            if idle:
-                idle.popleft()[1].succeed(env.now)
-            else:
-                queue.append(env.now)
-
-    def pooled(th, i):
-        hold = spec.hold.sampler(m.rng(f"lockbench.hold.{i}"))
-        while True:
-            if queue:
-                t_req = queue.popleft()
-            else:
-                ev = simpy.Event(env)
-                idle.append((i, ev))
-                t_req = yield from th.block(ev)
-            yield from critical_section(th, i, t_req, hold)
-
     for i, th in enumerate(threads):
-        env.process(closed(th, i) if spec.think is not None else pooled(th, i))
+        env.process(worker(th, i))
     if spec.arrivals is not None:
         env.process(arrivals())
     run0 = time.perf_counter()

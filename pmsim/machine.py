@@ -15,7 +15,7 @@ import simpy
 from simpy.events import NORMAL
 
 from pmsim.costs import CostTable
-from pmsim.errors import ConfigError
+from pmsim.errors import ConfigError, InvariantViolation
 from pmsim.recorder import Recorder
 from pmsim.rng import RandomStreams
 
@@ -85,7 +85,7 @@ class Thread:
     """A simulated kernel thread (a process's thread making syscalls and faults)."""
 
     __slots__ = ("machine", "env", "name", "core", "proc", "pending", "stolen",
-                 "in_kernel", "idle_at", "deferred_wakes")
+                 "in_kernel", "idle_at", "deferred_wakes", "spinlocks_held")
 
     def __init__(self, machine: "Machine", name: str, core: Core, proc=None):
         self.machine = machine
@@ -98,6 +98,7 @@ class Thread:
         self.in_kernel = False
         self.idle_at = 0.0  # when the last kernel path reached smp_idle (later than now if it lags)
         self.deferred_wakes: list = []  # (event, delay, not before): qlock wakees run at our next smp_idle
+        self.spinlocks_held = 0
 
     def charge(self, ns: float) -> None:
         """Add uncontended work; it becomes simulated time at the next ``sync``."""
@@ -108,35 +109,35 @@ class Thread:
         """This thread's own clock: simulated time plus work charged but not yet synced."""
         return self.env.now + self.pending + self.stolen
 
+    def _settle(self) -> float:
+        """Account charged work as done at its end; return how long it lasts (the thread's lag)."""
+        t = self.pending + self.stolen
+        if t:
+            core = self.core
+            core.useful += self.pending
+            core.busy_until = self.env.now + t
+            self.pending = self.stolen = 0.0
+        return t
+
     def flush(self):
         """Turn charged work into one timeout event to yield, or None if nothing is charged.
 
-        The hot-path form of :meth:`sync`: ``ev = th.flush(); if ev: yield ev``.
+        The hot-path form of :meth:`sync` for a thread that holds its core:
+        ``ev = th.flush(); if ev: yield ev``.
         """
-        t = self.pending + self.stolen
-        if not t:
-            return None
-        core = self.core
-        core.useful += self.pending
-        core.busy_until = self.env.now + t
-        self.pending = self.stolen = 0.0
-        return self.env.timeout(t)
+        t = self._settle()
+        return self.env.timeout(t) if t else None
 
     def sync(self):
         """Turn charged work into one timeout, before an interaction point (a generator).
 
         Work needs the core: a thread whose core another thread holds waits for it first.
         """
-        core = self.core
-        if core.thread is not self:
-            yield from core.take(self)
-        t = self.pending + self.stolen
-        if t:
-            env = self.env
-            core.useful += self.pending
-            core.busy_until = env.now + t
-            self.pending = self.stolen = 0.0
-            yield env.timeout(t)
+        if self.core.thread is not self:
+            yield from self.core.take(self)
+        ev = self.flush()
+        if ev is not None:
+            yield ev
 
     def kernel_enter(self) -> None:
         self.in_kernel = True
@@ -175,17 +176,16 @@ class Thread:
         Work charged before blocking (e.g. the context save) is done before the
         thread can resume.
         """
+        if self.spinlocks_held:  # Akaros pre_block_check: never sleep holding a spinlock
+            raise InvariantViolation(f"{self.name} blocks holding {self.spinlocks_held} spinlock(s) "
+                                     f"at t={self.env.now:.0f}ns")
         env = self.env
         core = self.core
-        lag = self.pending + self.stolen
-        if lag:
-            if self._must_sync_at_idle():
-                yield self.flush()
-                lag = 0.0
-            else:  # settle the charged work without a timeout: nobody waits on it
-                core.useful += self.pending
-                core.busy_until = env.now + lag
-                self.pending = self.stolen = 0.0
+        if (self.pending or self.stolen) and self._must_sync_at_idle():
+            yield self.flush()
+            lag = 0.0
+        else:  # settle the charged work without a timeout: nobody waits on it
+            lag = self._settle()
         resume_floor = env.now + lag
         if self.deferred_wakes or lag == 0.0:
             self._smp_idle(lag)

@@ -1351,3 +1351,20 @@ def test_machine_determinism():
 
     assert once() == once()
     assert not math.isnan(once()[0])
+
+
+def test_blocking_while_holding_a_spinlock_is_an_invariant_violation():
+    """Akaros's pre_block_check: a kthread must not sleep with a spinlock held."""
+    from pmsim.errors import InvariantViolation
+
+    m = Machine(cores=1)
+    th = m.thread("t", 0)
+    lock = m.spinlock("pm_lock", "ttas")
+
+    def body():
+        yield from lock.acquire(th)
+        yield from th.block(m.env.timeout(10))
+
+    m.env.process(body())
+    with pytest.raises(InvariantViolation, match="spinlock"):
+        m.run(until=100)

@@ -57,6 +57,7 @@ class SpinLock:
                 cost += self._xfer if lc.socket == core.socket else self._xfer_remote
             self.line_core = core
             self.holder = thread
+            thread.spinlocks_held += 1
             self.acquired_at = now + cost
             thread.pending += cost
             self.stats.acquired(now, cost, False)
@@ -70,6 +71,7 @@ class SpinLock:
         now = self.env.now
         core.spin += now - core.spin_since
         core.spin_since = None
+        thread.spinlocks_held += 1
         self.acquired_at = now
         self.stats.acquired(now, now - ev.value, True)
 
@@ -80,6 +82,7 @@ class SpinLock:
         if self.holder is not thread:
             raise InvariantViolation(f"{self.name}: released by {thread.name}, held by {getattr(self.holder, 'name', None)}")
         now = self.env.now
+        thread.spinlocks_held -= 1
         self.stats.released(now, now - self.acquired_at)
         waiters = self.waiters
         if not waiters:
