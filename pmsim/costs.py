@@ -60,6 +60,7 @@ class CostTable:
         for name, raw in (overrides or {}).items():
             values[name] = self._parse(name, raw)
         self._values = values
+        self.read: set[str] = set()  # names the model has read: an override of anything else did nothing
         ghz = values["cpu_clock_ghz"]
         if ghz <= 0:
             raise ConfigError(f"cost cpu_clock_ghz: must be > 0, got {ghz!r}")
@@ -98,11 +99,22 @@ class CostTable:
 
     def ns(self, name: str) -> float:
         """The value of a time-valued parameter, in nanoseconds."""
+        self.read.add(name)
+        if cost_params()[name].unit == "cycles":
+            self.read.add("cpu_clock_ghz")
         return self._ns[name]
 
     def value(self, name: str) -> float:
         """The value in the parameter's own unit."""
+        self.read.add(name)
         return self._values[name]
+
+    def check_all_read(self, explicit, what: str) -> None:
+        """Refuse overrides in ``explicit`` that the model built so far never read."""
+        unused = sorted(n for n in explicit if n not in self.read)
+        if unused:
+            raise ConfigError(f"cost {unused[0]!r} does not affect {what} (it is never read), got "
+                              f"{explicit[unused[0]]!r}" + (f"; also unused: {', '.join(unused[1:])}" if unused[1:] else ""))
 
     def overridden(self) -> dict[str, float]:
         """Parameters whose value differs from the default."""

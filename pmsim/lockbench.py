@@ -20,7 +20,7 @@ from pmsim.costs import CostTable, cost_params
 from pmsim.errors import ConfigError
 from pmsim.machine import Machine
 from pmsim.stats import Histogram, mean_ci, ratio_ci
-from pmsim.units import Distribution
+from pmsim.units import Distribution, format_time
 
 LOCK_KINDS = ("ttas", "ticket", "mcs", "qlock")
 IDEAL_GROUPS = ("atomics", "locks")
@@ -59,7 +59,7 @@ class LockBenchSpec:
         if self.arrivals is not None and self.arrivals.mean <= 0:
             raise ConfigError(f"--arrivals: mean interarrival must be > 0, got {self.arrivals}")
         if self.duration <= self.warmup:
-            raise ConfigError(f"--duration ({self.duration:g}ns) must exceed --warmup ({self.warmup:g}ns)")
+            raise ConfigError(f"--duration ({format_time(self.duration)}) must exceed --warmup ({format_time(self.warmup)})")
 
     def costs(self) -> CostTable:
         overrides = ideal_overrides() if self.ideal else {}
@@ -92,6 +92,7 @@ def run_lockbench(spec: LockBenchSpec) -> dict:
                 spinlock_kind="ttas", qlock_wake=spec.wake)
     env = m.env
     lock = m.qlock("lockbench") if spec.lock == "qlock" else m.spinlock("lockbench", spec.lock)
+    m.costs.check_all_read(spec.overrides, f"lockbench --lock {spec.lock}")
     batches = _Batches(spec.warmup, spec.duration)
     waits = Histogram()
     per_thread = [0] * spec.threads

@@ -193,3 +193,18 @@ def test_docs_costs_md_is_generated_from_the_table():
     """docs/costs.md must be regenerated (``pmsim costs --markdown``) whenever costs.yaml changes."""
     assert DOCS.exists(), "docs/costs.md is missing"
     assert DOCS.read_text(encoding="utf-8") == markdown_table()
+
+
+def test_overrides_the_model_never_read_are_refused():
+    t = CostTable({"cas_remote_ns": 90, "ipi_send_ns": 250})
+    t.ns("cas_remote_ns")
+    with pytest.raises(ConfigError, match="ipi_send_ns"):
+        t.check_all_read({"cas_remote_ns": 90, "ipi_send_ns": 250}, "this run")
+    t.ns("ipi_send_ns")
+    t.check_all_read({"cas_remote_ns": 90, "ipi_send_ns": 250}, "this run")
+
+
+def test_reading_a_cycles_cost_reads_the_clock():
+    t = CostTable({"cpu_clock_ghz": 3.0})
+    t.ns("ipi_receive_cycles")
+    t.check_all_read({"cpu_clock_ghz": 3.0}, "this run")

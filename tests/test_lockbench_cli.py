@@ -78,6 +78,11 @@ def test_ideal_then_set_is_the_bw_lock(capsys):
     (["--lock", "mcs", "--threads", "2", "--hold", "exp:1us", "--think", "exp:1us", "--set", "cas_remote_ns=-4"], "-4"),
     (["--lock", "mcs", "--threads", "2", "--hold", "exp:1us", "--think", "exp:1us", "--duration", "1ms", "--warmup", "2ms"], "--warmup"),
     (["--lock", "mcs", "--threads", "2", "--hold", "exp:1us", "--think", "exp:1us", "--duration", "soon"], "soon"),
+    # a cost this lock never reads would be silently ignored: refuse it
+    (["--lock", "mcs", "--threads", "2", "--hold", "exp:1us", "--think", "exp:1us",
+      "--set", "ticket_handoff_per_waiter_ns=100"], "ticket_handoff_per_waiter_ns"),
+    (["--lock", "qlock", "--threads", "2", "--hold", "exp:1us", "--think", "exp:1us",
+      "--set", "nvme_read_4k_us=9"], "nvme_read_4k_us"),
 ])
 def test_bad_arguments_exit_2_with_one_line(args, needle):
     r = run_cli("lockbench", *args)
