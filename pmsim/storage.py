@@ -22,9 +22,12 @@ from pmsim.units import Distribution
 
 STORE_KINDS = ("tmpfs", "nvme", "hdd", "network")
 
-
-def _lognormal(mean_ns: float, sigma: float, label: str) -> Distribution:
-    return Distribution("lognormal", (mean_ns, sigma), f"{label}")
+# Device kinds: the cost-table names of (read mean, write mean, lognormal shape, queue depth).
+DEVICE_COSTS = {
+    "nvme": ("nvme_read_4k_us", "nvme_write_4k_us", "nvme_latency_sigma", "nvme_queue_depth"),
+    "hdd": ("hdd_read_4k_ms", "hdd_write_4k_ms", "hdd_latency_sigma", "hdd_queue_depth"),
+    "network": ("network_fs_read_ms", "network_fs_write_ms", "network_latency_sigma", "network_queue_depth"),
+}
 
 
 class BackingStore:
@@ -37,23 +40,21 @@ class BackingStore:
         self.machine = machine
         self.name = name
         self.kind = kind
+        self.depth = 0
         if kind == "tmpfs":
-            self.read = None
-            self.write = None
             self.zero_ns = c.ns("page_zero_4k_ns")
             self.sleep_ns = c.ns("tmpfs_readpage_sleep_us")
-            self.depth = 0
         else:
-            prefix = {"nvme": "nvme", "hdd": "hdd", "network": "network"}[kind]
-            read_mean = c.ns({"nvme": "nvme_read_4k_us", "hdd": "hdd_read_4k_ms", "network": "network_fs_read_ms"}[kind])
-            write_mean = c.ns({"nvme": "nvme_write_4k_us", "hdd": "hdd_write_4k_ms", "network": "network_fs_write_ms"}[kind])
-            sigma = c.value(f"{prefix}_latency_sigma")
-            self.read = _lognormal(read_mean, sigma, f"{kind} read").sampler(machine.rng(f"io.{name}.read"))
-            self.write = _lognormal(write_mean, sigma, f"{kind} write").sampler(machine.rng(f"io.{name}.write"))
-            self.depth = int(c.value(f"{prefix}_queue_depth"))
+            read, write, shape, depth = DEVICE_COSTS[kind]
+            sigma = c.value(shape)
+            self.read = Distribution("lognormal", (c.ns(read), sigma), f"{kind} read").sampler(
+                machine.rng(f"io.{name}.read"))
+            self.write = Distribution("lognormal", (c.ns(write), sigma), f"{kind} write").sampler(
+                machine.rng(f"io.{name}.write"))
+            self.depth = int(c.value(depth))
             if self.depth < 1:
-                raise ConfigError(f"cost {prefix}_queue_depth: must be >= 1, got {self.depth}")
-        self._slots = [0.0] * self.depth  # min-heap of times each slot becomes free
+                raise ConfigError(f"cost {depth}: must be >= 1, got {self.depth}")
+        self._slots = [0.0] * self.depth  # min-heap of the times each slot becomes free
         self.busy_ns = 0.0
 
     def _io(self, thread, latency: float, counter: str):

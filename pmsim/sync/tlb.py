@@ -10,6 +10,8 @@ A single-core process (``PROC_RUNNING_S``) flushes only the caller's core.
 
 from __future__ import annotations
 
+from pmsim.errors import ConfigError
+
 SHOOTDOWN_MODES = ("async", "sync")
 
 
@@ -17,6 +19,8 @@ class TlbShootdown:
     """Shootdown mechanics shared by every process of a machine."""
 
     def __init__(self, machine, mode: str = "async"):
+        if mode not in SHOOTDOWN_MODES:
+            raise ConfigError(f"shootdown mode: unknown {mode!r} (one of {', '.join(SHOOTDOWN_MODES)})")
         c = machine.costs
         self.machine = machine
         self.mode = mode
@@ -28,21 +32,16 @@ class TlbShootdown:
         """``proc_tlbshootdown(p, 0, 0)`` issued by ``thread`` (a generator)."""
         rec = self.machine.recorder
         yield from proc.proc_lock.acquire(thread)
-        env = self.machine.env
         rec.count("tlb_shootdowns")
         targets = proc.vcore_cores()
         if not targets:  # PROC_RUNNING_S (or not running): flush the caller's own TLB
             thread.pending += self.local_flush_ns
         else:
-            yield from thread.sync()
-            t = env.now
-            last_done = t
-            for core in targets:
-                t += self.send_ns
+            env = self.machine.env
+            for core in targets:  # send_kernel_message(pcoreid, __tlbshootdown, KMSG_IMMEDIATE)
                 core.steal(env, self.handler_ns)
-                last_done = max(last_done, t + self.handler_ns)
             rec.count("ipis", len(targets))
-            thread.pending += t - env.now
-            if self.mode == "sync":
-                thread.pending += last_done - t
+            thread.pending += len(targets) * self.send_ns
+            if self.mode == "sync":  # wait for the last target's ack: its IPI went out last
+                thread.pending += self.handler_ns
         yield from proc.proc_lock.release(thread)
