@@ -97,7 +97,7 @@ class Thread:
         self.stolen = 0.0  # IPI handler time taken from this thread, to be paid at the next sync
         self.in_kernel = False
         self.idle_at = 0.0  # when the last kernel path reached smp_idle (later than now if it lags)
-        self.deferred_wakes: list = []  # (event, delay, not before): qlock wakees run at our next smp_idle
+        self.deferred_wakes: list = []  # (event, delay): qlock wakees restart at our next smp_idle
         self.spinlocks_held = 0
 
     def charge(self, ns: float) -> None:
@@ -202,9 +202,8 @@ class Thread:
         """What passing smp_idle (``lag`` ns from now) does: deferred qlock wakeups, an RCU QS."""
         if self.deferred_wakes:
             env = self.env
-            now = env.now
-            for ev, delay, not_before in self.deferred_wakes:
-                trigger_at(env, ev, max(delay + lag, not_before - now))
+            for ev, delay in self.deferred_wakes:
+                trigger_at(env, ev, delay + lag)
             self.deferred_wakes.clear()
         if lag == 0.0:
             rcu = self.machine._rcu

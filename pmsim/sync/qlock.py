@@ -44,7 +44,7 @@ class QLock:
         self.name = name
         self.wake = wake
         self.nr_signals = 1
-        self.waiters = deque()  # (thread, event, time of request)
+        self.waiters = deque()  # (thread, event, time its context save is done)
         self.holder = None
         self.line_core = None
         self.acquired_at = 0.0
@@ -116,10 +116,10 @@ class QLock:
                 trigger_at(self.env, ev, ready_at - now)
             elif self.wake == "waker_core":
                 thread.pending += self._kmsg
-                thread.deferred_wakes.append((ev, self._restart, ready_at))
+                thread.deferred_wakes.append((ev, self._restart))
             else:
                 thread.pending += self._kmsg + self._ipi_send
-                trigger_at(self.env, ev, max(self._remote_wake, ready_at - now))
+                trigger_at(self.env, ev, self._remote_wake)
         else:
             if self.waiters:
                 raise InvariantViolation(f"{self.name}: nr_signals {self.nr_signals} >= 0 with waiters")
