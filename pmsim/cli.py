@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--arrivals", type=_dist, help="open loop: request interarrival times")
     lb.add_argument("--ideal", action="store_true", help="zero every lock, cache-line, wake and switch cost")
     lb.add_argument("--set", action="append", default=[], metavar="COST=VALUE", help="override a cost")
-    lb.add_argument("--wake", default="waker_core", choices=("waker_core", "remote_ipi"), help="qlock wake policy")
+    lb.add_argument("--wake", choices=("waker_core", "remote_ipi"), help="qlock wake policy (default waker_core)")
     lb.add_argument("--duration", type=_time, default=_time("20ms"))
     lb.add_argument("--warmup", type=_time, default=_time("2ms"))
     lb.add_argument("--seed", type=int, default=1)

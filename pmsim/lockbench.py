@@ -8,7 +8,6 @@ of a request is acquire..release; think time is user time.
 
 from __future__ import annotations
 
-import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -45,7 +44,7 @@ class LockBenchSpec:
     duration: float = 20e6  # ns
     warmup: float = 2e6
     seed: int = 1
-    wake: str = "waker_core"
+    wake: str | None = None  # qlock wake policy (default waker_core); qlock only
 
     def check(self) -> None:
         if self.lock not in LOCK_KINDS:
@@ -58,6 +57,8 @@ class LockBenchSpec:
             raise ConfigError("lockbench: give exactly one of --think and --arrivals")
         if self.arrivals is not None and self.arrivals.mean <= 0:
             raise ConfigError(f"--arrivals: mean interarrival must be > 0, got {self.arrivals}")
+        if self.wake is not None and self.lock != "qlock":
+            raise ConfigError(f"--wake {self.wake}: only the qlock has a wake policy, not --lock {self.lock}")
         if self.duration <= self.warmup:
             raise ConfigError(f"--duration ({format_time(self.duration)}) must exceed --warmup ({format_time(self.warmup)})")
 
@@ -89,7 +90,7 @@ def run_lockbench(spec: LockBenchSpec) -> dict:
     wall0 = time.perf_counter()
     ncores = spec.cores or spec.threads
     m = Machine(cores=ncores, costs=spec.costs(), seed=spec.seed, warmup=spec.warmup,
-                spinlock_kind="ttas", qlock_wake=spec.wake)
+                spinlock_kind="ttas", qlock_wake=spec.wake or "waker_core")
     env = m.env
     lock = m.qlock("lockbench") if spec.lock == "qlock" else m.spinlock("lockbench", spec.lock)
     m.costs.check_all_read(spec.overrides, f"lockbench --lock {spec.lock}")
@@ -152,8 +153,8 @@ def run_lockbench(spec: LockBenchSpec) -> dict:
     st = m.recorder.locks["lockbench"]
     n = sum(batches.count)
     per_batch_tput = np.array(batches.count) / (batches.width / 1e9)
-    tput, tput_ci = mean_ci(per_batch_tput)
-    wait_mean, wait_ci = ratio_ci(batches.wait, batches.count)
+    _, tput_ci = mean_ci(per_batch_tput)
+    _, wait_ci = ratio_ci(batches.wait, batches.count)
     cpu = m.recorder.cpu()
     hold_mean = st.hold.mean()
     per_thread = np.array(per_thread, dtype=float)
@@ -167,8 +168,8 @@ def run_lockbench(spec: LockBenchSpec) -> dict:
         "think": str(spec.think) if spec.think is not None else None,
         "arrivals": str(spec.arrivals) if spec.arrivals is not None else None,
         "ideal": spec.ideal,
-        "wake": spec.wake if spec.lock == "qlock" else None,
-        "costs_overridden": spec.costs().overridden(),
+        "wake": (spec.wake or "waker_core") if spec.lock == "qlock" else None,
+        "costs_overridden": m.costs.overridden(),
         "duration_s": spec.duration / 1e9,
         "warmup_s": spec.warmup / 1e9,
         "seed": spec.seed,
@@ -181,7 +182,7 @@ def run_lockbench(spec: LockBenchSpec) -> dict:
         "p99_wait_s": waits.quantile(0.99) / 1e9,
         "max_wait_s": waits.quantile(1.0) / 1e9,
         "mean_hold_s": hold_mean / 1e9,
-        "lock_utilization": sum_hold(st) / window,
+        "lock_utilization": st.hold.sum() / window,
         "mean_spinning_cores": cpu["spin"] * ncores,
         "contended_fraction": st.contended / st.acquisitions if st.acquisitions else 0.0,
         "max_queue": st.max_queue,
@@ -191,6 +192,3 @@ def run_lockbench(spec: LockBenchSpec) -> dict:
         "provenance": {"wall_s": time.perf_counter() - wall0, "run_wall_s": run_wall},
     }
 
-
-def sum_hold(stats) -> float:
-    return stats.hold.mean() * stats.hold.n

@@ -72,6 +72,10 @@ class Histogram:
     def n(self) -> int:
         return self.count + len(self._buf)
 
+    def sum(self) -> float:
+        self._fold()
+        return self.total
+
     def mean(self) -> float:
         self._fold()
         return self.total / self.count if self.count else 0.0

@@ -83,6 +83,7 @@ def test_ideal_then_set_is_the_bw_lock(capsys):
       "--set", "ticket_handoff_per_waiter_ns=100"], "ticket_handoff_per_waiter_ns"),
     (["--lock", "qlock", "--threads", "2", "--hold", "exp:1us", "--think", "exp:1us",
       "--set", "nvme_read_4k_us=9"], "nvme_read_4k_us"),
+    (["--lock", "ttas", "--threads", "2", "--hold", "exp:1us", "--think", "exp:1us", "--wake", "remote_ipi"], "--wake"),
 ])
 def test_bad_arguments_exit_2_with_one_line(args, needle):
     r = run_cli("lockbench", *args)
