@@ -16,8 +16,8 @@ import numpy as np
 
 from pmsim.errors import ConfigError
 
-NS_PER = {"ns": 1.0, "us": 1e3, "µs": 1e3, "ms": 1e6, "s": 1e9}
-_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*(ns|us|µs|ms|s)\s*$")
+NS_PER = {"ns": 1.0, "us": 1e3, "µs": 1e3, "μs": 1e3, "ms": 1e6, "s": 1e9}  # micro sign and Greek mu
+_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*(ns|us|µs|μs|ms|s)\s*$")
 
 
 def parse_time(text, what: str = "duration") -> float:
@@ -123,6 +123,8 @@ class Distribution:
             return np.where(lam == 0, 1.0, out)
         # lognormal: Gauss-Hermite quadrature over the underlying normal
         mean, sigma = p
+        if mean == 0:
+            return np.ones_like(lam)
         x, w = np.polynomial.hermite_e.hermegauss(80)
         mu = math.log(mean) - sigma * sigma / 2
         vals = np.exp(mu + sigma * x)

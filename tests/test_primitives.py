@@ -1369,3 +1369,29 @@ def test_blocking_while_holding_a_spinlock_is_an_invariant_violation():
     m.env.process(body())
     with pytest.raises(InvariantViolation, match="spinlock"):
         m.run(until=100)
+
+
+def test_cas_loops_on_one_word_all_complete_and_contention_costs_retries():
+    """N threads incrementing one word with CAS loops: every increment lands exactly once,
+    a lone thread never retries, and contended threads do."""
+    def run(n):
+        m = machine(cores=n)
+        line = m.cacheline("slot")
+        attempts = []
+
+        def body(th):
+            for _ in range(20):
+                attempts.append((yield from line.cas_loop(th, 3)))
+                th.pending += 30
+                yield from th.sync()
+
+        for i in range(n):
+            m.env.process(body(m.thread(f"t{i}", i)))
+        m.run(until=10_000_000)
+        return attempts, m
+
+    alone, m1 = run(1)
+    assert alone == [1] * 20 and m1.recorder.counters["cas_failures.slot"] == 0
+    many, m8 = run(8)
+    assert len(many) == 160
+    assert max(many) > 1 and m8.recorder.counters["cas_failures.slot"] == sum(many) - 160

@@ -77,3 +77,21 @@ class CacheLine:
             self.recorder.count(f"cas_failures.{self.name}")
         thread.pending += done - now
         return ok, start
+
+    def cas_loop(self, thread, word: int = 0):
+        """``do { old = *p; new = f(old); } while (!atomic_cas(p, old, new))`` (a generator).
+
+        Each attempt is one line access; a failed attempt retries at its completion
+        with the value it saw. Returns the number of attempts.
+        """
+        if thread.pending or thread.stolen:
+            yield from thread.sync()
+        read_at = thread.env.now
+        attempts = 1
+        while True:
+            ok, start = self.cas(thread, word, read_at)
+            if ok:
+                return attempts
+            attempts += 1
+            read_at = start
+            yield from thread.sync()
