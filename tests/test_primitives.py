@@ -1395,3 +1395,36 @@ def test_cas_loops_on_one_word_all_complete_and_contention_costs_retries():
     many, m8 = run(8)
     assert len(many) == 160
     assert max(many) > 1 and m8.recorder.counters["cas_failures.slot"] == sum(many) - 160
+
+
+def test_a_second_thread_on_a_core_cannot_spin_until_it_has_the_core():
+    """Threads sharing a core: the one that is not running waits for the core before it
+    may spin, so its spin time starts only when it gets the core."""
+    m = machine(cores=2)
+    lock = m.spinlock("L", "ticket")
+    a = m.thread("a", 0)  # runs on core 0
+    b = m.thread("b", 0)  # shares core 0 with a
+    h = m.thread("h", 1)  # holds the lock
+    t = {}
+
+    def holder():
+        yield from lock.acquire(h)
+        h.pending += 10_000
+        yield from lock.release(h)
+
+    def runner():
+        a.pending += 3_000  # busy on core 0, no kernel path end
+        yield from a.sync()
+        yield from a.kernel_exit()  # lets b have core 0
+        a.pending += 1
+        yield from a.sync()
+
+    def spinner():
+        yield from lock.acquire(b)
+        t["b"] = m.env.now
+
+    m.env.process(holder())
+    m.env.process(runner())
+    m.env.process(spinner())
+    m.run(until=100_000)
+    assert m.cores[0].spin == pytest.approx(t["b"] - 3_000)

@@ -84,7 +84,7 @@ class CacheLine:
         Each attempt is one line access; a failed attempt retries at its completion
         with the value it saw. Returns the number of attempts.
         """
-        if thread.pending or thread.stolen:
+        if thread.pending or thread.stolen or thread.core.thread is not thread:
             yield from thread.sync()
         read_at = thread.env.now
         attempts = 1

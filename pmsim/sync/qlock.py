@@ -66,8 +66,8 @@ class QLock:
 
     def acquire(self, thread):
         """``qlock`` / ``sem_down`` (a generator)."""
-        if thread.pending or thread.stolen:
-            yield from thread.sync()
+        if thread.pending or thread.stolen or thread.core.thread is not thread:
+            yield from thread.sync()  # (also: a thread must hold its core to run)
         t_req = self.env.now
         if self.nr_signals > 0:  # sem_trydown succeeds
             self.nr_signals -= 1

@@ -46,8 +46,8 @@ class SpinLock:
 
     def acquire(self, thread):
         """``spin_lock``: take the lock, spinning on this core while it is held (a generator)."""
-        if thread.pending or thread.stolen:
-            yield from thread.sync()
+        if thread.pending or thread.stolen or thread.core.thread is not thread:
+            yield from thread.sync()  # (also: a thread must hold its core to run or spin)
         now = self.env.now
         if self.holder is None:
             core = thread.core
