@@ -43,28 +43,20 @@ def test_sockets_split_cores_evenly():
     assert [c.socket for c in m.cores] == [0, 0, 0, 0, 1, 1, 1, 1]
 
 
-def test_warmup_excluded_from_cpu_fractions():
-    """A thread busy only during warm-up leaves the measured window idle."""
+@pytest.mark.parametrize("work, until, useful", [
+    (800.0, 3000.0, 0.0),  # busy only during warm-up: the measured window is idle
+    (1500.0, 2000.0, 0.5),  # work straddling the end of warm-up is split there
+])
+def test_warmup_is_excluded_from_cpu_fractions(work, until, useful):
     m = Machine(cores=1, warmup=1000.0)
     th = m.thread("t", 0)
 
     def proc():
-        th.charge(800.0)
+        th.charge(work)
         yield from th.sync()
 
     m.env.process(proc())
-    m.run(until=3000.0)
-    assert m.recorder.cpu() == {"useful": 0.0, "spin": 0.0, "ipi": 0.0, "idle": 1.0}
-
-
-def test_work_straddling_warmup_is_split():
-    m = Machine(cores=1, warmup=1000.0)
-    th = m.thread("t", 0)
-
-    def proc():
-        th.charge(1500.0)
-        yield from th.sync()
-
-    m.env.process(proc())
-    m.run(until=2000.0)
-    assert m.recorder.cpu()["useful"] == pytest.approx(0.5)
+    m.run(until=until)
+    cpu = m.recorder.cpu()
+    assert cpu["useful"] == pytest.approx(useful)
+    assert cpu["idle"] == pytest.approx(1 - useful) and cpu["spin"] == cpu["ipi"] == 0.0
