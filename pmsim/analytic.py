@@ -29,6 +29,7 @@ import operator
 from typing import Callable, Sequence, Union
 
 import numpy as np
+from scipy.special import logsumexp
 
 __all__ = [
     "mva_repairman",
@@ -73,18 +74,6 @@ def _check_time(name: str, x, *, positive: bool = False) -> float:
         need = "> 0" if positive else ">= 0"
         raise ValueError(f"{name} must be finite and {need}, got {x!r}")
     return v
-
-
-def _logsumexp(a: np.ndarray, axis=None) -> np.ndarray:
-    """log(sum(exp(a))) along ``axis``, safe for -inf entries and all -inf."""
-    a = np.asarray(a, dtype=float)
-    mx = np.max(a, axis=axis, keepdims=True)
-    mx = np.where(np.isfinite(mx), mx, 0.0)
-    with np.errstate(divide="ignore"):
-        out = np.log(np.sum(np.exp(a - mx), axis=axis, keepdims=True)) + mx
-    if axis is None:
-        return out.reshape(())
-    return np.squeeze(out, axis=axis)
 
 
 def _log_factorials(n: int) -> np.ndarray:
@@ -373,7 +362,7 @@ def _arrivals_quadrature(n, z, d, nodes, weights):
             term_p = np.where(m == 0, 0.0, m * logp)
         term_q = (m_max - m) * (-t / z)
         logc = lf[m_max] - lf[m] - lf[m_max - m]
-        out[j, : m_max + 1] = _logsumexp(logw + logc + term_p + term_q, axis=0)
+        out[j, : m_max + 1] = logsumexp(logw + logc + term_p + term_q, axis=0)
     return out
 
 
