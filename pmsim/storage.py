@@ -90,8 +90,10 @@ class BackingStore:
             return
         yield from self._io(thread, self.write(), "io_writes")
 
-    def utilization(self, window: float) -> float:
-        """Busy slot-time over available slot-time in the measured window (0 for tmpfs)."""
+    def utilization(self, window: float, end: float) -> float:
+        """Busy slot-time over available slot-time in the measured window ending at ``end``
+        (0 for tmpfs). IOs still in flight at ``end`` count only up to it."""
         if not self.depth or window <= 0:
             return 0.0
-        return min(1.0, self.busy_ns / (window * self.depth))
+        overhang = sum(max(0.0, free_at - end) for free_at in self._slots)
+        return max(0.0, self.busy_ns - overhang) / (window * self.depth)

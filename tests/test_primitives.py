@@ -1010,7 +1010,7 @@ def test_tmpfs_readpage_zeroes_then_sleeps_and_writepage_is_instant():
     assert done["write"] == done["read"]
     assert done["y"] == 250 + 100  # the core is free during the 1 us sleep
     assert m.recorder.counters["io_reads"] == 1 and m.recorder.counters["io_writes"] == 1
-    assert fs.utilization(1e6) == 0.0
+    assert fs.utilization(1e6, 1e6) == 0.0
 
 
 def test_backing_store_utilization():
@@ -1024,7 +1024,21 @@ def test_backing_store_utilization():
     m.env.process(reader(m.thread("r", 0)))
     m.run(until=10 * MS)
     assert disk.busy_ns == pytest.approx(6 * MS)
-    assert disk.utilization(10 * MS) == pytest.approx(0.6)
+    assert disk.utilization(10 * MS, 10 * MS) == pytest.approx(0.6)
+
+
+def test_backing_store_utilization_counts_in_flight_io_only_up_to_the_end():
+    """Two slots, one 2 ms IO issued at 1 ms, window [0, 2 ms]: busy 1 ms of 4 ms slot-time."""
+    m = machine(cores=1, costs={"nvme_latency_sigma": 0, "nvme_read_4k_us": 2000, "nvme_queue_depth": 2})
+    disk = BackingStore(m, "disk", "nvme")
+
+    def reader(th):
+        yield m.env.timeout(1 * MS)
+        yield from disk.readpage(th)
+
+    m.env.process(reader(m.thread("r", 0)))
+    m.run(until=2 * MS)
+    assert disk.utilization(2 * MS, 2 * MS) == pytest.approx(0.25)
 
 
 # =========================================================================== RCU
