@@ -706,10 +706,14 @@ def test_cacheline_hammering_serialises_at_the_occupancy(n):
         assert max(done.values()) / (n * ops) == pytest.approx(20, rel=0.1)
 
 
-def test_cas_fails_when_another_write_was_serialized_after_the_read():
+def _two_cores_one_line():
+    """A machine with threads a (core 0) and b (core 1) and one cache line "C"."""
     m = machine(cores=2)
-    line = m.cacheline("C")
-    a, b = m.thread("a", 0), m.thread("b", 1)
+    return m, m.cacheline("C"), m.thread("a", 0), m.thread("b", 1)
+
+
+def test_cas_fails_when_another_write_was_serialized_after_the_read():
+    m, line, a, b = _two_cores_one_line()
     res = {}
 
     def reader():
@@ -743,9 +747,7 @@ def test_cas_fails_when_another_write_was_serialized_after_the_read():
 
 
 def test_write_to_another_word_costs_but_does_not_fail_the_cas():
-    m = machine(cores=2)
-    line = m.cacheline("C")
-    a, b = m.thread("a", 0), m.thread("b", 1)
+    m, line, a, b = _two_cores_one_line()
     res = {}
 
     def reader():
@@ -770,9 +772,7 @@ def test_write_to_another_word_costs_but_does_not_fail_the_cas():
 
 
 def test_cas_write_serialized_exactly_at_the_read_fails():
-    m = machine(cores=2)
-    line = m.cacheline("C")
-    a, b = m.thread("a", 0), m.thread("b", 1)
+    m, line, a, b = _two_cores_one_line()
     res = {}
 
     def seq():
