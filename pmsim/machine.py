@@ -85,7 +85,7 @@ class Thread:
     """A simulated kernel thread (a process's thread making syscalls and faults)."""
 
     __slots__ = ("machine", "env", "name", "core", "proc", "pending", "stolen",
-                 "in_kernel", "idle_at", "deferred_wakes", "spinlocks_held")
+                 "in_kernel", "idle_at", "deferred_wakes", "spinlocks_held", "op")
 
     def __init__(self, machine: "Machine", name: str, core: Core, proc=None):
         self.machine = machine
@@ -99,6 +99,7 @@ class Thread:
         self.idle_at = 0.0  # when the last kernel path reached smp_idle (later than now if it lags)
         self.deferred_wakes: list = []  # (event, delay): qlock wakees restart at our next smp_idle
         self.spinlocks_held = 0
+        self.op = None  # the operation in progress (named in invariant violations)
 
     def charge(self, ns: float) -> None:
         """Add uncontended work; it becomes simulated time at the next ``sync``."""

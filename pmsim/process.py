@@ -1,8 +1,11 @@
-"""A simulated process: its locks and the cores it runs on.
+"""A simulated process: its locks, the cores it runs on, its VMRs and page tables.
 
 Akaros (kern/include/env.h; kern/src/process.c: proc_alloc): ``proc_lock``,
 ``vmr_lock`` and ``pte_lock`` are plain spinlocks. A multicore process
 (``PROC_RUNNING_M``) has vcores on a set of cores; TLB shootdowns IPI each one.
+``vm_regions`` is a linear list (``find_vmr`` scans it); page tables exist only
+where something was faulted in (``pt_chunks``: 2 MiB chunks with a last-level
+page-table page), which is what a PTE walk pays for.
 """
 
 from __future__ import annotations
@@ -26,6 +29,17 @@ class Process:
         self.proc_lock = machine.spinlock("proc_lock")
         self.vmr_lock = machine.spinlock("vmr_lock")
         self.pte_lock = machine.spinlock("pte_lock")
+        self.vmrs: list = []  # vm_regions, in address order
+        self.vmr_history = 0  # bumped by every VMR change (populate_pm_va checks it)
+        self.pt_chunks: set[int] = set()  # vpn >> 9 of every last-level page table
+        self.next_vpn = 1 << 20  # where the next mmap goes (no placement policy is modelled)
+
+    def find_vmr(self, vpn: int):
+        """``find_vmr``: (the VMR holding ``vpn`` or None, VMRs visited by the linear scan)."""
+        for n, vmr in enumerate(self.vmrs, 1):
+            if vmr.base <= vpn < vmr.base + vmr.npages:
+                return vmr, n
+        return None, len(self.vmrs)
 
     def vcore_cores(self) -> list:
         """Cores that get a shootdown IPI: the online vcores of an MCP, none for an SCP."""

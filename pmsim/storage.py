@@ -57,12 +57,8 @@ class BackingStore:
         self._slots = [0.0] * self.depth  # min-heap of the times each slot becomes free
         self.busy_ns = 0.0
 
-    def _io(self, thread, latency: float, counter: str):
-        """Queue one IO and sleep until it completes (a generator)."""
-        if thread.pending or thread.stolen:
-            yield from thread.sync()
-        env = self.machine.env
-        now = env.now
+    def _queue(self, now: float, latency: float, counter: str) -> float:
+        """Queue one IO issued at ``now`` on the first free slot; return its completion time."""
         start = max(now, self._slots[0])
         done = start + latency
         heapq.heapreplace(self._slots, done)
@@ -70,8 +66,15 @@ class BackingStore:
         if done > rec.warmup:
             self.busy_ns += done - max(start, rec.warmup)
         rec.count(counter)
-        ev = env.timeout(done - now)
-        yield from thread.block(ev)
+        return done
+
+    def _io(self, thread, latency: float, counter: str):
+        """Queue one IO and sleep until it completes (a generator)."""
+        if thread.pending or thread.stolen:
+            yield from thread.sync()
+        env = self.machine.env
+        done = self._queue(env.now, latency, counter)
+        yield from thread.block(env.timeout(done - env.now))
 
     def readpage(self, thread):
         """``pm_op->readpage``: fill one page from the store (a generator)."""
@@ -89,6 +92,18 @@ class BackingStore:
             self.machine.recorder.count("io_writes")
             return
         yield from self._io(thread, self.write(), "io_writes")
+
+    def writepages(self, thread, n: int):
+        """A bulk write of ``n`` pages, all issued at once (the ``TODO (WB)`` what-if); the
+        caller sleeps until the last one completes (a generator)."""
+        if self.kind == "tmpfs":
+            self.machine.recorder.count("io_writes", n)
+            return
+        if thread.pending or thread.stolen:
+            yield from thread.sync()
+        env = self.machine.env
+        last = max(self._queue(env.now, self.write(), "io_writes") for _ in range(n))
+        yield from thread.block(env.timeout(last - env.now))
 
     def utilization(self, window: float, end: float) -> float:
         """Busy slot-time over available slot-time in the measured window ending at ``end``

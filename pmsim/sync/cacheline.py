@@ -59,18 +59,25 @@ class CacheLine:
         self.written[word] = start
         thread.pending += done - thread.env.now
 
-    def cas(self, thread, word: int = 0, read_at: float | None = None) -> tuple[bool, float]:
+    def changed_since(self, word: int, t: float) -> bool:
+        """Was ``word`` written (serialized) at or after ``t``?"""
+        return self.written.get(word, -math.inf) >= t
+
+    def cas(self, thread, word: int = 0, read_at: float | None = None,
+            equal: bool | None = None) -> tuple[bool, float]:
         """One ``atomic_cas`` attempt on ``word`` whose expected value was read at ``read_at``.
 
         It fails if another successful write to the word was serialized at or after
-        that read. Returns (succeeded, service start); the start is when the value a
+        that read, unless the caller compared the values itself (``equal``: a CAS
+        succeeds on an equal value even if the word changed and changed back, the
+        ABA case). Returns (succeeded, service start); the start is when the value a
         retry compares against was read. Charges the attempt's latency to ``thread``.
         """
         now = thread.env.now
         if read_at is None:
             read_at = now
         start, done = self._serve(thread.core, now, cas=True)
-        ok = self.written.get(word, -math.inf) < read_at
+        ok = self.written.get(word, -math.inf) < read_at if equal is None else equal
         if ok:
             self.written[word] = start
         else:
@@ -78,20 +85,25 @@ class CacheLine:
         thread.pending += done - now
         return ok, start
 
+    def retry_owned(self, thread, word: int = 0) -> None:
+        """The retry of a CAS that just failed. A failed ``lock cmpxchg`` leaves the line in
+        this core's cache, exclusive, and returns the current value; the retry follows at once
+        and hits the line locally before another core's request can take it, so it succeeds.
+        Call it right after the failed :meth:`cas`."""
+        self.free_at += self._local
+        self.written[word] = self.free_at - self._local
+        thread.pending += self._local
+
     def cas_loop(self, thread, word: int = 0):
         """``do { old = *p; new = f(old); } while (!atomic_cas(p, old, new))`` (a generator).
 
-        Each attempt is one line access; a failed attempt retries at its completion
-        with the value it saw. Returns the number of attempts.
+        The first attempt fails if the word was written since it was read; the retry then
+        succeeds while the line is still owned (:meth:`retry_owned`). Returns the attempts.
         """
         if thread.pending or thread.stolen or thread.core.thread is not thread:
             yield from thread.sync()
-        read_at = thread.env.now
-        attempts = 1
-        while True:
-            ok, start = self.cas(thread, word, read_at)
-            if ok:
-                return attempts
-            attempts += 1
-            read_at = start
-            yield from thread.sync()
+        ok, _ = self.cas(thread, word, thread.env.now)
+        if ok:
+            return 1
+        self.retry_owned(thread, word)
+        return 2

@@ -38,16 +38,18 @@ class QLock:
                  "acquired_at", "stats", "_pair", "_xfer", "_block", "_kmsg", "_restart",
                  "_ipi_send", "_remote_wake")
 
-    def __init__(self, machine, name: str, wake: str = "waker_core"):
+    def __init__(self, machine, name: str, wake: str = "waker_core", held_by=None):
+        """``held_by``: a semaphore initialised to 0 and owned by that thread (a page lock
+        created locked by its inserter, ``sem_init(&pg_sem, 0)``)."""
         c = machine.costs
         self.env = machine.env
         self.name = name
         self.wake = wake
-        self.nr_signals = 1
+        self.nr_signals = 0 if held_by is not None else 1
         self.waiters = deque()  # (thread, event, time its context save is done)
-        self.holder = None
+        self.holder = held_by
         self.line_core = None
-        self.acquired_at = 0.0
+        self.acquired_at = machine.env.now
         self.stats = machine.recorder.lock(name, self.kind)
         self._pair = c.ns("lock_pair_uncontended_ns")
         self._xfer = c.ns("cacheline_transfer_ns")

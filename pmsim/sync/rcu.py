@@ -58,7 +58,8 @@ class Rcu:
 
     # --- update side -----------------------------------------------------
     def call_rcu(self, thread, fn=None, cost_ns: float = 0.0, nbytes: int = 0) -> None:
-        """Queue ``fn`` (run after a grace period, on core 0, taking ``cost_ns``)."""
+        """Queue ``fn`` (run after a grace period, on core 0, taking ``cost_ns`` plus the ns
+        ``fn`` returns, if it returns a number)."""
         thread.pending += self.call_ns
         lst = self.cbs[thread.core.index]
         lst.append((self.gpnum + 1, fn, cost_ns, nbytes))
@@ -154,10 +155,16 @@ class Rcu:
             work, lst[:n] = lst[:n], []
             for stamp, fn, cost, nbytes in work:
                 if cost:
-                    core0.useful += cost
-                    if core0.thread is not None:
-                        core0.thread.stolen += cost
-                    yield env.timeout(cost)
+                    yield from self._on_core0(core0, cost)
                 if fn is not None:
-                    fn()
+                    took = fn()  # a callback whose work depends on the data returns its ns
+                    if type(took) in (int, float) and took > 0:
+                        yield from self._on_core0(core0, took)
                 self.pending_bytes -= nbytes
+
+    def _on_core0(self, core0, ns: float):
+        """Callback work: taken from whatever core 0 runs, like an interrupt."""
+        core0.useful += ns
+        if core0.thread is not None:
+            core0.thread.stolen += ns
+        yield self.env.timeout(ns)

@@ -1,0 +1,261 @@
+"""The ``PageMap`` interface and the page-map functions OLD and NEW share.
+
+Read beside kern/src/pagemap.c. ``pm_add_vmr``, ``pm_remove_vmr``, ``pm_put_page``,
+``pm_load_page`` (its control flow), ``pm_load_page_nowait`` and ``pm_destroy``
+are the same in both designs (akaros-pagemap.md 2.1, 2.4, 2.5, 2.6, 2.15); a
+design supplies ``pm_find_page``, ``pm_insert_page`` and its removal and
+writeback functions. Every function is a generator run by a simulated thread
+(``th``); costs come from the cost table, never literals.
+
+A design declares the kernel operations it has (``entry_points``); asking it for
+one it lacks is a :class:`~pmsim.errors.ConfigError`, never a silent zero.
+"""
+
+from __future__ import annotations
+
+from pmsim.errors import ConfigError, InvariantViolation
+from pmsim.pagecache.page import PG_LOCKED, PG_PAGEMAP, PG_UPTODATE, Page
+from pmsim.pagecache.radix import REFCNT_MAX, RadixTree
+from pmsim.sync.qlock import QLock
+from pmsim.sync.tlb import TlbShootdown
+
+# Kernel operations a workload can ask of a design (akaros-pagemap.md section 4).
+OPERATIONS = ("read", "write", "touch", "fault", "fsync", "punch_hole", "reclaim", "mmap", "munmap")
+EEXIST = -17
+
+
+class PageMap:
+    """``struct page_map`` of one file, for one design."""
+
+    name = "?"
+    summary = ""
+    # OLD (a4d7239a) has no writeback or memory-pressure entry point (ref 4.5, 4.6, 4.8).
+    entry_points = frozenset({"read", "write", "touch", "fault", "punch_hole", "mmap", "munmap"})
+    pm_lock_kind: str | None = None  # None: the machine's spinlock kind
+    shootdown_mode = "async"  # proc_tlbshootdown does not wait for acks
+    punch_hole_fn = "pm_remove_or_zero_pages"  # what fs_file_punch_hole calls (a4d7239a and later)
+
+    def __init__(self, machine, file):
+        c = machine.costs
+        self.machine = machine
+        self.env = machine.env
+        self.file = file
+        self.tree = RadixTree(machine, file.nr_pages)  # pm_tree
+        self.pm_lock = machine.spinlock("pm_lock", self.pm_lock_kind)
+        self.vmrs: list = []  # pm_vmrs
+        self.num_pages = 0  # pm_num_pages
+        self.tlb = TlbShootdown(machine, self.shootdown_mode)
+        self.recorder = machine.recorder
+        self._page_alloc = c.ns("page_alloc_ns") / 2  # kpage_alloc; the other half at page_decref
+        self._zero = c.ns("page_zero_4k_ns")
+        self._flags_rmw = c.ns("cacheline_transfer_ns")  # an atomic on pg_flags (see docs/model.md)
+        self._vmr_scan = c.ns("vmr_scan_ns_per_vmr")
+        self._slab = c.ns("slab_alloc_ns")
+        self._pte_entry = c.ns("pte_walk_ns_per_entry")
+        self._pte_level = c.ns("pte_walk_ns_per_level")
+
+    # --- what the design offers ------------------------------------------------
+    @classmethod
+    def require(cls, op: str) -> None:
+        """Refuse an operation this design has no entry point for."""
+        if op not in OPERATIONS:
+            raise ConfigError(f"operation {op!r}: unknown (one of {', '.join(OPERATIONS)})")
+        if op not in cls.entry_points:
+            raise ConfigError(f"design {cls.name}: has no {op} entry point "
+                              f"(it offers {', '.join(o for o in OPERATIONS if o in cls.entry_points)})")
+
+    def violation(self, th, index, msg: str):
+        """Stop the run: a code assertion (akaros-pagemap.md 5.3) failed."""
+        op = getattr(th, "op", None)
+        return InvariantViolation(f"t={self.env.now:.0f}ns op={op} design={self.name} page={index}: {msg}")
+
+    # --- design-specific parts -------------------------------------------------
+    def pm_find_page(self, th, index):
+        raise NotImplementedError
+
+    def pm_insert_page(self, th, index, page):
+        raise NotImplementedError
+
+    def _free_radix_nodes(self, th, n: int) -> None:
+        """Nodes emptied by a radix removal: OLD frees at once, NEW through call_rcu."""
+        raise NotImplementedError
+
+    # --- pm_add_vmr / pm_remove_vmr (2.1) ---------------------------------------
+    def pm_add_vmr(self, th, vmr):
+        """kern/src/pagemap.c: pm_add_vmr. ``pm_lock``; TAILQ_INSERT_TAIL."""
+        yield from self.pm_lock.acquire(th)
+        self.vmrs.append(vmr)
+        yield from self.pm_lock.release(th)
+
+    def pm_remove_vmr(self, th, vmr):
+        """kern/src/pagemap.c: pm_remove_vmr. ``pm_lock``; TAILQ_REMOVE."""
+        yield from self.pm_lock.acquire(th)
+        self.vmrs.remove(vmr)
+        yield from self.pm_lock.release(th)
+
+    # --- the slot word ------------------------------------------------------------
+    def _slot_get(self, th, slot, clear_removal: bool):
+        """The CAS loop of pm_find_page: read the word; a NULL page is a miss; else CAS in
+        refcount + 1 (OLD also clears PM_REMOVAL). A CAS that fails because the word changed
+        is retried at once with the value it returned, while this core owns the line."""
+        if th.pending or th.stolen or th.core.thread is not th:
+            yield from th.sync()
+        page = slot.page
+        if page is None:
+            return None
+        line = slot.line
+        ok, _ = line.cas(th, slot.word, self.env.now)
+        if not ok:  # the failed CAS returned the current value; the retry owns the line
+            page = slot.page
+            if page is None:
+                return None
+            line.retry_owned(th, slot.word)
+        slot.refcnt += 1
+        if clear_removal:
+            slot.removal = False
+        if slot.refcnt > REFCNT_MAX:
+            raise self.violation(th, slot.index, f"slot refcount overflows {REFCNT_MAX}")
+        if page.slot is not slot:
+            raise self.violation(th, slot.index, "page->pg_tree_slot != tree_slot after find")
+        return page
+
+    def pm_put_page(self, th, page):
+        """kern/src/pagemap.c: pm_put_page. Asserts, then ``atomic_add`` of -1 on the
+        slot refcount: one lock-free RMW on the slot's cache line."""
+        slot = page.slot
+        if slot is None or slot.page is not page:
+            raise self.violation(th, page.index, "pm_put_page: the slot does not hold this page")
+        if slot.refcnt <= 0:
+            raise self.violation(th, page.index, "pm_put_page: slot refcount would go negative")
+        if th.pending or th.stolen or th.core.thread is not th:
+            yield from th.sync()
+        slot.line.rmw(th, slot.word)
+        slot.refcnt -= 1
+
+    # --- pm_load_page (2.5) and pm_load_page_nowait (2.6) ------------------------------
+    def pm_load_page(self, th, index):
+        """kern/src/pagemap.c: pm_load_page. Returns an up-to-date page with a slot ref."""
+        page = yield from self.pm_find_page(th, index)
+        while page is None:
+            th.pending += self._page_alloc  # kpage_alloc (MEM_ATOMIC: never sleeps)
+            page = Page(index)
+            page.flags = PG_LOCKED | PG_PAGEMAP
+            page.sem = QLock(self.machine, "page_lock", self.machine.qlock_wake, held_by=th)  # sem_init 0
+            error = yield from self.pm_insert_page(th, index, page)
+            if error == 0:
+                yield from self._load_locked_page(th, page)
+                return page
+            # -EEXIST, the benign race: another thread inserted first
+            self.recorder.count("pm_insert_eexist")
+            page.flags = 0
+            self.page_decref(th, page)
+            page = yield from self.pm_find_page(th, index)
+        slot = page.slot
+        if slot.refcnt <= 0 or slot.page is not page:
+            raise self.violation(th, index, "pm_load_page: found page without a slot ref")
+        if page.flags & PG_UPTODATE:
+            return page
+        yield from self.lock_page(th, page)
+        if page.flags & PG_UPTODATE:
+            yield from self.unlock_page(th, page)
+            return page
+        yield from self._load_locked_page(th, page)
+        return page
+
+    def _load_locked_page(self, th, page):
+        """``load_locked_page``: readpage (synchronous), assert UPTODATE, unlock_page."""
+        yield from self.file.readpage(th, page)
+        if not page.flags & PG_UPTODATE:
+            raise self.violation(th, page.index, "readpage returned without PG_UPTODATE")
+        yield from self.unlock_page(th, page)
+
+    def pm_load_page_nowait(self, th, index):
+        """kern/src/pagemap.c: pm_load_page_nowait. The page, or None for -EAGAIN."""
+        page = yield from self.pm_find_page(th, index)
+        if page is None:
+            return None
+        if not page.flags & PG_UPTODATE:
+            yield from self.pm_put_page(th, page)
+            return None
+        return page
+
+    def lock_page(self, th, page):
+        """kern/src/page_alloc.c: lock_page. ``sem_down(pg_sem)``, then set PG_LOCKED."""
+        yield from page.sem.acquire(th)
+        if page.flags & PG_LOCKED:
+            raise self.violation(th, page.index, "PG_LOCKED set when sem_down(pg_sem) returned")
+        page.flags |= PG_LOCKED
+        th.pending += self._flags_rmw
+
+    def unlock_page(self, th, page):
+        """kern/src/page_alloc.c: unlock_page. Clear PG_LOCKED, ``sem_up(pg_sem)``: wakes one
+        waiter, which restarts on this core after this kernel path (the wake chain, 2.5)."""
+        page.flags &= ~PG_LOCKED
+        th.pending += self._flags_rmw
+        yield from page.sem.release(th)
+
+    # --- freeing --------------------------------------------------------------------
+    def page_decref(self, th, page) -> None:
+        """kern/src/page_alloc.c: page_decref: asserts PG_PAGEMAP is clear, frees the page."""
+        if page.flags & PG_PAGEMAP:
+            raise self.violation(th, page.index, "page_decref of a page with PG_PAGEMAP set")
+        page.freed = True
+        if page.mapcount:  # a PTE still points at it (akaros-pagemap.md 5.2, item 2)
+            self.recorder.count("hazard_mapped_page_freed")
+        if th is not None:
+            th.pending += self._page_alloc
+
+    def _radix_remove(self, th, index: int) -> None:
+        """The range walker removes a slot whose callback returned true."""
+        self._free_radix_nodes(th, self.tree.delete(index))
+
+    def _walk(self, th, start: int, end: int) -> list[int]:
+        """``radix_for_each_slot_in_range``'s walk: the resident indices; its cost is charged."""
+        indices, cost = self.tree.walk(start, end)
+        th.pending += cost
+        return indices
+
+    # --- VMR helpers (2.7) -------------------------------------------------------------
+    def _has_vmr_with_page(self, th, idx: int) -> bool:
+        """The scan of ``pm_has_vmr_with_page`` (caller holds ``pm_lock``): stops at the first
+        VMR that could map ``idx``."""
+        n = 0
+        found = False
+        for vmr in self.vmrs:
+            n += 1
+            if vmr.has_page_idx(idx):
+                found = True
+                break
+        th.pending += n * self._vmr_scan
+        return found
+
+    def _walk_vmr_ns(self, vmr, idx: int, nr: int) -> tuple[int, int, float]:
+        """``vmr_for_each(vmr, idx, nr)``: the VMR page offsets [lo, hi) it covers and the
+        walk's cost (every PTE slot of every page table in range)."""
+        lo = max(idx, vmr.foff) - vmr.foff
+        hi = min(idx + nr, vmr.foff + vmr.npages) - vmr.foff
+        if hi <= lo:
+            return 0, 0, 0.0
+        from pmsim.kernel.vm import walk_ns
+
+        return lo, hi, walk_ns(vmr.proc, vmr.base + lo, vmr.base + hi, self._pte_entry, self._pte_level)
+
+    # --- pm_destroy (2.15) -----------------------------------------------------------
+    def pm_destroy(self) -> float:
+        """kern/src/pagemap.c: pm_destroy, run from an RCU callback on core 0 (4.7): free
+        every page (each must have slot refcount 0) and every node. Returns its cost."""
+        cost = 0.0
+        indices, walk = self.tree.walk(0, len(self.tree.resident))
+        cost += walk
+        for idx in indices:
+            slot = self.tree.slots[idx]
+            if slot.refcnt != 0:
+                raise self.violation(None, idx, f"pm_destroy: slot refcount {slot.refcnt} != 0")
+            page = slot.page
+            page.flags = 0
+            self.page_decref(None, page)
+            cost += self._page_alloc
+            cost += self._slab * self.tree.delete(idx)
+        if len(self.tree):
+            raise self.violation(None, None, "radix_tree_destroy: tree not empty")
+        return cost

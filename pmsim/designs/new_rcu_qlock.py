@@ -1,0 +1,221 @@
+"""NEW: kern/src/pagemap.c at HEAD. Lock-free RCU lookups; ``pm_qlock`` serialises writers.
+
+Lookups take no lock: an RCU read section (a compiler barrier), the radix walk and
+the CAS loop on the slot word. Inserts, ``pm_remove_or_zero_pages``,
+``pm_writeback_pages`` and ``pm_free_unused_pages`` hold the sleeping
+``pm_qlock``; ``pm_lock`` now guards only the VMR list, and is taken per slot by
+``pm_has_vmr_with_page`` and around the PTE walks of writeback. Empty radix
+nodes are freed through ``call_rcu``. akaros-pagemap.md 2.2, 2.3, 2.8, 2.11 - 2.14, 6.2.
+"""
+
+from __future__ import annotations
+
+from pmsim.designs.base import EEXIST, PageMap
+from pmsim.kernel.vm import PROT_WRITE
+from pmsim.pagecache.page import PG_DIRTY
+
+
+class NewPageMap(PageMap):
+    """The RCU + qlock page map of HEAD (1c95ea12 and later)."""
+
+    name = "new"
+    summary = "HEAD: RCU lock-free lookups, pm_qlock for insert/remove/writeback"
+    entry_points = PageMap.entry_points | {"fsync", "reclaim"}
+
+    def __init__(self, machine, file):
+        super().__init__(machine, file)
+        self.pm_qlock = machine.qlock("pm_qlock")
+        self.rcu = machine.rcu
+
+    # --- lookups and inserts ---------------------------------------------------------
+    def pm_find_page(self, th, index):
+        """pm_find_page (NEW): ``rcu_read_lock``; seqcount read and radix walk; the CAS loop
+        (refcount + 1 only); ``rcu_read_unlock``. No lock; retries on a changed word."""
+        self.rcu.read_section(th)
+        th.pending += self.tree.lookup_ns()
+        slot = self.tree.slots.get(index)
+        if slot is None:
+            return None
+        return (yield from self._slot_get(th, slot, clear_removal=False))
+
+    def pm_insert_page(self, th, index, page):
+        """pm_insert_page (NEW): build the word outside any lock; ``qlock``; radix_insert
+        (MEM_WAIT node allocations; the item published with rcu_assign_pointer); ``qunlock``."""
+        yield from self.pm_qlock.acquire(th)
+        tree = self.tree
+        slot, allocs = tree.insert(index, page)
+        th.pending += tree.lookup_ns() + allocs * self._slab
+        if slot is None:
+            yield from self.pm_qlock.release(th)
+            return EEXIST
+        page.slot = slot
+        self.num_pages += 1
+        yield from th.sync()
+        slot.line.rmw(th, slot.word)  # rcu_assign_pointer of the item
+        yield from self.pm_qlock.release(th)
+        return 0
+
+    def _free_radix_nodes(self, th, n: int) -> None:
+        for _ in range(n):  # __radix_remove_slot: call_rcu(__rnode_free_rcu)
+            self.rcu.call_rcu(th, None, self._slab, self.tree.node_bytes)
+
+    # --- VMR helpers ----------------------------------------------------------------------
+    def pm_has_vmr_with_page(self, th, idx: int):
+        """pm_has_vmr_with_page (NEW): takes ``pm_lock`` itself, on every call; O(V) scan."""
+        yield from self.pm_lock.acquire(th)
+        found = self._has_vmr_with_page(th, idx)
+        yield from self.pm_lock.release(th)
+        return found
+
+    # --- pm_remove_or_zero_pages (2.8) ------------------------------------------------------
+    def pm_remove_or_zero_pages(self, th, start: int, nr: int):
+        """pm_remove_or_zero_pages (NEW): ``qlock``; walk the range; ``__remove_or_zero_cb``
+        per resident page, each with its own ``pm_lock`` round trip; ``qunlock``."""
+        end = start + nr
+        if end <= start:
+            raise self.violation(th, start, "pm_remove_or_zero_pages: range wraps or is empty")
+        yield from self.pm_qlock.acquire(th)
+        for idx in self._walk(th, start, end):
+            removed = yield from self._remove_or_zero_cb(th, idx)
+            if removed:
+                self._radix_remove(th, idx)
+        yield from self.pm_qlock.release(th)
+
+    def _remove_or_zero_cb(self, th, idx: int):
+        """__remove_or_zero_cb (NEW): read the word, scan the VMRs (``pm_lock``), then CAS
+        against the value read. A find/put pair inside that window leaves the word equal
+        to the value read, and the CAS succeeds anyway (the ABA window, ref 5.2 item 2)."""
+        slot = self.tree.slots[idx]
+        page = slot.page
+        if page is None:
+            raise self.violation(th, idx, "radix item without a page while the qlock is held")
+        yield from th.sync()
+        read_at = self.env.now
+        old = slot.value()
+        mapped = yield from self.pm_has_vmr_with_page(th, idx)
+        if mapped or old[1]:
+            th.pending += self._zero  # memset: keep the page
+            self.recorder.count("pages_zeroed")
+            return False
+        yield from th.sync()
+        line = slot.line
+        equal = slot.value() == old
+        if equal and line.changed_since(slot.word, read_at):
+            self.recorder.count("hazard_remove_aba")
+        ok, _ = line.cas(th, slot.word, equal=equal)
+        if not ok:
+            th.pending += self._zero
+            self.recorder.count("pages_zeroed")
+            return False
+        slot.page = None
+        page.flags = 0
+        self.page_decref(th, page)
+        self.recorder.count("pages_removed")
+        return True
+
+    # --- writeback (2.11 - 2.13) -------------------------------------------------------------
+    def mark_and_clear_dirty_ptes(self, th):
+        """mark_and_clear_dirty_ptes: under ``pm_lock``, every PTE of every writable shared VMR
+        (each under its proc's ``pte_lock``): a dirty PTE dirties its page and flags the VMR
+        for a shootdown. The walk costs the VMR's size, not its dirty count."""
+        yield from self.pm_lock.acquire(th)
+        th.pending += len(self.vmrs) * self._vmr_scan
+        for vmr in list(self.vmrs):
+            if not (vmr.prot & PROT_WRITE and vmr.shared):
+                continue
+            proc = vmr.proc
+            yield from proc.pte_lock.acquire(th)
+            th.pending += self._walk_vmr_ns(vmr, vmr.foff, vmr.npages)[2]
+            for pte in vmr.ptes.values():  # __pm_mark_and_clear_dirty
+                if pte.present and pte.dirty:
+                    page = pte.page
+                    if not page.flags & PG_DIRTY:
+                        page.flags |= PG_DIRTY
+                        th.pending += self._flags_rmw
+                    pte.dirty = False
+                    vmr.shootdown_needed = True
+            yield from proc.pte_lock.release(th)
+        yield from self.pm_lock.release(th)
+
+    def shootdown_vmrs(self, th):
+        """shootdown_vmrs: under ``pm_lock``, proc_tlbshootdown for every flagged VMR, with no
+        de-duplication by process and no waiting for the IPIs."""
+        yield from self.pm_lock.acquire(th)
+        th.pending += len(self.vmrs) * self._vmr_scan
+        for vmr in list(self.vmrs):
+            if vmr.shootdown_needed:
+                vmr.shootdown_needed = False
+                yield from self.tlb.shootdown(th, vmr.proc)
+        yield from self.pm_lock.release(th)
+
+    def pm_writeback_pages(self, th):
+        """pm_writeback_pages: ``qlock``; mark_and_clear_dirty_ptes; shootdown_vmrs; walk every
+        resident page, writing each dirty one synchronously; flush (an empty TODO); ``qunlock``."""
+        yield from self.pm_qlock.acquire(th)
+        yield from self.mark_and_clear_dirty_ptes(th)
+        yield from self.shootdown_vmrs(th)
+        queue: list = []
+        for idx in self._walk(th, 0, self.file.nr_pages):
+            yield from self._writeback_cb(th, idx, queue)
+        yield from self.flush_queued_writebacks(th, queue)
+        yield from self.pm_qlock.release(th)
+
+    def _writeback_cb(self, th, idx: int, queue: list):
+        """__writeback_cb: clear PG_DIRTY *before* writing, then queue_writeback."""
+        page = self.tree.slots[idx].page
+        if page is None:
+            raise self.violation(th, idx, "radix item without a page while the qlock is held")
+        if page.flags & PG_DIRTY:
+            page.flags &= ~PG_DIRTY
+            th.pending += self._flags_rmw
+            yield from self.queue_writeback(th, page, queue)
+
+    def queue_writeback(self, th, page, queue: list):
+        """queue_writeback: calls writepage synchronously (return value ignored)."""
+        yield from self.file.writepage(th, page)
+
+    def flush_queued_writebacks(self, th, queue: list):
+        """flush_queued_writebacks: an empty ``TODO (WB)``."""
+        return
+        yield
+
+    # --- pm_free_unused_pages (2.14) ------------------------------------------------------
+    def pm_free_unused_pages(self, th):
+        """pm_free_unused_pages: ``qlock``; ``__flush_unused_cb`` on every resident page; ``qunlock``."""
+        yield from self.pm_qlock.acquire(th)
+        for idx in self._walk(th, 0, self.file.nr_pages):
+            removed = yield from self._flush_unused_cb(th, idx)
+            if removed:
+                self._radix_remove(th, idx)
+        yield from self.pm_qlock.release(th)
+
+    def _flush_unused_cb(self, th, idx: int):
+        """__flush_unused_cb: skip pages in use; CAS the page out *before* the VMR check; put it
+        back if a VMR covers it; else write it back if dirty (qlock held) and free it. While the
+        page is out, lock-free readers miss and convoy on the qlock (ref 5.2 item 6)."""
+        slot = self.tree.slots[idx]
+        page = slot.page
+        if page is None:
+            raise self.violation(th, idx, "radix item without a page while the qlock is held")
+        if slot.refcnt:
+            return False
+        yield from th.sync()
+        ok, _ = slot.line.cas(th, slot.word)
+        if not ok:
+            return False
+        slot.page = None
+        mapped = yield from self.pm_has_vmr_with_page(th, idx)
+        if mapped:
+            yield from th.sync()
+            slot.line.rmw(th, slot.word)  # WRITE_ONCE(*slot, page | flags)
+            slot.page = page
+            return False
+        if page.flags & PG_DIRTY:
+            yield from self.file.writepage(th, page)
+        page.flags = 0
+        self.page_decref(th, page)
+        self.recorder.count("pages_reclaimed")
+        return True
+
+
+DESIGN = NewPageMap

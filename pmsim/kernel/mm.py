@@ -1,0 +1,209 @@
+"""Page faults, populate, mmap and munmap of file mappings (kern/src/mm.c; akaros-pagemap.md 4.1, 4.4).
+
+- ``hpf`` holds the process's ``vmr_lock`` across the non-blocking lookup
+  (``pm_load_page_nowait``); on a miss it drops the lock and either loads the page
+  blocking and refaults (a single-core process) or returns -EAGAIN, and the
+  user-level scheduler calls ``SYS_populate_va`` (a multicore process).
+- ``map_page_at_addr`` installs the PTE under ``pte_lock``; a present PTE (a
+  concurrent fault won) is left alone.
+- A user store to a present writable PTE sets its dirty bit without entering the
+  kernel (:func:`user_access`).
+"""
+
+from __future__ import annotations
+
+from pmsim.errors import InvariantViolation
+from pmsim.kernel.vm import PROT_WRITE, PT_ENTRIES, Pte, Vmr
+from pmsim.pagecache.page import PG_DIRTY, Page
+
+EAGAIN = -11
+EFAULT = -14
+
+
+class MmCosts:
+    """The costs the mm paths read, looked up once per kernel."""
+
+    def __init__(self, costs):
+        self.vmr_scan = costs.ns("vmr_scan_ns_per_vmr")
+        self.pte_level = costs.ns("pte_walk_ns_per_level")
+        self.pte_entry = costs.ns("pte_walk_ns_per_entry")
+        self.pt_page = costs.ns("page_alloc_ns") / 2 + costs.ns("page_zero_4k_ns")
+        self.copy = costs.ns("page_copy_4k_ns")
+        self.page_alloc = costs.ns("page_alloc_ns") / 2
+        self.access = costs.ns("memory_latency_ns")
+        self.flags_rmw = costs.ns("cacheline_transfer_ns")
+
+
+def map_page_at_addr(th, mmc: MmCosts, vmr: Vmr, off: int, page, private: bool):
+    """kern/src/mm.c: map_page_at_addr: ``pte_lock``; pgdir_walk with create (a page-table page where none
+    exists); leave a present PTE; else write the PTE (writable if the VMR is)."""
+    proc = vmr.proc
+    yield from proc.pte_lock.acquire(th)
+    th.pending += 4 * mmc.pte_level
+    chunk = (vmr.base + off) // PT_ENTRIES
+    if chunk not in proc.pt_chunks:
+        proc.pt_chunks.add(chunk)
+        th.pending += mmc.pt_page
+    pte = vmr.ptes.get(off)
+    if pte is None:
+        vmr.ptes[off] = Pte(page, bool(vmr.prot & PROT_WRITE), private)
+        if not private:
+            page.mapcount += 1
+    elif not pte.present:
+        raise InvariantViolation(f"t={th.env.now:.0f}ns op={th.op}: map_page_at_addr over a mapped, "
+                                 f"not-present PTE (assert !pte_is_mapped) at file page {page.index}")
+    yield from proc.pte_lock.release(th)
+
+
+def copy_and_swap_pmpg(th, mmc: MmCosts, pm, page):
+    """kern/src/mm.c: __copy_and_swap_pmpg: a private copy of the PM page; the PM page's slot ref is put."""
+    th.pending += mmc.page_alloc + mmc.copy
+    yield from pm.pm_put_page(th, page)
+    return Page(page.index)
+
+
+def hpf_load_page(th, proc, pm, idx: int):
+    """kern/src/mm.c: __hpf_load_page: under ``proc_lock``, an SCP (PROC_RUNNING_S) loads the page blocking
+    and puts it (the caller refaults); an MCP gets -EAGAIN, reflected to user space."""
+    yield from proc.proc_lock.acquire(th)
+    if proc.state != "RUNNING_S":
+        yield from proc.proc_lock.release(th)
+        return EAGAIN
+    yield from proc.proc_lock.release(th)
+    page = yield from pm.pm_load_page(th, idx)
+    yield from pm.pm_put_page(th, page)
+    return 0
+
+
+def hpf(th, mmc: MmCosts, proc, vpn: int, write: bool):
+    """kern/src/mm.c: __hpf, for a file-backed VMR. Returns 0, EAGAIN (an MCP: populate from user space) or EFAULT."""
+    while True:  # refault
+        yield from proc.vmr_lock.acquire(th)
+        vmr, visited = proc.find_vmr(vpn)
+        th.pending += visited * mmc.vmr_scan
+        if vmr is None or (write and not vmr.prot & PROT_WRITE):
+            yield from proc.vmr_lock.release(th)
+            return EFAULT
+        off = vpn - vmr.base
+        idx = vmr.foff + off
+        pm = vmr.file.pm
+        page = yield from pm.pm_load_page_nowait(th, idx)
+        if page is None:
+            yield from proc.vmr_lock.release(th)
+            ret = yield from hpf_load_page(th, proc, pm, idx)
+            if ret:
+                return ret
+            continue
+        private = not vmr.shared
+        mapped = (yield from copy_and_swap_pmpg(th, mmc, pm, page)) if private else page
+        yield from map_page_at_addr(th, mmc, vmr, off, mapped, private)
+        if not private:
+            yield from pm.pm_put_page(th, page)
+        yield from proc.vmr_lock.release(th)
+        return 0
+
+
+def populate_va(th, mmc: MmCosts, proc, vpn: int):
+    """kern/src/mm.c: populate_va / populate_pm_va for one page (``SYS_populate_va(va, 1)``): under
+    ``vmr_lock``, the non-blocking lookup; on a miss drop ``vmr_lock``, load blocking,
+    re-take it and give up if the VMRs changed; map; put."""
+    yield from proc.vmr_lock.acquire(th)
+    vmr, visited = proc.find_vmr(vpn)
+    th.pending += visited * mmc.vmr_scan
+    if vmr is None:
+        yield from proc.vmr_lock.release(th)
+        return EFAULT
+    history = proc.vmr_history
+    off = vpn - vmr.base
+    pm = vmr.file.pm
+    page = yield from pm.pm_load_page_nowait(th, vmr.foff + off)
+    if page is None:
+        yield from proc.vmr_lock.release(th)
+        page = yield from pm.pm_load_page(th, vmr.foff + off)
+        yield from proc.vmr_lock.acquire(th)
+        if history != proc.vmr_history:  # "FYI: VMR changed during populate"
+            yield from pm.pm_put_page(th, page)
+            yield from proc.vmr_lock.release(th)
+            return 0
+    private = not vmr.shared
+    mapped = (yield from copy_and_swap_pmpg(th, mmc, pm, page)) if private else page
+    yield from map_page_at_addr(th, mmc, vmr, off, mapped, private)
+    if not private:
+        yield from pm.pm_put_page(th, page)
+    yield from proc.vmr_lock.release(th)
+    return 0
+
+
+def pte_usable(vmr: Vmr, off: int, write: bool) -> bool:
+    """Would a user access go through without a fault (a present PTE, writable for a store)?"""
+    pte = vmr.ptes.get(off)
+    return pte is not None and pte.present and (pte.writable or not write)
+
+
+def user_store_or_load(th, mmc: MmCosts, vmr: Vmr, off: int, write: bool) -> None:
+    """The access itself, once the PTE is usable: a store sets the PTE's dirty bit (the MMU
+    does, with no kernel entry)."""
+    th.pending += mmc.access
+    if write:
+        vmr.ptes[off].dirty = True
+
+
+def do_mmap(th, mmc: MmCosts, proc, f, foff: int, npages: int, prot: int, shared: bool) -> Vmr:
+    """kern/src/mm.c: do_mmap of a file: the device mmap hook (a shared writable mapping sets FSF_DIRTY
+    under ``f->qlock``); ``pm_add_vmr`` while not ready; under ``vmr_lock`` insert the VMR
+    and mark it ready. (merge_me and MAP_POPULATE are not modelled.)"""
+    if prot & PROT_WRITE and shared:
+        yield from f.qlock.acquire(th)
+        f.dirty = True
+        yield from f.qlock.release(th)
+    vmr = Vmr(proc, f, proc.next_vpn, npages, foff, prot, shared)
+    proc.next_vpn += -(-npages // PT_ENTRIES) * PT_ENTRIES + PT_ENTRIES  # 2 MiB aligned, a gap between
+    yield from f.pm.pm_add_vmr(th, vmr)
+    yield from proc.vmr_lock.acquire(th)
+    th.pending += len(proc.vmrs) * mmc.vmr_scan  # vmr_insert: a sorted linear list
+    proc.vmrs.append(vmr)
+    proc.vmr_history += 1
+    vmr.ready = True
+    yield from proc.vmr_lock.release(th)
+    return vmr
+
+
+def do_munmap(th, mmc: MmCosts, tlb, vmr: Vmr):
+    """kern/src/mm.c: __do_munmap of a whole VMR, ``vmr_lock`` held: under ``pte_lock`` walk it with
+    __munmap_pte (a dirty PTE dirties its page; clear Present); one shootdown; walk again
+    under ``pte_lock`` with __vmr_free_pgs (PTEs to 0); destroy_vmr -> ``pm_remove_vmr``."""
+    proc = vmr.proc
+    pm = vmr.file.pm
+    yield from proc.vmr_lock.acquire(th)
+    th.pending += len(proc.vmrs) * mmc.vmr_scan  # find and isolate the VMR
+    walk = walk_vmr_ns(mmc, vmr)
+    yield from proc.pte_lock.acquire(th)
+    th.pending += walk
+    shootdown = False
+    for pte in vmr.ptes.values():  # __munmap_pte
+        if pte.present:
+            if pte.dirty and not pte.private:
+                pte.page.flags |= PG_DIRTY
+                th.pending += mmc.flags_rmw
+            pte.present = False
+            shootdown = True
+    yield from proc.pte_lock.release(th)
+    if shootdown:
+        yield from tlb.shootdown(th, proc)
+    yield from proc.pte_lock.acquire(th)
+    th.pending += walk
+    for pte in vmr.ptes.values():  # __vmr_free_pgs
+        if not pte.private:
+            pte.page.mapcount -= 1
+    vmr.ptes.clear()
+    yield from proc.pte_lock.release(th)
+    proc.vmrs.remove(vmr)  # destroy_vmr
+    proc.vmr_history += 1
+    yield from pm.pm_remove_vmr(th, vmr)
+    yield from proc.vmr_lock.release(th)
+
+
+def walk_vmr_ns(mmc: MmCosts, vmr: Vmr) -> float:
+    from pmsim.kernel.vm import walk_ns
+
+    return walk_ns(vmr.proc, vmr.base, vmr.base + vmr.npages, mmc.pte_entry, mmc.pte_level)

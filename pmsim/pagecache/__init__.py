@@ -1,0 +1,1 @@
+"""Page-cache state shared by every design: pages and the radix tree of slot words."""
