@@ -19,14 +19,14 @@ class Histogram:
     samples, so adding one costs a list append and memory stays bounded.
     """
 
-    __slots__ = ("count", "total", "total_sq", "max", "min", "_buf", "_buckets")
+    __slots__ = ("_count", "_total", "_total_sq", "_max", "_min", "_buf", "_buckets")
 
     def __init__(self):
-        self.count = 0
-        self.total = 0.0
-        self.total_sq = 0.0
-        self.max = 0.0
-        self.min = math.inf
+        self._count = 0
+        self._total = 0.0
+        self._total_sq = 0.0
+        self._max = 0.0
+        self._min = math.inf
         self._buf: list[float] = []
         self._buckets = np.zeros(0, dtype=np.int64)
 
@@ -41,11 +41,11 @@ class Histogram:
             return
         a = np.asarray(self._buf, dtype=float)
         self._buf.clear()
-        self.count += a.size
-        self.total += float(a.sum())
-        self.total_sq += float((a * a).sum())
-        self.max = max(self.max, float(a.max()))
-        self.min = min(self.min, float(a.min()))
+        self._count += a.size
+        self._total += float(a.sum())
+        self._total_sq += float((a * a).sum())
+        self._max = max(self._max, float(a.max()))
+        self._min = min(self._min, float(a.min()))
         idx = (np.log2(a + 1.0) * _SUB).astype(np.int64)
         counts = np.bincount(idx)
         if counts.size > self._buckets.size:
@@ -57,16 +57,42 @@ class Histogram:
     def merge(self, other: "Histogram") -> None:
         self._fold()
         other._fold()
-        self.count += other.count
-        self.total += other.total
-        self.total_sq += other.total_sq
-        self.max = max(self.max, other.max)
-        self.min = min(self.min, other.min)
+        self._count += other._count
+        self._total += other._total
+        self._total_sq += other._total_sq
+        self._max = max(self._max, other._max)
+        self._min = min(self._min, other._min)
         n = max(self._buckets.size, other._buckets.size)
         merged = np.zeros(n, dtype=np.int64)
         merged[: self._buckets.size] += self._buckets
         merged[: other._buckets.size] += other._buckets
         self._buckets = merged
+
+    # Folded on read: buffered samples count as soon as they are added.
+    @property
+    def count(self) -> int:
+        self._fold()
+        return self._count
+
+    @property
+    def total(self) -> float:
+        self._fold()
+        return self._total
+
+    @property
+    def total_sq(self) -> float:
+        self._fold()
+        return self._total_sq
+
+    @property
+    def max(self) -> float:
+        self._fold()
+        return self._max
+
+    @property
+    def min(self) -> float:
+        self._fold()
+        return self._min
 
     @property
     def n(self) -> int:

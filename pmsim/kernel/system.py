@@ -46,9 +46,12 @@ class Kernel:
         return p
 
     def warm(self, f: FsFile, indices, dirty=()) -> None:
-        """Make pages resident (up to date, no users) before the run, at no simulated cost."""
+        """Make pages resident (up to date, no users) before the run, at no simulated cost.
+        Dirty pages imply an earlier write(), which set FSF_DIRTY."""
         tree = f.pm.tree
         dirty = set(dirty)
+        if dirty:
+            f.dirty = True
         for idx in indices:
             page = Page(idx)
             page.flags = PG_UPTODATE | PG_PAGEMAP | (PG_DIRTY if idx in dirty else 0)
@@ -66,6 +69,8 @@ class Kernel:
         vmr.ready = True
         proc.vmrs.append(vmr)
         f.pm.vmrs.append(vmr)
+        if prot & mm.PROT_WRITE and shared:
+            f.dirty = True  # the device mmap hook sets FSF_DIRTY, as do_mmap does
         return vmr
 
     def prefault(self, vmr: Vmr, offsets, dirty=()) -> None:

@@ -1,0 +1,91 @@
+"""Streaming histograms and confidence intervals (pmsim/stats.py)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pmsim.stats import Histogram, mean_ci, ratio_ci, t_quantile
+
+REL = 2 ** (1 / 64) - 1  # one bucket's relative width
+
+
+def filled(values) -> Histogram:
+    h = Histogram()
+    for v in values:
+        h.add(float(v))
+    return h
+
+
+def test_summaries_are_right_before_any_fold():
+    """count, total, min and max include samples still in the buffer."""
+    h = filled([5.0, 2.0, 9.0])
+    assert (h.count, h.total, h.min, h.max) == (3, 16.0, 2.0, 9.0)
+
+
+def test_mean_std_and_extremes_are_exact_across_folds():
+    rng = np.random.default_rng(7)
+    x = rng.exponential(1000.0, 100_000)  # more than one 32 k fold
+    h = filled(x)
+    assert h.count == x.size
+    assert h.mean() == pytest.approx(x.mean(), rel=1e-12)
+    assert h.std() == pytest.approx(x.std(ddof=1), rel=1e-9)
+    assert (h.min, h.max, h.quantile(1.0)) == (x.min(), x.max(), x.max())
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.floats(min_value=0.0, max_value=1e9, allow_nan=False), min_size=1, max_size=300),
+       st.sampled_from([0.5, 0.9, 0.99, 0.999]))
+def test_quantiles_are_within_one_bucket_of_an_order_statistic(xs, q):
+    """The q-quantile lies within one bucket (0.55%) of the order statistic at rank ceil(q n)."""
+    h = filled(xs)
+    exact = sorted(xs)[max(0, math.ceil(q * len(xs)) - 1)]
+    got = h.quantile(q)
+    assert abs(got - exact) <= REL * (exact + 1.0) + 1e-9
+
+
+def test_merge_equals_one_histogram_of_everything():
+    rng = np.random.default_rng(3)
+    a, b = rng.lognormal(5, 1, 5000), rng.lognormal(7, 0.5, 7000)
+    ha, hb, hall = filled(a), filled(b), filled(np.concatenate([a, b]))
+    ha.merge(hb)
+    assert ha.count == hall.count and ha.mean() == pytest.approx(hall.mean(), rel=1e-12)
+    for q in (0.1, 0.5, 0.99):
+        assert ha.quantile(q) == hall.quantile(q)
+
+
+def test_memory_stays_bounded():
+    """A million samples keep a bucket array sized by the value range, not the count."""
+    h = filled(np.random.default_rng(1).exponential(1e4, 1_000_000))
+    assert h._buckets.size < 64 * 40 and len(h._buf) < 1 << 15
+
+
+def test_an_empty_histogram_reports_zeros():
+    h = Histogram()
+    assert (h.count, h.mean(), h.std(), h.quantile(0.99)) == (0, 0.0, 0.0, 0.0)
+
+
+def test_t_quantile_matches_known_values():
+    assert t_quantile(0.975, 29) == pytest.approx(2.045, abs=5e-4)
+    assert t_quantile(0.975, 10**6) == pytest.approx(1.95996, abs=1e-4)
+
+
+def test_mean_ci_covers_the_mean_at_its_level():
+    """Of 400 samples of size 10 from N(3, 1), about 95% of the intervals contain 3."""
+    rng = np.random.default_rng(11)
+    hits = 0
+    for _ in range(400):
+        m, half = mean_ci(rng.normal(3.0, 1.0, 10))
+        hits += abs(m - 3.0) <= half
+    assert 0.92 <= hits / 400 <= 0.98  # binomial sd at p=0.95, n=400 is 0.011
+    assert mean_ci([4.0])[1] == math.inf
+
+
+def test_ratio_ci_is_the_ratio_of_sums_with_a_positive_width():
+    r, half = ratio_ci([10, 20, 33], [1, 2, 3])
+    assert r == pytest.approx(63 / 6) and 0 < half < r
+    assert ratio_ci([1], [0]) == (0.0, math.inf)
