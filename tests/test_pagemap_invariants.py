@@ -657,9 +657,9 @@ def test_hole_punch_next_to_a_shared_mapping(design, vmr_foff):
 
 
 # ===================================================================== (b) random soak
-SOAK_STOP = 3e6  # workers issue no operation after 3 ms
+SOAK_STOP = 5e6  # workers issue no operation after 5 ms
 SOAK_MARGIN = 100e6  # ... and the run goes on long enough for the last ones to finish
-SOAK_SEEDS = [0, 1, 2]
+SOAK_SEEDS = [0, 1, 2, 3]
 
 
 def soak(design: str, seed: int) -> dict:

@@ -63,14 +63,17 @@ def copy_and_swap_pmpg(th, mmc: MmCosts, pm, page):
 
 
 def hpf_load_page(th, proc, pm, idx: int):
-    """kern/src/mm.c: __hpf_load_page: under ``proc_lock``, an SCP (PROC_RUNNING_S) loads the page blocking
-    and puts it (the caller refaults); an MCP gets -EAGAIN, reflected to user space."""
+    """kern/src/mm.c: __hpf_load_page: under ``proc_lock``, an SCP (PROC_RUNNING_S) is set
+    waiting; it loads the page blocking, ``proc_wakeup`` (``proc_lock`` again), and puts it (the
+    caller refaults). An MCP gets -EAGAIN, reflected to user space."""
     yield from proc.proc_lock.acquire(th)
     if proc.state != "RUNNING_S":
         yield from proc.proc_lock.release(th)
         return EAGAIN
     yield from proc.proc_lock.release(th)
     page = yield from pm.pm_load_page(th, idx)
+    yield from proc.proc_lock.acquire(th)  # proc_wakeup
+    yield from proc.proc_lock.release(th)
     yield from pm.pm_put_page(th, page)
     return 0
 
@@ -149,13 +152,13 @@ def user_store_or_load(th, mmc: MmCosts, vmr: Vmr, off: int, write: bool) -> Non
 
 
 def do_mmap(th, mmc: MmCosts, proc, f, foff: int, npages: int, prot: int, shared: bool) -> Vmr:
-    """kern/src/mm.c: do_mmap of a file: the device mmap hook (a shared writable mapping sets FSF_DIRTY
-    under ``f->qlock``); ``pm_add_vmr`` while not ready; under ``vmr_lock`` insert the VMR
+    """kern/src/mm.c: do_mmap of a file: the device mmap hook (``tree_chan_mmap``: ``f->qlock``;
+    a shared writable mapping sets FSF_DIRTY); ``pm_add_vmr`` while not ready; under ``vmr_lock`` insert the VMR
     and mark it ready. (merge_me and MAP_POPULATE are not modelled.)"""
+    yield from f.qlock.acquire(th)  # tree_chan_mmap
     if prot & PROT_WRITE and shared:
-        yield from f.qlock.acquire(th)
         f.dirty = True
-        yield from f.qlock.release(th)
+    yield from f.qlock.release(th)
     vmr = Vmr(proc, f, proc.next_vpn, npages, foff, prot, shared)
     proc.next_vpn += -(-npages // PT_ENTRIES) * PT_ENTRIES + PT_ENTRIES  # 2 MiB aligned, a gap between
     yield from f.pm.pm_add_vmr(th, vmr)

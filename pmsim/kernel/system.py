@@ -137,8 +137,11 @@ class Kernel:
         """fcntl(F_SYNC) -> gtfs writeback_file: pm_writeback_pages if FSF_DIRTY (never
         cleared). tmpfs's CCTL_SYNC does nothing."""
         self._enter(th, "fsync", self._syscall)
-        if f.dirty and f.store.kind != "tmpfs":
-            yield from f.pm.pm_writeback_pages(th)
+        if f.store.kind != "tmpfs":
+            yield from f.qlock.acquire(th)  # sync_metadata (its wstat RPC is not modelled)
+            yield from f.qlock.release(th)
+            if f.dirty:
+                yield from f.pm.pm_writeback_pages(th)
         yield from th.kernel_exit()
 
     def punch_hole(self, th, f: FsFile, index: int, npages: int):
