@@ -11,3 +11,12 @@ class ConfigError(ValueError):
 
 class InvariantViolation(AssertionError):
     """A model invariant (an assertion of the C code) failed during simulation."""
+
+
+def violation(machine, thread, page, msg: str) -> InvariantViolation:
+    """The exception for a failed assertion: it names the simulated time, the operation, the
+    design and the page (``-`` when none applies)."""
+    t = machine.env.now
+    op = getattr(thread, "op", None)
+    page = "-" if page is None else page
+    return InvariantViolation(f"t={t:.0f}ns op={op} design={machine.design} page={page}: {msg}")

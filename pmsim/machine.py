@@ -15,7 +15,7 @@ import simpy
 from simpy.events import NORMAL
 
 from pmsim.costs import CostTable
-from pmsim.errors import ConfigError, InvariantViolation
+from pmsim.errors import ConfigError, violation
 from pmsim.recorder import Recorder
 from pmsim.rng import RandomStreams
 
@@ -140,6 +140,13 @@ class Thread:
         if ev is not None:
             yield ev
 
+    def exit(self):
+        """The thread ends (a generator): its charged work is done, and its core goes to the
+        next thread waiting for it."""
+        yield from self.sync()
+        if self.core.thread is self:
+            self.core.give_up()
+
     def kernel_enter(self) -> None:
         self.in_kernel = True
 
@@ -178,8 +185,8 @@ class Thread:
         thread can resume.
         """
         if self.spinlocks_held:  # Akaros pre_block_check: never sleep holding a spinlock
-            raise InvariantViolation(f"{self.name} blocks holding {self.spinlocks_held} spinlock(s) "
-                                     f"at t={self.env.now:.0f}ns")
+            raise violation(self.machine, self, None,
+                            f"{self.name} blocks holding {self.spinlocks_held} spinlock(s) (pre_block_check)")
         env = self.env
         core = self.core
         if (self.pending or self.stolen) and self._must_sync_at_idle():
@@ -237,6 +244,7 @@ class Machine:
         self.spinlock_kind = spinlock_kind
         self.qlock_wake = qlock_wake
         self._rcu = None
+        self.design = None  # the page-map design simulated (named in invariant violations)
 
     def rng(self, name: str):
         """The numpy Generator of the named stream."""

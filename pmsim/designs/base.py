@@ -13,7 +13,7 @@ one it lacks is a :class:`~pmsim.errors.ConfigError`, never a silent zero.
 
 from __future__ import annotations
 
-from pmsim.errors import ConfigError, InvariantViolation
+from pmsim.errors import ConfigError, violation
 from pmsim.pagecache.page import PG_LOCKED, PG_PAGEMAP, PG_UPTODATE, Page
 from pmsim.pagecache.radix import REFCNT_MAX, RadixTree
 from pmsim.sync.qlock import QLock
@@ -22,6 +22,7 @@ from pmsim.sync.tlb import TlbShootdown
 # Kernel operations a workload can ask of a design (akaros-pagemap.md section 4).
 OPERATIONS = ("read", "write", "touch", "fault", "fsync", "punch_hole", "reclaim", "mmap", "munmap")
 EEXIST = -17
+ULONG_LIMIT = 1 << 64  # page indices are unsigned longs: a range reaching this wraps
 
 
 class PageMap:
@@ -66,8 +67,7 @@ class PageMap:
 
     def violation(self, th, index, msg: str):
         """Stop the run: a code assertion (akaros-pagemap.md 5.3) failed."""
-        op = getattr(th, "op", None)
-        return InvariantViolation(f"t={self.env.now:.0f}ns op={op} design={self.name} page={index}: {msg}")
+        return violation(self.machine, th, index, msg)
 
     # --- design-specific parts -------------------------------------------------
     def pm_find_page(self, th, index):

@@ -10,7 +10,7 @@ nodes are freed through ``call_rcu``. akaros-pagemap.md 2.2, 2.3, 2.8, 2.11 - 2.
 
 from __future__ import annotations
 
-from pmsim.designs.base import EEXIST, PageMap
+from pmsim.designs.base import EEXIST, ULONG_LIMIT, PageMap
 from pmsim.kernel.vm import PROT_WRITE
 from pmsim.pagecache.page import PG_DIRTY
 
@@ -72,8 +72,8 @@ class NewPageMap(PageMap):
         """pm_remove_or_zero_pages (NEW): ``qlock``; walk the range; ``__remove_or_zero_cb``
         per resident page, each with its own ``pm_lock`` round trip; ``qunlock``."""
         end = start + nr
-        if end <= start:
-            raise self.violation(th, start, "pm_remove_or_zero_pages: range wraps or is empty")
+        if not start < end < ULONG_LIMIT:  # assert(end_idx > start_idx), unsigned
+            raise self.violation(th, start, f"pm_remove_or_zero_pages: range of {nr} pages wraps or is empty")
         yield from self.pm_qlock.acquire(th)
         for idx in self._walk(th, start, end):
             removed = yield from self._remove_or_zero_cb(th, idx)
@@ -197,9 +197,9 @@ class NewPageMap(PageMap):
         page = slot.page
         if page is None:
             raise self.violation(th, idx, "radix item without a page while the qlock is held")
+        yield from th.sync()  # read the word now, and CAS against what was read
         if slot.refcnt:
             return False
-        yield from th.sync()
         ok, _ = slot.line.cas(th, slot.word)
         if not ok:
             return False

@@ -10,7 +10,7 @@ There is no writeback or reclaim entry point. akaros-pagemap.md 2.2, 2.3, 2.8,
 
 from __future__ import annotations
 
-from pmsim.designs.base import EEXIST, PageMap
+from pmsim.designs.base import EEXIST, ULONG_LIMIT, PageMap
 from pmsim.kernel.vm import PROT_WRITE
 from pmsim.pagecache.page import PG_DIRTY, PG_REMOVAL
 
@@ -65,8 +65,8 @@ class OldPageMap(PageMap):
         """pm_remove_or_zero_pages (OLD): ``pm_lock``; walk the range; ``__remove_or_zero_cb``
         per resident page (VMR scan, CAS, memset or free) under the spinlock."""
         end = start + nr
-        if end <= start:
-            raise self.violation(th, start, "pm_remove_or_zero_pages: range wraps or is empty")
+        if not start < end < ULONG_LIMIT:  # assert(end_idx > start_idx), unsigned
+            raise self.violation(th, start, f"pm_remove_or_zero_pages: range of {nr} pages wraps or is empty")
         yield from self.pm_lock.acquire(th)
         for idx in self._walk(th, start, end):
             removed = yield from self._remove_or_zero_cb(th, idx)
@@ -80,6 +80,7 @@ class OldPageMap(PageMap):
         page = slot.page
         if page is None:
             raise self.violation(th, idx, "radix item without a page under pm_lock")
+        yield from th.sync()  # read the word now
         old = slot.value()
         if self._has_vmr_with_page(th, idx):
             th.pending += self._zero  # memset: keep the page
@@ -115,17 +116,19 @@ class OldPageMap(PageMap):
         end = index + nr
         tree = self.tree
         yield from self.pm_lock.acquire(th)
-        if end <= index:
-            raise self.violation(th, index, "pm_remove_contig: range wraps")
+        if not index < end < ULONG_LIMIT:  # assert(index + nr_pgs > index), unsigned
+            raise self.violation(th, index, f"pm_remove_contig: range of {nr} pages wraps")
         # Pinned scan: MAP_LOCKED is never stored on the 2018 kernel (ref 1.4), so none are.
         th.pending += len(self.vmrs) * self._vmr_scan
         # Pass 1, mark: every index in range, resident or not (no radix_next_slot).
         for i in range(index, end):
             th.pending += tree.lookup_ns()
             slot = tree.slots.get(i)
-            if slot is None or slot.page is None or slot.refcnt:
+            if slot is None:
                 continue
-            yield from th.sync()
+            yield from th.sync()  # read the word now, and CAS against what was read
+            if slot.page is None or slot.refcnt:
+                continue
             ok, _ = slot.line.cas(th, slot.word)  # set PM_REMOVAL; a failed CAS skips the page
             if not ok:
                 continue

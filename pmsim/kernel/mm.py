@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from pmsim.errors import InvariantViolation
+from pmsim.errors import violation
 from pmsim.kernel.vm import PROT_WRITE, PT_ENTRIES, Pte, Vmr
 from pmsim.pagecache.page import PG_DIRTY, Page
 
@@ -50,8 +50,8 @@ def map_page_at_addr(th, mmc: MmCosts, vmr: Vmr, off: int, page, private: bool):
         if not private:
             page.mapcount += 1
     elif not pte.present:
-        raise InvariantViolation(f"t={th.env.now:.0f}ns op={th.op}: map_page_at_addr over a mapped, "
-                                 f"not-present PTE (assert !pte_is_mapped) at file page {page.index}")
+        raise violation(th.machine, th, page.index,
+                        "map_page_at_addr over a mapped, not-present PTE (assert !pte_is_mapped)")
     yield from proc.pte_lock.release(th)
 
 

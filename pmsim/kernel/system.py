@@ -11,7 +11,7 @@ ConfigError.
 from __future__ import annotations
 
 from pmsim.designs import get_design
-from pmsim.errors import InvariantViolation
+from pmsim.errors import violation
 from pmsim.kernel import mm
 from pmsim.kernel.fs_file import FsFile, fs_file_punch_hole, fs_file_read, fs_file_write
 from pmsim.kernel.vm import PT_ENTRIES, Pte, Vmr
@@ -26,6 +26,7 @@ class Kernel:
     def __init__(self, machine, design):
         self.machine = machine
         self.design = get_design(design) if isinstance(design, str) else design
+        machine.design = self.design.name
         self.files: list[FsFile] = []
         self.procs: list[Process] = []
         c = machine.costs
@@ -115,7 +116,7 @@ class Kernel:
             faults += 1
             ret = yield from self.fault(th, vmr.proc, vmr.base + off, write)
             if ret == mm.EFAULT:
-                raise InvariantViolation(f"t={th.env.now:.0f}ns op=touch: segfault at page {off} of {vmr}")
+                raise violation(self.machine, th, vmr.foff + off, f"segfault: page {off} of {vmr}")
             th.op = "touch"
         mm.user_store_or_load(th, self.mmc, vmr, off, write)
         return faults

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pmsim.errors import InvariantViolation
+from pmsim.errors import violation
 
 FANOUT_BITS = 6  # LOG_RNODE_SLOTS
 FANOUT = 1 << FANOUT_BITS
@@ -105,7 +105,7 @@ class RadixTree:
         recursively; the root is kept.
         """
         if self.slots.pop(index, None) is None:
-            raise InvariantViolation(f"radix_delete of empty slot {index}")
+            raise violation(self.machine, None, index, "radix_delete of an empty slot")
         self.resident[index] = False
         freed = 0
         level = 1

@@ -24,7 +24,7 @@ from collections import deque
 
 import simpy
 
-from pmsim.errors import InvariantViolation
+from pmsim.errors import violation
 from pmsim.machine import trigger_at
 
 WAKE_POLICIES = ("waker_core", "remote_ipi")
@@ -34,7 +34,7 @@ class QLock:
     """A sleeping FIFO lock with direct hand-off; waiters give their core up."""
 
     kind = "qlock"
-    __slots__ = ("env", "name", "wake", "nr_signals", "waiters", "holder", "line_core",
+    __slots__ = ("machine", "env", "name", "wake", "nr_signals", "waiters", "holder", "line_core",
                  "acquired_at", "stats", "_pair", "_xfer", "_block", "_kmsg", "_restart",
                  "_ipi_send", "_remote_wake")
 
@@ -42,6 +42,7 @@ class QLock:
         """``held_by``: a semaphore initialised to 0 and owned by that thread (a page lock
         created locked by its inserter, ``sem_init(&pg_sem, 0)``)."""
         c = machine.costs
+        self.machine = machine
         self.env = machine.env
         self.name = name
         self.wake = wake
@@ -92,7 +93,7 @@ class QLock:
         yield from thread.block(ev)
         now = self.env.now
         if self.holder is not thread:
-            raise InvariantViolation(f"{self.name}: {thread.name} woke without the lock")
+            raise violation(self.machine, thread, None, f"{self.name}: {thread.name} woke without the lock")
         self.acquired_at = now
         self.stats.acquired(now, now - t_req, True)
 
@@ -101,13 +102,14 @@ class QLock:
         if thread.pending or thread.stolen:
             yield from thread.sync()
         if self.holder is not thread:
-            raise InvariantViolation(f"{self.name}: qunlock by {thread.name}, held by {getattr(self.holder, 'name', None)}")
+            raise violation(self.machine, thread, None,
+                            f"{self.name}: qunlock by {thread.name}, held by {getattr(self.holder, 'name', None)}")
         now = self.env.now
         self.stats.released(now, now - self.acquired_at)
         self.line_core = thread.core
         if self.nr_signals < 0:
             if not self.waiters:
-                raise InvariantViolation(f"{self.name}: nr_signals {self.nr_signals} < 0 with no waiter")
+                raise violation(self.machine, thread, None, f"{self.name}: nr_signals {self.nr_signals} < 0 with no waiter")
             self.nr_signals += 1
             nxt, ev, ready_at = self.waiters.popleft()
             self.holder = nxt
@@ -124,6 +126,6 @@ class QLock:
                 trigger_at(self.env, ev, self._remote_wake)
         else:
             if self.waiters:
-                raise InvariantViolation(f"{self.name}: nr_signals {self.nr_signals} >= 0 with waiters")
+                raise violation(self.machine, thread, None, f"{self.name}: nr_signals {self.nr_signals} >= 0 with waiters")
             self.nr_signals += 1
             self.holder = None

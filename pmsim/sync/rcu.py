@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import simpy
 
-from pmsim.errors import InvariantViolation
+from pmsim.errors import violation
 from pmsim.machine import trigger_at
 
 
@@ -123,7 +123,7 @@ class Rcu:
     def _run_gp(self):
         env = self.env
         if self.gpnum != self.completed:
-            raise InvariantViolation(f"RCU: GP started with gpnum {self.gpnum} != completed {self.completed}")
+            raise violation(self.machine, None, None, f"RCU: GP started with gpnum {self.gpnum} != completed {self.completed}")
         self.gpnum += 1
         self.gp_started_at = env.now
         cores = self.machine.cores
@@ -136,7 +136,7 @@ class Rcu:
             self._gp_ev = None
             self.tardy = {c for c in self.tardy if not self._in_qs(c)}
         if self.gpnum - self.completed != 1:
-            raise InvariantViolation(f"RCU: gpnum {self.gpnum} - completed {self.completed} > 1")
+            raise violation(self.machine, None, None, f"RCU: gpnum {self.gpnum} - completed {self.completed} > 1")
         self.completed = self.gpnum
         rec = self.machine.recorder
         rec.count("rcu_grace_periods")

@@ -18,7 +18,7 @@ from collections import deque
 
 import simpy
 
-from pmsim.errors import InvariantViolation
+from pmsim.errors import violation
 from pmsim.machine import trigger_at
 
 SPINLOCK_KINDS = ("ttas", "ticket", "mcs")
@@ -28,11 +28,12 @@ class SpinLock:
     """A spinlock; subclasses choose the next holder and the hand-off cost."""
 
     kind = "?"
-    __slots__ = ("env", "name", "holder", "waiters", "line_core", "acquired_at", "stats",
+    __slots__ = ("machine", "env", "name", "holder", "waiters", "line_core", "acquired_at", "stats",
                  "_pair", "_xfer", "_xfer_remote")
 
     def __init__(self, machine, name: str):
         c = machine.costs
+        self.machine = machine
         self.env = machine.env
         self.name = name
         self.holder = None
@@ -80,7 +81,8 @@ class SpinLock:
         if thread.pending or thread.stolen:
             yield from thread.sync()
         if self.holder is not thread:
-            raise InvariantViolation(f"{self.name}: released by {thread.name}, held by {getattr(self.holder, 'name', None)}")
+            raise violation(self.machine, thread, None,
+                            f"{self.name}: released by {thread.name}, held by {getattr(self.holder, 'name', None)}")
         now = self.env.now
         thread.spinlocks_held -= 1
         self.stats.released(now, now - self.acquired_at)
