@@ -574,3 +574,44 @@ def test_new_hits_on_one_page_contend_on_its_slot_line():
     old_gap = c.ns("ticket_handoff_per_waiter_ns") / 2 + lookup(c) + remote  # OLD's smallest step
     assert done[1] - done[0] < old_gap
     assert math.isclose(done[-1] - done[-2], occ + local)
+
+
+# =========================================================================== 8. big mappings
+def test_a_million_page_mapping_costs_memory_for_what_was_faulted_but_walks_cost_its_tables():
+    """Issue part 1: PTE objects exist only for faulted pages, so mapping 1M pages and touching
+    10 (in 10 different 2 MiB chunks) allocates next to nothing; mark_and_clear_dirty_ptes
+    still pays for every level-1 entry of the 10 page tables and every level-2 entry of the
+    range (ref 3.5), as env_user_mem_walk does."""
+    import tracemalloc
+
+    npages = 1 << 20
+    c = CostTable(COSTS)
+    m = Machine(cores=1, costs=c, seed=1)
+    k = Kernel(m, "new")
+    f = k.file("big", npages)
+    proc = k.process("p", [0])
+    touched = [i * 100_003 for i in range(10)]  # 10 pages in 10 different page tables
+    k.warm(f, touched)
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    vmr = k.map_now(proc, f, 0, npages, PROT_READ | PROT_WRITE, True)
+    th = m.thread("t", 0, proc)
+
+    def body():
+        for off in touched:
+            yield from k.touch(th, vmr, off, write=True)
+        t0 = th.now
+        yield from f.pm.mark_and_clear_dirty_ptes(th)
+        body.elapsed = th.now - t0
+
+    m.env.process(body())
+    m.run(RUN_NS)
+    grown = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert len(vmr.ptes) == 10 and len(proc.pt_chunks) == 10
+    assert grown < 200_000  # bytes: 10 PTEs, not a million
+    walk = (10 * PT_ENTRIES * c.ns("pte_walk_ns_per_entry")
+            + (npages // PT_ENTRIES + 2) * c.ns("pte_walk_ns_per_level"))
+    expected = (2 * c.ns("lock_pair_uncontended_ns") + c.ns("vmr_scan_ns_per_vmr") + walk
+                + 10 * c.ns("cacheline_transfer_ns"))
+    assert body.elapsed == approx(expected)
