@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import heapq
 
-import simpy
 
 from pmsim.errors import ConfigError
 from pmsim.units import Distribution

@@ -11,7 +11,6 @@ the cost sources' stated +-30%.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from pmsim import analytic

@@ -194,6 +194,28 @@ class PageMap:
         th.pending += self._flags_rmw
         yield from page.sem.release(th)
 
+    # --- pm_remove_or_zero_pages (2.8) --------------------------------------------------
+    @property
+    def radix_writers_lock(self):
+        """The lock radix writers hold: OLD ``pm_lock`` (a spinlock), NEW ``pm_qlock``."""
+        raise NotImplementedError
+
+    def pm_remove_or_zero_pages(self, th, start: int, nr: int):
+        """kern/src/pagemap.c: pm_remove_or_zero_pages (truncate, hole punch): under the radix
+        writers' lock (OLD ``pm_lock``: everything below runs under the spinlock; NEW
+        ``pm_qlock``), walk the range and run the design's ``__remove_or_zero_cb`` on each
+        resident page: zero it if mapped or in use, else remove and free it."""
+        end = start + nr
+        if not start < end < ULONG_LIMIT:  # assert(end_idx > start_idx), unsigned
+            raise self.violation(th, start, f"pm_remove_or_zero_pages: range of {nr} pages wraps or is empty")
+        lock = self.radix_writers_lock
+        yield from lock.acquire(th)
+        for idx in self._walk(th, start, end):
+            removed = yield from self._remove_or_zero_cb(th, idx)
+            if removed:
+                self._radix_remove(th, idx)
+        yield from lock.release(th)
+
     # --- freeing --------------------------------------------------------------------
     def page_decref(self, th, page) -> None:
         """kern/src/page_alloc.c: page_decref: asserts PG_PAGEMAP is clear, frees the page."""

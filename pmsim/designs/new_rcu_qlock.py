@@ -10,7 +10,7 @@ nodes are freed through ``call_rcu``. akaros-pagemap.md 2.2, 2.3, 2.8, 2.11 - 2.
 
 from __future__ import annotations
 
-from pmsim.designs.base import EEXIST, ULONG_LIMIT, PageMap
+from pmsim.designs.base import EEXIST, PageMap
 from pmsim.kernel.vm import PROT_WRITE
 from pmsim.pagecache.page import PG_DIRTY
 
@@ -68,18 +68,10 @@ class NewPageMap(PageMap):
         return found
 
     # --- pm_remove_or_zero_pages (2.8) ------------------------------------------------------
-    def pm_remove_or_zero_pages(self, th, start: int, nr: int):
-        """pm_remove_or_zero_pages (NEW): ``qlock``; walk the range; ``__remove_or_zero_cb``
-        per resident page, each with its own ``pm_lock`` round trip; ``qunlock``."""
-        end = start + nr
-        if not start < end < ULONG_LIMIT:  # assert(end_idx > start_idx), unsigned
-            raise self.violation(th, start, f"pm_remove_or_zero_pages: range of {nr} pages wraps or is empty")
-        yield from self.pm_qlock.acquire(th)
-        for idx in self._walk(th, start, end):
-            removed = yield from self._remove_or_zero_cb(th, idx)
-            if removed:
-                self._radix_remove(th, idx)
-        yield from self.pm_qlock.release(th)
+    @property
+    def radix_writers_lock(self):
+        """NEW: ``pm_qlock`` serialises radix writers (its comment: "for the radix tree nr_pgs")."""
+        return self.pm_qlock
 
     def _remove_or_zero_cb(self, th, idx: int):
         """__remove_or_zero_cb (NEW): read the word, scan the VMRs (``pm_lock``), then CAS

@@ -61,18 +61,10 @@ class OldPageMap(PageMap):
         th.pending += n * self._slab  # kmem_cache_free at once
 
     # --- pm_remove_or_zero_pages (2.8), a4d7239a: all under the spinlock ---------------
-    def pm_remove_or_zero_pages(self, th, start: int, nr: int):
-        """pm_remove_or_zero_pages (OLD): ``pm_lock``; walk the range; ``__remove_or_zero_cb``
-        per resident page (VMR scan, CAS, memset or free) under the spinlock."""
-        end = start + nr
-        if not start < end < ULONG_LIMIT:  # assert(end_idx > start_idx), unsigned
-            raise self.violation(th, start, f"pm_remove_or_zero_pages: range of {nr} pages wraps or is empty")
-        yield from self.pm_lock.acquire(th)
-        for idx in self._walk(th, start, end):
-            removed = yield from self._remove_or_zero_cb(th, idx)
-            if removed:
-                self._radix_remove(th, idx)
-        yield from self.pm_lock.release(th)
+    @property
+    def radix_writers_lock(self):
+        """OLD: ``pm_lock`` guards the radix tree (and the VMR list)."""
+        return self.pm_lock
 
     def _remove_or_zero_cb(self, th, idx: int):
         """__remove_or_zero_cb (OLD): the caller holds ``pm_lock``; the VMR scan needs no lock."""
@@ -178,15 +170,8 @@ class OldPageMap(PageMap):
         while True:
             batch = []
             while i < end:
-                th.pending += tree.lookup_ns()
-                slot = tree.slots.get(i)
-                page = slot.page if slot is not None else None
-                if page is None or not page.flags & PG_REMOVAL:
-                    i += 1
-                    continue
-                if not slot.removal:  # a reader took a ref meanwhile: abort this page
-                    page.flags &= ~PG_REMOVAL
-                    th.pending += self._flags_rmw
+                page = self._still_marked(th, i)
+                if page is None:
                     i += 1
                     continue
                 if page.flags & PG_DIRTY:
@@ -205,15 +190,10 @@ class OldPageMap(PageMap):
         # Pass 5, remove what is still marked.
         nr_removed = 0
         for i in range(index, end):
-            th.pending += tree.lookup_ns()
-            slot = tree.slots.get(i)
-            page = slot.page if slot is not None else None
-            if page is None or not page.flags & PG_REMOVAL:
+            page = self._still_marked(th, i)
+            if page is None:
                 continue
-            if not slot.removal:
-                page.flags &= ~PG_REMOVAL
-                th.pending += self._flags_rmw
-                continue
+            slot = page.slot
             if slot.refcnt:
                 self.recorder.count("warn_remove_contig_refcnt")  # warn("Unexpected refcnt in PM remove!")
             old = slot.value()
@@ -234,6 +214,20 @@ class OldPageMap(PageMap):
         self.pm_removal = 0
         self.recorder.count("pages_removed", nr_removed)
         return nr_removed
+
+    def _still_marked(self, th, i: int):
+        """Passes 4 and 5: look slot ``i`` up; its page if pass 1 marked it and no reader has
+        since taken a ref (which clears the slot's PM_REMOVAL: then clear PG_REMOVAL, ours)."""
+        th.pending += self.tree.lookup_ns()
+        slot = self.tree.slots.get(i)
+        page = slot.page if slot is not None else None
+        if page is None or not page.flags & PG_REMOVAL:
+            return None
+        if not slot.removal:
+            page.flags &= ~PG_REMOVAL
+            th.pending += self._flags_rmw
+            return None
+        return page
 
     def _old_vmr_for_each(self, vmr, index: int, nr: int):
         """vmr_for_each (OLD): from ``index`` (asserted inside the VMR) for at most ``nr`` pages."""

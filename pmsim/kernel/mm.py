@@ -62,6 +62,17 @@ def copy_and_swap_pmpg(th, mmc: MmCosts, pm, page):
     return Page(page.index)
 
 
+def map_file_page(th, mmc: MmCosts, vmr: Vmr, off: int, page):
+    """The tail __hpf and populate_pm_va share: a private mapping gets a copy (which puts the
+    PM page); map_page_at_addr; ``pm_put_page`` of a PM page (the PTE holds no slot ref)."""
+    pm = vmr.file.pm
+    private = not vmr.shared
+    mapped = (yield from copy_and_swap_pmpg(th, mmc, pm, page)) if private else page
+    yield from map_page_at_addr(th, mmc, vmr, off, mapped, private)
+    if not private:
+        yield from pm.pm_put_page(th, page)
+
+
 def hpf_load_page(th, proc, pm, idx: int):
     """kern/src/mm.c: __hpf_load_page: under ``proc_lock``, an SCP (PROC_RUNNING_S) is set
     waiting; it loads the page blocking, ``proc_wakeup`` (``proc_lock`` again), and puts it (the
@@ -97,11 +108,7 @@ def hpf(th, mmc: MmCosts, proc, vpn: int, write: bool):
             if ret:
                 return ret
             continue
-        private = not vmr.shared
-        mapped = (yield from copy_and_swap_pmpg(th, mmc, pm, page)) if private else page
-        yield from map_page_at_addr(th, mmc, vmr, off, mapped, private)
-        if not private:
-            yield from pm.pm_put_page(th, page)
+        yield from map_file_page(th, mmc, vmr, off, page)
         yield from proc.vmr_lock.release(th)
         return 0
 
@@ -128,11 +135,7 @@ def populate_va(th, mmc: MmCosts, proc, vpn: int):
             yield from pm.pm_put_page(th, page)
             yield from proc.vmr_lock.release(th)
             return 0
-    private = not vmr.shared
-    mapped = (yield from copy_and_swap_pmpg(th, mmc, pm, page)) if private else page
-    yield from map_page_at_addr(th, mmc, vmr, off, mapped, private)
-    if not private:
-        yield from pm.pm_put_page(th, page)
+    yield from map_file_page(th, mmc, vmr, off, page)
     yield from proc.vmr_lock.release(th)
     return 0
 

@@ -144,7 +144,6 @@ class Rcu:
 
     def _run_callbacks(self):
         """``rcu_mgmt_ktask`` on core 0: every core's callbacks whose GP completed."""
-        env = self.env
         core0 = self.machine.cores[0]
         for lst in self.cbs:
             n = 0
