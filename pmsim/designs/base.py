@@ -2,9 +2,10 @@
 
 Read beside kern/src/pagemap.c. ``pm_add_vmr``, ``pm_remove_vmr``, ``pm_put_page``,
 ``pm_load_page`` (its control flow), ``pm_load_page_nowait`` and ``pm_destroy``
-are the same in both designs (akaros-pagemap.md 2.1, 2.4, 2.5, 2.6, 2.15); a
-design supplies ``pm_find_page``, ``pm_insert_page`` and its removal and
-writeback functions. Every function is a generator run by a simulated thread
+are the same in both designs (akaros-pagemap.md 2.1, 2.4, 2.5, 2.6, 2.15), and
+``pm_insert_page`` and ``pm_remove_or_zero_pages`` differ only in the lock radix
+writers hold (2.3, 2.8); a design supplies ``pm_find_page``, that lock, its
+``__remove_or_zero_cb`` and its removal and writeback functions. Every function is a generator run by a simulated thread
 (``th``); costs come from the cost table, never literals.
 
 A design declares the kernel operations it has (``entry_points``); asking it for
@@ -73,7 +74,9 @@ class PageMap:
     def pm_find_page(self, th, index):
         raise NotImplementedError
 
-    def pm_insert_page(self, th, index, page):
+    @property
+    def radix_writers_lock(self):
+        """The lock radix writers hold: OLD ``pm_lock`` (a spinlock), NEW ``pm_qlock``."""
         raise NotImplementedError
 
     def _free_radix_nodes(self, th, n: int) -> None:
@@ -194,11 +197,29 @@ class PageMap:
         th.pending += self._flags_rmw
         yield from page.sem.release(th)
 
+    # --- pm_insert_page (2.3) ----------------------------------------------------------
+    def pm_insert_page(self, th, index, page):
+        """kern/src/pagemap.c: pm_insert_page. The page fields and the slot word (refcount 1,
+        handed to the inserter) are built outside any lock; then, under the radix writers'
+        lock (OLD ``pm_lock``; NEW ``pm_qlock``, which may sleep), radix_insert: node
+        allocations (OLD: no sleep; NEW: ``MEM_WAIT``), -EEXIST if the slot is taken, the
+        item's store into its node (NEW: ``rcu_assign_pointer``); ``pm_num_pages++``."""
+        lock = self.radix_writers_lock
+        yield from lock.acquire(th)
+        tree = self.tree
+        slot, allocs = tree.insert(index, page)
+        th.pending += tree.lookup_ns() + allocs * self._slab
+        if slot is None:
+            yield from lock.release(th)
+            return EEXIST
+        page.slot = slot
+        self.num_pages += 1
+        yield from th.sync()
+        slot.line.rmw(th, slot.word)
+        yield from lock.release(th)
+        return 0
+
     # --- pm_remove_or_zero_pages (2.8) --------------------------------------------------
-    @property
-    def radix_writers_lock(self):
-        """The lock radix writers hold: OLD ``pm_lock`` (a spinlock), NEW ``pm_qlock``."""
-        raise NotImplementedError
 
     def pm_remove_or_zero_pages(self, th, start: int, nr: int):
         """kern/src/pagemap.c: pm_remove_or_zero_pages (truncate, hole punch): under the radix

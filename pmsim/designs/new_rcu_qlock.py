@@ -10,7 +10,7 @@ nodes are freed through ``call_rcu``. akaros-pagemap.md 2.2, 2.3, 2.8, 2.11 - 2.
 
 from __future__ import annotations
 
-from pmsim.designs.base import EEXIST, PageMap
+from pmsim.designs.base import PageMap
 from pmsim.kernel.vm import PROT_WRITE
 from pmsim.pagecache.page import PG_DIRTY
 
@@ -37,23 +37,6 @@ class NewPageMap(PageMap):
         if slot is None:
             return None
         return (yield from self._slot_get(th, slot, clear_removal=False))
-
-    def pm_insert_page(self, th, index, page):
-        """pm_insert_page (NEW): build the word outside any lock; ``qlock``; radix_insert
-        (MEM_WAIT node allocations; the item published with rcu_assign_pointer); ``qunlock``."""
-        yield from self.pm_qlock.acquire(th)
-        tree = self.tree
-        slot, allocs = tree.insert(index, page)
-        th.pending += tree.lookup_ns() + allocs * self._slab
-        if slot is None:
-            yield from self.pm_qlock.release(th)
-            return EEXIST
-        page.slot = slot
-        self.num_pages += 1
-        yield from th.sync()
-        slot.line.rmw(th, slot.word)  # rcu_assign_pointer of the item
-        yield from self.pm_qlock.release(th)
-        return 0
 
     def _free_radix_nodes(self, th, n: int) -> None:
         for _ in range(n):  # __radix_remove_slot: call_rcu(__rnode_free_rcu)

@@ -10,7 +10,7 @@ There is no writeback or reclaim entry point. akaros-pagemap.md 2.2, 2.3, 2.8,
 
 from __future__ import annotations
 
-from pmsim.designs.base import EEXIST, ULONG_LIMIT, PageMap
+from pmsim.designs.base import ULONG_LIMIT, PageMap
 from pmsim.kernel.vm import PROT_WRITE
 from pmsim.pagecache.page import PG_DIRTY, PG_REMOVAL
 
@@ -39,23 +39,6 @@ class OldPageMap(PageMap):
             page = yield from self._slot_get(th, slot, clear_removal=True)
         yield from self.pm_lock.release(th)
         return page
-
-    def pm_insert_page(self, th, index, page):
-        """pm_insert_page (OLD): under ``pm_lock``, radix_insert (node allocations that do not
-        sleep); the slot starts with refcount 1, handed to the inserter."""
-        yield from self.pm_lock.acquire(th)
-        tree = self.tree
-        slot, allocs = tree.insert(index, page)
-        th.pending += tree.lookup_ns() + allocs * self._slab
-        if slot is None:
-            yield from self.pm_lock.release(th)
-            return EEXIST
-        page.slot = slot
-        self.num_pages += 1
-        yield from th.sync()
-        slot.line.rmw(th, slot.word)  # the item's store into the node
-        yield from self.pm_lock.release(th)
-        return 0
 
     def _free_radix_nodes(self, th, n: int) -> None:
         th.pending += n * self._slab  # kmem_cache_free at once
