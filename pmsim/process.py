@@ -11,6 +11,7 @@ page-table page), which is what a PTE walk pays for.
 from __future__ import annotations
 
 from pmsim.errors import ConfigError
+from pmsim.kernel.vm import PT_ENTRIES
 
 PROC_STATES = ("RUNNING_M", "RUNNING_S")
 
@@ -33,6 +34,12 @@ class Process:
         self.vmr_history = 0  # bumped by every VMR change (populate_pm_va checks it)
         self.pt_chunks: set[int] = set()  # vpn >> 9 of every last-level page table
         self.next_vpn = 1 << 20  # where the next mmap goes (no placement policy is modelled)
+
+    def place(self, npages: int) -> int:
+        """The base VPN for a new mapping: 2 MiB aligned, a 2 MiB gap after the last one."""
+        base = self.next_vpn
+        self.next_vpn += -(-npages // PT_ENTRIES) * PT_ENTRIES + PT_ENTRIES
+        return base
 
     def find_vmr(self, vpn: int):
         """``find_vmr``: (the VMR holding ``vpn`` or None, VMRs visited by the linear scan)."""

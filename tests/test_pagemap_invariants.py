@@ -115,6 +115,13 @@ def find_returned_at(c, design):
     return find_cas_at(c, design) + (c.ns("cas_remote_ns") if is_old(design) else 0)
 
 
+def put_checked_at(c, design):
+    """... when a read()'s pm_put_page runs its asserts: it syncs first (the CAS latency NEW
+    left charged, then the page copy), so the slot is read when the put runs."""
+    cas = 0 if is_old(design) else c.ns("cas_remote_ns")
+    return find_returned_at(c, design) + cas + c.ns("page_copy_4k_ns")
+
+
 def miss_readpage_at(c, design):
     """A read() of a page of an empty tree: when readpage is called. A miss (OLD: one
     pm_lock round trip), half a page allocation, the insert under pm_lock / pm_qlock
@@ -180,7 +187,7 @@ def test_put_of_a_page_whose_slot_refcount_is_zero_stops_the_run(design):
     pm.pm_load_page = load_then_lose_ref
     th = m.thread("a", 0)
     start(m, lambda: k.read(th, f, 3))
-    expect_violation(m, t=find_returned_at(c, design), op="read", design=design, page=3,
+    expect_violation(m, t=put_checked_at(c, design), op="read", design=design, page=3,
                      detail="slot refcount would go negative")
 
 
@@ -214,7 +221,7 @@ def test_put_of_a_page_its_slot_no_longer_holds_stops_the_run(design):
     pm.pm_load_page = load_then_swap
     th = m.thread("a", 0)
     start(m, lambda: k.read(th, f, 3))
-    expect_violation(m, t=find_returned_at(c, design), op="read", design=design, page=3,
+    expect_violation(m, t=put_checked_at(c, design), op="read", design=design, page=3,
                      detail="the slot does not hold this page")
 
 

@@ -207,19 +207,25 @@ def test_second_loader_waits_on_the_page_lock(design):
     assert f.pm.num_pages == 2
 
 
+def two_loaders_at_once(design, store):
+    """Threads A (core 0) and B (core 1) read() absent page 0 at t=0; run to the end.
+    Returns (costs, machine, file, the Page each loaded, their (start, finish) log)."""
+    c, m, k, f = setup(design, cores=2, store=store, warm=[NR_PAGES - 1])
+    pages = record_loaded_pages(f)
+    log = {}
+    reader(m, k, m.thread("A", 0), f, 0, log=log)
+    reader(m, k, m.thread("B", 1), f, 0, log=log)
+    m.run(RUN_NS)
+    return c, m, f, pages, log
+
+
 def test_second_loader_takes_the_eexist_path_new():
     """NEW, tmpfs: A and B miss page 0 at the same instant. A takes pm_qlock first; B blocks
     on it (its context save takes context_switch_us + a pair). A's qunlock comes while B is
     still saving, so B owns the qlock when its save ends (sem_down's undo path, 3.2) and its
     radix_insert returns -EEXIST (2.5): B frees its page and finds A's, by now up to date
     (tmpfs readpage is short), so B never touches the page lock."""
-    c, m, k, f = setup("new", cores=2, store="tmpfs", warm=[NR_PAGES - 1])
-    pages = record_loaded_pages(f)
-    a, b = m.thread("A", 0), m.thread("B", 1)
-    log = {}
-    reader(m, k, a, f, 0, log=log)
-    reader(m, k, b, f, 0, log=log)
-    m.run(RUN_NS)
+    c, m, f, pages, log = two_loaders_at_once("new", "tmpfs")
     pair, xfer = c.ns("lock_pair_uncontended_ns"), c.ns("cacheline_transfer_ns")
     local, remote = c.ns("cas_uncontended_ns"), c.ns("cas_remote_ns")
     half_alloc = c.ns("page_alloc_ns") / 2
@@ -251,13 +257,7 @@ def test_second_loader_takes_the_eexist_path_old():
     (both miss), A inserts first, B's insert gets -EEXIST (2.5); B then finds A's page still
     loading and sleeps in lock_page until A's unlock_page, restarting context_switch_us after
     A's read() path ends. Exactly one readpage; both get the same Page."""
-    c, m, k, f = setup("old", cores=2, store="nvme", warm=[NR_PAGES - 1])
-    pages = record_loaded_pages(f)
-    a, b = m.thread("A", 0), m.thread("B", 1)
-    log = {}
-    reader(m, k, a, f, 0, log=log)
-    reader(m, k, b, f, 0, log=log)
-    m.run(RUN_NS)
+    c, m, f, pages, log = two_loaders_at_once("old", "nvme")
     xfer = c.ns("cacheline_transfer_ns")
     rec = m.recorder
     assert rec.counters["pm_insert_eexist"] == 1

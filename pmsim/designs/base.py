@@ -15,6 +15,7 @@ one it lacks is a :class:`~pmsim.errors.ConfigError`, never a silent zero.
 from __future__ import annotations
 
 from pmsim.errors import ConfigError, violation
+from pmsim.kernel.vm import walk_ns
 from pmsim.pagecache.page import PG_LOCKED, PG_PAGEMAP, PG_UPTODATE, Page
 from pmsim.pagecache.radix import REFCNT_MAX, RadixTree
 from pmsim.sync.qlock import QLock
@@ -125,13 +126,13 @@ class PageMap:
     def pm_put_page(self, th, page):
         """kern/src/pagemap.c: pm_put_page. Asserts, then ``atomic_add`` of -1 on the
         slot refcount: one lock-free RMW on the slot's cache line."""
+        if th.pending or th.stolen or th.core.thread is not th:
+            yield from th.sync()  # the asserts read the slot when the put runs
         slot = page.slot
         if slot is None or slot.page is not page:
             raise self.violation(th, page.index, "pm_put_page: the slot does not hold this page")
         if slot.refcnt <= 0:
             raise self.violation(th, page.index, "pm_put_page: slot refcount would go negative")
-        if th.pending or th.stolen or th.core.thread is not th:
-            yield from th.sync()
         slot.line.rmw(th, slot.word)
         slot.refcnt -= 1
 
@@ -272,16 +273,34 @@ class PageMap:
         th.pending += n * self._vmr_scan
         return found
 
-    def _walk_vmr_ns(self, vmr, idx: int, nr: int) -> tuple[int, int, float]:
-        """``vmr_for_each(vmr, idx, nr)``: the VMR page offsets [lo, hi) it covers and the
-        walk's cost (every PTE slot of every page table in range)."""
+    def vmr_for_each(self, th, vmr, idx: int, nr: int, callback) -> None:
+        """kern/src/pagemap.c: vmr_for_each (the caller holds the proc's ``pte_lock``): charge
+        ``env_user_mem_walk`` over the VMR's pages for file pages [idx, idx+nr) (every PTE slot
+        of every page table in range, ref 3.5), and run ``callback(th, vmr, off, pte)`` on each
+        PTE that exists there (a walk's callback on an empty entry does nothing)."""
         lo = max(idx, vmr.foff) - vmr.foff
         hi = min(idx + nr, vmr.foff + vmr.npages) - vmr.foff
         if hi <= lo:
-            return 0, 0, 0.0
-        from pmsim.kernel.vm import walk_ns
+            return
+        th.pending += walk_ns(vmr.proc, vmr.base + lo, vmr.base + hi, self._pte_entry, self._pte_level)
+        for off, pte in vmr.ptes_in(lo, hi):
+            callback(th, vmr, off, pte)
 
-        return lo, hi, walk_ns(vmr.proc, vmr.base + lo, vmr.base + hi, self._pte_entry, self._pte_level)
+    # --- __remove_or_zero_cb's outcomes ------------------------------------------------
+    def _keep_zeroed(self, th) -> bool:
+        """``memset(page, 0, PGSIZE)`` and keep the page (mapped, in use, or the CAS failed)."""
+        th.pending += self._zero
+        self.recorder.count("pages_zeroed")
+        return False
+
+    def _free_yanked(self, th, slot, page) -> bool:
+        """The CAS took the page out of its slot: ``atomic_set(pg_flags, 0)``, ``page_decref``;
+        true: the walker removes the slot."""
+        slot.page = None
+        page.flags = 0
+        self.page_decref(th, page)
+        self.recorder.count("pages_removed")
+        return True
 
     # --- pm_destroy (2.15) -----------------------------------------------------------
     def pm_destroy(self) -> float:

@@ -10,7 +10,7 @@ nodes are freed through ``call_rcu``. akaros-pagemap.md 2.2, 2.3, 2.8, 2.11 - 2.
 
 from __future__ import annotations
 
-from pmsim.designs.base import PageMap
+from pmsim.designs.base import ULONG_LIMIT, PageMap
 from pmsim.kernel.vm import PROT_WRITE
 from pmsim.pagecache.page import PG_DIRTY
 
@@ -69,24 +69,14 @@ class NewPageMap(PageMap):
         old = slot.value()
         mapped = yield from self.pm_has_vmr_with_page(th, idx)
         if mapped or old[1]:
-            th.pending += self._zero  # memset: keep the page
-            self.recorder.count("pages_zeroed")
-            return False
+            return self._keep_zeroed(th)
         yield from th.sync()
         line = slot.line
         equal = slot.value() == old
         if equal and line.changed_since(slot.word, read_at):
             self.recorder.count("hazard_remove_aba")
         ok, _ = line.cas(th, slot.word, equal=equal)
-        if not ok:
-            th.pending += self._zero
-            self.recorder.count("pages_zeroed")
-            return False
-        slot.page = None
-        page.flags = 0
-        self.page_decref(th, page)
-        self.recorder.count("pages_removed")
-        return True
+        return self._free_yanked(th, slot, page) if ok else self._keep_zeroed(th)
 
     # --- writeback (2.11 - 2.13) -------------------------------------------------------------
     def mark_and_clear_dirty_ptes(self, th):
@@ -98,19 +88,22 @@ class NewPageMap(PageMap):
         for vmr in list(self.vmrs):
             if not (vmr.prot & PROT_WRITE and vmr.shared):
                 continue
-            proc = vmr.proc
-            yield from proc.pte_lock.acquire(th)
-            th.pending += self._walk_vmr_ns(vmr, vmr.foff, vmr.npages)[2]
-            for pte in vmr.ptes.values():  # __pm_mark_and_clear_dirty
-                if pte.present and pte.dirty:
-                    page = pte.page
-                    if not page.flags & PG_DIRTY:
-                        page.flags |= PG_DIRTY
-                        th.pending += self._flags_rmw
-                    pte.dirty = False
-                    vmr.shootdown_needed = True
-            yield from proc.pte_lock.release(th)
+            yield from vmr.proc.pte_lock.acquire(th)
+            self.vmr_for_each(th, vmr, 0, ULONG_LIMIT, self._pm_mark_and_clear_dirty)
+            yield from vmr.proc.pte_lock.release(th)
         yield from self.pm_lock.release(th)
+
+    def _pm_mark_and_clear_dirty(self, th, vmr, off, pte) -> None:
+        """__pm_mark_and_clear_dirty: a present dirty PTE dirties its page (a plain read of
+        pg_flags first, then ``atomic_or``), loses its dirty bit, and flags its VMR for a
+        shootdown."""
+        if pte.present and pte.dirty:
+            page = pte.page
+            if not page.flags & PG_DIRTY:
+                page.flags |= PG_DIRTY
+                th.pending += self._flags_rmw
+            pte.dirty = False
+            vmr.shootdown_needed = True
 
     def shootdown_vmrs(self, th):
         """shootdown_vmrs: under ``pm_lock``, proc_tlbshootdown for every flagged VMR, with no

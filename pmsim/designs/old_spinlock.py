@@ -57,25 +57,11 @@ class OldPageMap(PageMap):
             raise self.violation(th, idx, "radix item without a page under pm_lock")
         yield from th.sync()  # read the word now
         old = slot.value()
-        if self._has_vmr_with_page(th, idx):
-            th.pending += self._zero  # memset: keep the page
-            self.recorder.count("pages_zeroed")
-            return False
-        if old[1]:
-            th.pending += self._zero
-            self.recorder.count("pages_zeroed")
-            return False
+        if self._has_vmr_with_page(th, idx) or old[1]:
+            return self._keep_zeroed(th)
         yield from th.sync()
         ok, _ = slot.line.cas(th, slot.word, equal=slot.value() == old)
-        if not ok:
-            th.pending += self._zero
-            self.recorder.count("pages_zeroed")
-            return False
-        slot.page = None
-        page.flags = 0
-        self.page_decref(th, page)
-        self.recorder.count("pages_removed")
-        return True
+        return self._free_yanked(th, slot, page) if ok else self._keep_zeroed(th)
 
     # --- pm_remove_contig (2.9) -------------------------------------------------------
     def pm_remove_contig(self, th, index: int, nr: int):
@@ -119,11 +105,7 @@ class OldPageMap(PageMap):
                 continue
             proc = vmr.proc
             yield from proc.pte_lock.acquire(th)
-            lo, hi, cost = self._old_vmr_for_each(vmr, index, nr)
-            th.pending += cost
-            for _, pte in vmr.ptes_in(lo, hi):  # __pm_mark_not_present
-                if pte.page.flags & PG_REMOVAL:
-                    pte.present = False
+            self.vmr_for_each(th, vmr, index, nr, self._pm_mark_not_present)
             yield from proc.pte_lock.release(th)
             if proc in ptr_store:
                 continue
@@ -135,19 +117,10 @@ class OldPageMap(PageMap):
         for vmr in list(self.vmrs):
             if not vmr.has_page_idx(index):
                 continue
-            proc = vmr.proc
-            yield from proc.pte_lock.acquire(th)
-            lo, hi, cost = self._old_vmr_for_each(vmr, index, nr)
-            th.pending += cost
-            for off, pte in vmr.ptes_in(lo, hi):
-                page = pte.page
-                if page.flags & PG_REMOVAL:  # __pm_mark_dirty_pgs_unmap / __pm_mark_unmap
-                    if vmr.prot & PROT_WRITE and pte.dirty:
-                        page.flags |= PG_DIRTY
-                        th.pending += self._flags_rmw
-                    del vmr.ptes[off]
-                    page.mapcount -= 1
-            yield from proc.pte_lock.release(th)
+            yield from vmr.proc.pte_lock.acquire(th)
+            unmap = self._pm_mark_dirty_pgs_unmap if vmr.prot & PROT_WRITE else self._pm_mark_unmap
+            self.vmr_for_each(th, vmr, index, nr, unmap)
+            yield from vmr.proc.pte_lock.release(th)
         # Pass 4, handle_dirty: batches of at most 10 written back with pm_lock dropped.
         i = index
         while True:
@@ -212,9 +185,24 @@ class OldPageMap(PageMap):
             return None
         return page
 
-    def _old_vmr_for_each(self, vmr, index: int, nr: int):
-        """vmr_for_each (OLD): from ``index`` (asserted inside the VMR) for at most ``nr`` pages."""
-        return self._walk_vmr_ns(vmr, index, nr)
+    # vmr_for_each callbacks (a4d7239a): they act only on pages pass 1 marked.
+    def _pm_mark_not_present(self, th, vmr, off, pte) -> None:
+        """__pm_mark_not_present: revoke access, keep the mapping."""
+        if pte.page.flags & PG_REMOVAL:
+            pte.present = False
+
+    def _pm_mark_unmap(self, th, vmr, off, pte) -> None:
+        """__pm_mark_unmap: clear the PTE."""
+        if pte.page.flags & PG_REMOVAL:
+            del vmr.ptes[off]
+            pte.page.mapcount -= 1
+
+    def _pm_mark_dirty_pgs_unmap(self, th, vmr, off, pte) -> None:
+        """__pm_mark_dirty_pgs_unmap: a dirty PTE dirties its page; clear the PTE."""
+        if pte.page.flags & PG_REMOVAL and pte.dirty:
+            pte.page.flags |= PG_DIRTY
+            th.pending += self._flags_rmw
+        self._pm_mark_unmap(th, vmr, off, pte)
 
     def _shootdown_and_reset(self, th, ptr_store: list):
         """shootdown_and_reset_ptrstore: proc_tlbshootdown for each stored proc, pm_lock held."""

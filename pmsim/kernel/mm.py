@@ -13,11 +13,12 @@
 from __future__ import annotations
 
 from pmsim.errors import violation
-from pmsim.kernel.vm import PROT_WRITE, PT_ENTRIES, Pte, Vmr
+from pmsim.kernel.vm import PROT_WRITE, PT_ENTRIES, Pte, Vmr, walk_ns
 from pmsim.pagecache.page import PG_DIRTY, Page
 
 EAGAIN = -11
 EFAULT = -14
+EPERM = -1
 
 
 class MmCosts:
@@ -90,14 +91,15 @@ def hpf_load_page(th, proc, pm, idx: int):
 
 
 def hpf(th, mmc: MmCosts, proc, vpn: int, write: bool):
-    """kern/src/mm.c: __hpf, for a file-backed VMR. Returns 0, EAGAIN (an MCP: populate from user space) or EFAULT."""
+    """kern/src/mm.c: __hpf, for a file-backed VMR. Returns 0, EAGAIN (an MCP: populate from user space), EFAULT (no
+    VMR) or EPERM (a store to a mapping without PROT_WRITE)."""
     while True:  # refault
         yield from proc.vmr_lock.acquire(th)
         vmr, visited = proc.find_vmr(vpn)
         th.pending += visited * mmc.vmr_scan
         if vmr is None or (write and not vmr.prot & PROT_WRITE):
             yield from proc.vmr_lock.release(th)
-            return EFAULT
+            return EFAULT if vmr is None else EPERM
         off = vpn - vmr.base
         idx = vmr.foff + off
         pm = vmr.file.pm
@@ -162,8 +164,7 @@ def do_mmap(th, mmc: MmCosts, proc, f, foff: int, npages: int, prot: int, shared
     if prot & PROT_WRITE and shared:
         f.dirty = True
     yield from f.qlock.release(th)
-    vmr = Vmr(proc, f, proc.next_vpn, npages, foff, prot, shared)
-    proc.next_vpn += -(-npages // PT_ENTRIES) * PT_ENTRIES + PT_ENTRIES  # 2 MiB aligned, a gap between
+    vmr = Vmr(proc, f, proc.place(npages), npages, foff, prot, shared)
     yield from f.pm.pm_add_vmr(th, vmr)
     yield from proc.vmr_lock.acquire(th)
     th.pending += len(proc.vmrs) * mmc.vmr_scan  # vmr_insert: a sorted linear list
@@ -210,6 +211,5 @@ def do_munmap(th, mmc: MmCosts, tlb, vmr: Vmr):
 
 
 def walk_vmr_ns(mmc: MmCosts, vmr: Vmr) -> float:
-    from pmsim.kernel.vm import walk_ns
-
+    """env_user_mem_walk over a whole VMR."""
     return walk_ns(vmr.proc, vmr.base, vmr.base + vmr.npages, mmc.pte_entry, mmc.pte_level)

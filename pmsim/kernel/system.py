@@ -65,8 +65,7 @@ class Kernel:
 
     def map_now(self, proc: Process, f: FsFile, foff: int, npages: int, prot: int, shared: bool) -> Vmr:
         """A ready VMR on the process's and the page map's lists, before the run."""
-        vmr = Vmr(proc, f, proc.next_vpn, npages, foff, prot, shared)
-        proc.next_vpn += -(-npages // PT_ENTRIES) * PT_ENTRIES + PT_ENTRIES
+        vmr = Vmr(proc, f, proc.place(npages), npages, foff, prot, shared)
         vmr.ready = True
         proc.vmrs.append(vmr)
         f.pm.vmrs.append(vmr)
@@ -115,7 +114,7 @@ class Kernel:
         while not mm.pte_usable(vmr, off, write):
             faults += 1
             ret = yield from self.fault(th, vmr.proc, vmr.base + off, write)
-            if ret == mm.EFAULT:
+            if ret in (mm.EFAULT, mm.EPERM):
                 raise violation(self.machine, th, vmr.foff + off, f"segfault: page {off} of {vmr}")
             th.op = "touch"
         mm.user_store_or_load(th, self.mmc, vmr, off, write)
