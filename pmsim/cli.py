@@ -74,6 +74,41 @@ def _costs(args) -> int:
     return 0
 
 
+def _run(args) -> int:
+    from pmsim.workload.load import load_spec
+    from pmsim.workload.result import format_summary
+    from pmsim.workload.runner import run_workload
+
+    spec = load_spec(args.workload, args.set, args.seed)
+    res = run_workload(spec, args.design)
+    if args.out:
+        res.write(args.out)
+    if args.json:
+        print(json.dumps(res.summary_with_provenance(), indent=2, sort_keys=True))
+    else:
+        print(format_summary(res.summary))
+        p = res.provenance
+        print(f"  ({p['wall_s']:.2f} s wall, {p['sim_ops_per_wall_s']:,.0f} simulated ops per wall second"
+              + (f"; tables in {args.out})" if args.out else ")"))
+    return 0
+
+
+def _designs(args) -> int:
+    from pmsim.designs import designs
+
+    for name, cls in designs().items():
+        print(f"{name:20} {cls.summary}")
+    return 0
+
+
+def _workloads(args) -> int:
+    from pmsim.workload.load import preset_question, presets
+
+    for name, path in presets().items():
+        print(f"{name:16} {preset_question(path)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="pmsim", description="Simulate the Akaros page map's OLD and NEW designs.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -98,6 +133,21 @@ def build_parser() -> argparse.ArgumentParser:
     va = sub.add_parser("validate", help="lock and queue mechanics vs exact queueing results")
     va.add_argument("--quick", action="store_true", help="a subset, in under a minute")
     va.set_defaults(func=_validate)
+
+    ru = sub.add_parser("run", help="simulate a workload (a preset name or a YAML path) on one design")
+    ru.add_argument("workload", help="preset name (pmsim workloads) or path to a YAML file")
+    ru.add_argument("--design", default="new", help="design name (pmsim designs); default new")
+    ru.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a workload key (dotted: machine.cores=32, duration=20ms) or a cost by name")
+    ru.add_argument("--seed", type=int, help="the run's seed (default: the workload's)")
+    ru.add_argument("--out", metavar="DIR", help="write Parquet tables, summary.json and spec.yaml here")
+    ru.add_argument("--json", action="store_true", help="print the summary as JSON")
+    ru.set_defaults(func=_run)
+
+    de = sub.add_parser("designs", help="list the page-map designs, one line each")
+    de.set_defaults(func=_designs)
+    wo = sub.add_parser("workloads", help="list the workload presets and the question each answers")
+    wo.set_defaults(func=_workloads)
 
     co = sub.add_parser("costs", help="list the cost parameters")
     co.add_argument("--markdown", action="store_true", help="as docs/costs.md")

@@ -1,0 +1,212 @@
+"""Find a workload (a preset name or a YAML path), apply ``--set`` overrides, validate it.
+
+Presets are the YAML files of the repository's ``workloads/`` folder. Overrides
+are dotted keys (``machine.cores=32``, ``duration=20ms``, ``processes.0.threads=4``,
+``pattern.kind=zipf``); a bare cost name (``cacheline_transfer_ns=30``) sets
+``machine.costs``. Values are read as YAML scalars, so ``32`` is a number and
+``true`` a boolean. Every refusal is a one-line :class:`~pmsim.errors.ConfigError`
+naming the key and the value.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from pmsim.costs import cost_params, did_you_mean, parse_assignment
+from pmsim.errors import ConfigError
+from pmsim.workload.spec import WorkloadSpec
+
+WORKLOADS_DIR = Path(__file__).resolve().parents[2] / "workloads"
+
+
+def presets() -> dict[str, Path]:
+    """Preset name -> YAML file, from the repository's ``workloads/`` folder."""
+    return {p.stem: p for p in sorted(WORKLOADS_DIR.glob("*.yaml"))}
+
+
+def preset_question(path: Path) -> str:
+    """The design question a preset answers: its first comment line."""
+    for line in path.read_text().splitlines():
+        if line.startswith("#"):
+            return line.lstrip("# ").strip()
+    return ""
+
+
+def read_workload(workload: str) -> tuple[dict, str]:
+    """The raw mapping of a preset name or a YAML path, and the workload's name."""
+    path = Path(workload)
+    if workload.endswith((".yaml", ".yml")) or path.is_file():
+        if not path.is_file():
+            raise ConfigError(f"workload: no such file {workload!r}")
+        name = path.stem
+    else:
+        table = presets()
+        if workload not in table:
+            raise ConfigError(f"workload: unknown preset {workload!r}{did_you_mean(workload, table)} "
+                              f"(presets: {', '.join(table)}; or give a .yaml path)")
+        path, name = table[workload], workload
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"workload {path}:{where} is not valid YAML ({getattr(e, 'problem', e)})") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"workload {path}: expected a mapping of keys, got {type(raw).__name__}")
+    raw.setdefault("name", name)
+    return raw, name
+
+
+def apply_overrides(raw: dict, assignments) -> dict:
+    """A copy of ``raw`` with each ``KEY=VALUE`` (dotted key) applied in order."""
+    out = copy.deepcopy(raw)
+    for text in assignments:
+        key, value = parse_assignment(text)
+        set_dotted(out, key, _scalar(value))
+    return out
+
+
+def _scalar(text: str):
+    try:
+        return yaml.safe_load(text) if text else ""
+    except yaml.YAMLError:
+        return text
+
+
+def set_dotted(raw: dict, key: str, value) -> None:
+    """Set ``raw[a][b][c] = value`` for ``key = "a.b.c"`` (a number indexes a list)."""
+    parts = key.split(".")
+    if len(parts) == 1 and parts[0] not in WorkloadSpec.model_fields and parts[0] in cost_params():
+        parts = ["machine", "costs", parts[0]]
+    node = raw
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        where = ".".join(parts[: i + 1])
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"--set {key}: {where!r} is not an index of a list of {len(node)} "
+                                  f"(0..{len(node) - 1})")
+            part = int(part)
+            if last:
+                node[part] = value
+            else:
+                node = node[part]
+            continue
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {key}: {'.'.join(parts[:i])!r} is not a mapping (it is {node!r})")
+        if last:
+            node[part] = value
+        else:
+            child = node.get(part)
+            if child is None:
+                if part in ("files", "processes"):  # a list the spec fills with one default item
+                    child = node[part] = [{}]
+                else:
+                    child = node[part] = {}
+            node = child
+
+
+def load_spec(workload: str, overrides=(), seed: int | None = None) -> WorkloadSpec:
+    """The validated spec of a preset or YAML path, with overrides (and the seed) applied."""
+    raw, _ = read_workload(workload)
+    raw = apply_overrides(raw, overrides)
+    if seed is not None:
+        raw["seed"] = seed
+    return validate_spec(raw)
+
+
+def validate_spec(raw: dict) -> WorkloadSpec:
+    """Validate a raw mapping; the first problem becomes a one-line ConfigError."""
+    try:
+        spec = WorkloadSpec.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(describe(e.errors()[0], raw)) from None
+    from pmsim.costs import CostTable
+
+    CostTable(spec.machine.costs)  # unknown, reference or negative cost names
+    return spec
+
+
+def _path(loc) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _model_at(loc) -> type[BaseModel] | None:
+    """The spec class whose field set ``loc`` (minus its last part) points into."""
+    import typing
+
+    model: type[BaseModel] | None = WorkloadSpec
+    for part in loc[:-1]:
+        if model is None:
+            return None
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        model = _find_model(field.annotation, typing)
+    return model
+
+
+def _find_model(annotation, typing):
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _find_model(arg, typing)
+        if found is not None:
+            return found
+    return None
+
+
+def describe(err: dict, raw) -> str:
+    """One line for a pydantic error: the dotted key, what is wrong, the value given."""
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in _TAGS))
+    key = _path(loc) or "workload"
+    value = err.get("input")
+    shown = repr(value)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(err["loc"])
+        hint = ""
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        if close:
+            hint = f" (did you mean {close[0]!r}?)"
+        elif allowed:
+            hint = f" (keys here: {', '.join(allowed)})"
+        return f"workload key {key}: unknown key{hint}, got {shown}"
+    if kind == "value_error":
+        msg = err["msg"].removeprefix("Value error, ")
+        return f"workload {key}: {msg}" if loc else f"workload: {msg}"
+    if kind == "missing":
+        return f"workload key {key}: required, not given"
+    if kind == "union_tag_invalid" or kind == "union_tag_not_found":
+        return f"workload key {key}.kind: {err['msg']}, got {shown}"
+    return f"workload key {key}: {err['msg'].lower()}, got {shown}"
+
+
+# Discriminated-union tags pydantic puts in error locations (e.g. pattern.zipf.theta).
+_TAGS = {"uniform", "zipf", "sequential", "hot_page", "disjoint", "closed", "open"}
+
+
+def _allowed_keys(loc) -> list[str]:
+    """The keys allowed where an unknown key was found."""
+    from pmsim.workload import spec as s
+
+    members = {"uniform": s.Uniform, "zipf": s.Zipf, "sequential": s.Sequential, "hot_page": s.HotPage,
+               "disjoint": s.Disjoint, "closed": s.Closed, "open": s.Open}
+    if len(loc) >= 2 and loc[-2] in members:
+        return list(members[loc[-2]].model_fields)
+    model = _model_at(tuple(p for p in loc if not (isinstance(p, str) and p in _TAGS)))
+    return list(model.model_fields) if model is not None else []

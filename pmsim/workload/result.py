@@ -1,0 +1,225 @@
+"""A run's result: tidy tables, the summary object, and writing them out all or nothing.
+
+Tables (pandas, one row per run and ...): ``ops`` (operation), ``locks`` (lock
+name), ``cores`` (core), ``counters`` (event counter), ``timeseries``
+(simulated millisecond) and ``run`` (one row). Each row starts with the design,
+the workload and the seed. The summary holds only simulated results, identical
+for the same spec and seed; wall-clock time, host and versions are kept apart
+in ``provenance``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from pmsim.errors import ConfigError
+from pmsim.workload.metrics import MS
+
+# Operations a workload issues; a fault happens inside a touch, so it is not counted again.
+ISSUED_OPS = ("read", "write", "touch", "fsync", "punch_hole", "reclaim", "mmap", "munmap")
+OP_NAMES = ISSUED_OPS[:3] + ("fault",) + ISSUED_OPS[3:]
+LOCK_NAMES = ("pm_lock", "pm_qlock", "pte_lock", "vmr_lock", "proc_lock", "page_lock")
+QUANTILES = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p999", 0.999))
+
+
+@dataclass
+class RunResult:
+    """Tables, summary and provenance of one run, and the resolved spec that made them."""
+
+    spec: object
+    design: str
+    tables: dict[str, pd.DataFrame]
+    summary: dict
+    provenance: dict = field(default_factory=dict)
+
+    def summary_with_provenance(self) -> dict:
+        return {**self.summary, "provenance": self.provenance}
+
+    def write(self, out_dir) -> Path:
+        """Write every table as Parquet, ``summary.json`` and ``spec.yaml`` into ``out_dir``,
+        all or nothing: into a temporary sibling folder first, renamed into place at the end."""
+        out = Path(out_dir)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        except OSError as e:
+            raise ConfigError(f"--out: cannot write to {str(out)!r} ({e.strerror})") from None
+        try:
+            for name, df in self.tables.items():
+                df.to_parquet(tmp / f"{name}.parquet", index=False)
+            (tmp / "summary.json").write_text(json.dumps(self.summary_with_provenance(), indent=2, sort_keys=True))
+            (tmp / "spec.yaml").write_text(yaml.safe_dump(
+                {"design": self.design, **self.spec.model_dump(mode="json")}, sort_keys=False))
+            if out.exists():
+                if not out.is_dir():
+                    raise ConfigError(f"--out: {str(out)!r} exists and is not a folder")
+                old = out.with_name(f".{out.name}.old")
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(out, old)
+                os.replace(tmp, out)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, out)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return out
+
+
+def _us(ns: float) -> float:
+    return ns / 1e3
+
+
+def build_result(run, wall_s: float) -> RunResult:
+    """Gather a finished :class:`~pmsim.workload.runner.WorkloadRun` into tables and a summary."""
+    spec, m, meter = run.spec, run.m, run.meter
+    rec = m.recorder
+    window = rec.window
+    seconds = window / 1e9
+    ident = {"design": run.design.name, "workload": spec.name, "seed": spec.seed}
+
+    op_rows = []
+    for (source, op), h in sorted(meter.latency.items()):
+        n = h.count
+        op_rows.append({"source": source, "op": op, "count": n,
+                        "throughput_per_s": n / seconds,
+                        "latency_us_mean": _us(h.mean()),
+                        **{f"latency_us_{q}": _us(h.quantile(p)) for q, p in QUANTILES},
+                        "latency_us_max": _us(h.max),
+                        "in_progress_mean": meter.busy[(source, op)] / window})
+    lock_rows = [{"lock": name, **st.summary()} for name, st in sorted(rec.locks.items())]
+    core_rows = [{"socket": m.cores[c["core"]].socket, **c} for c in rec.per_core()]
+    counters = dict(sorted(rec.counters.items()))
+    rcu = m._rcu
+    stores = [f.store for f in run.file_list if f.store.depth]
+    capacity = sum(s.depth for s in stores)
+    io_util = (sum(s.utilization(window, rec.end_time) * s.depth for s in stores) / capacity) if capacity else 0.0
+    cpu = rec.cpu()
+    workload_ops = [r for r in op_rows if r["source"] == "workload"]
+    total = sum(r["count"] for r in workload_ops if r["op"] in ISSUED_OPS) / seconds
+
+    summary = {
+        **ident,
+        "duration_ms": spec.duration / 1e6,
+        "warmup_ms": spec.warmup / 1e6,
+        "total_ops_per_s": total,
+        "ops": {r["op"]: _op_summary(r) for r in workload_ops},
+        "daemons": {r["op"]: _op_summary(r) for r in op_rows if r["source"] == "daemon"},
+        "locks": {name: _lock_summary(rec.locks.get(name)) for name in LOCK_NAMES},
+        "cpu": {k: cpu[k] for k in ("useful", "spin", "idle", "ipi")},
+        "tlb": {"shootdowns": counters.get("tlb_shootdowns", 0), "ipis": counters.get("ipis", 0)},
+        "io": {"reads": counters.get("io_reads", 0), "writes": counters.get("io_writes", 0),
+               "utilization": io_util},
+        "rcu": {"callbacks": counters.get("rcu_callbacks", 0),
+                "grace_periods": counters.get("rcu_grace_periods", 0),
+                "max_pending_bytes": rcu.max_pending_bytes if rcu is not None else 0},
+        "counters": counters,
+    }
+    for name, st in rec.locks.items():
+        if name not in summary["locks"]:
+            summary["locks"][name] = _lock_summary(st)
+
+    timeseries = _timeseries(run)
+    run_row = {"total_ops_per_s": total, "duration_ms": summary["duration_ms"], "warmup_ms": summary["warmup_ms"],
+               **{f"cpu_{k}": v for k, v in summary["cpu"].items()},
+               "tlb_shootdowns": summary["tlb"]["shootdowns"], "tlb_ipis": summary["tlb"]["ipis"],
+               "io_reads": summary["io"]["reads"], "io_writes": summary["io"]["writes"],
+               "io_utilization": io_util, **{f"rcu_{k}": v for k, v in summary["rcu"].items()}}
+    tables = {
+        "ops": _frame(ident, op_rows, ["source", "op", "count", "throughput_per_s", "latency_us_mean",
+                                       "latency_us_p50", "latency_us_p90", "latency_us_p99", "latency_us_p999",
+                                       "latency_us_max", "in_progress_mean"]),
+        "locks": _frame(ident, lock_rows, ["lock", "kind", "acquisitions", "contended_fraction", "wait_us_mean",
+                                           "wait_us_p99", "hold_us_mean", "hold_us_p99", "max_queue"]),
+        "cores": _frame(ident, core_rows, ["core", "socket", "useful", "spin", "ipi", "idle"]),
+        "counters": _frame(ident, [{"name": k, "value": float(v)} for k, v in counters.items()], ["name", "value"]),
+        "timeseries": _frame(ident, timeseries, ["time_ms", "measured", "ops", "ops_per_s", "pm_qlock_queue",
+                                                 "dirty_pages"]),
+        "run": _frame(ident, [run_row], list(run_row)),
+    }
+    import pmsim
+    import simpy
+
+    provenance = {"wall_s": wall_s, "sim_ops_per_wall_s": total * seconds / wall_s if wall_s > 0 else math.inf,
+                  "pmsim_version": pmsim.__version__, "simpy_version": simpy.__version__,
+                  "python": platform.python_version(), "host": platform.node()}
+    return RunResult(spec, run.design.name, tables, summary, provenance)
+
+
+def _timeseries(run) -> list[dict]:
+    """One row per simulated millisecond: operations completed, pm_qlock waiters and dirty
+    pages at the millisecond's end (the state at the run's end for a last, partial one)."""
+    end = run.spec.duration
+    counts = run.meter.completions
+    n = len(counts)
+    q, d = list(run.series["pm_qlock_queue"]), list(run.series["dirty_pages"])
+    if len(q) < n:
+        qn, dn = run.sample_now()
+        q += [qn] * (n - len(q))
+        d += [dn] * (n - len(d))
+    rows = []
+    for k in range(n):
+        hi = min((k + 1) * MS, end)
+        width = hi - k * MS
+        rows.append({"time_ms": hi / 1e6, "measured": k * MS >= run.spec.warmup, "ops": counts[k],
+                     "ops_per_s": counts[k] / (width / 1e9), "pm_qlock_queue": q[k], "dirty_pages": d[k]})
+    return rows
+
+
+def _frame(ident: dict, rows: list[dict], columns: list[str]) -> pd.DataFrame:
+    df = pd.DataFrame(rows, columns=columns)
+    for i, (k, v) in enumerate(ident.items()):
+        df.insert(i, k, v)
+    return df
+
+
+def _op_summary(row: dict) -> dict:
+    return {"count": row["count"], "throughput_per_s": row["throughput_per_s"],
+            "latency_us": {"mean": row["latency_us_mean"], **{q: row[f"latency_us_{q}"] for q, _ in QUANTILES},
+                           "max": row["latency_us_max"]}}
+
+
+def _lock_summary(st) -> dict:
+    if st is None:
+        return {"acquisitions": 0, "contended_fraction": 0.0, "wait_us_mean": 0.0, "wait_us_p99": 0.0,
+                "hold_us_mean": 0.0, "hold_us_p99": 0.0, "max_queue": 0}
+    s = st.summary()
+    s.pop("kind")
+    return s
+
+
+def format_summary(summary: dict) -> str:
+    """The readable report ``pmsim run`` prints."""
+    lines = [f"{summary['workload']} on {summary['design']}: seed {summary['seed']}, "
+             f"{summary['duration_ms']:g} ms simulated ({summary['warmup_ms']:g} ms warm-up excluded)",
+             f"  total {summary['total_ops_per_s']:,.0f} ops/s", "",
+             f"  {'operation':12} {'count':>9} {'ops/s':>12} {'mean':>9} {'p50':>9} {'p90':>9} {'p99':>9} "
+             f"{'p99.9':>9} {'max':>9}  (latency, us)"]
+    for title, ops in (("", summary["ops"]), ("daemon ", summary["daemons"])):
+        for name, o in ops.items():
+            lat = o["latency_us"]
+            lines.append(f"  {title + name:12} {o['count']:>9,} {o['throughput_per_s']:>12,.0f} "
+                         + " ".join(f"{lat[k]:>9.3f}" for k in ("mean", "p50", "p90", "p99", "p999", "max")))
+    lines += ["", f"  {'lock':12} {'acquired':>10} {'contended':>9} {'wait mean':>10} {'wait p99':>9} "
+                  f"{'hold mean':>10}  (us)"]
+    for name, lk in summary["locks"].items():
+        if lk["acquisitions"]:
+            lines.append(f"  {name:12} {lk['acquisitions']:>10,} {lk['contended_fraction']:>9.3f} "
+                         f"{lk['wait_us_mean']:>10.3f} {lk['wait_us_p99']:>9.3f} {lk['hold_us_mean']:>10.3f}")
+    c, t, io, r = summary["cpu"], summary["tlb"], summary["io"], summary["rcu"]
+    lines += ["", f"  cpu          useful {c['useful']:.3f}  spin {c['spin']:.3f}  ipi {c['ipi']:.3f}  "
+                  f"idle {c['idle']:.3f}",
+              f"  tlb          {t['shootdowns']:,} shootdowns, {t['ipis']:,} IPIs",
+              f"  io           {io['reads']:,} reads, {io['writes']:,} writes, utilization {io['utilization']:.3f}",
+              f"  rcu          {r['callbacks']:,} callbacks, {r['grace_periods']:,} grace periods, "
+              f"at most {r['max_pending_bytes']:,} bytes waiting"]
+    return "\n".join(lines)

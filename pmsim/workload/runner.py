@@ -1,0 +1,287 @@
+"""Run one workload on one design: ``(spec, design) -> RunResult``, a pure function of the spec.
+
+Set-up (at simulated time 0, at no cost): the machine and kernel; each file
+with a random ``resident`` fraction of its pages in the page cache, a
+``dirty`` fraction of them dirty; each process with its mappings (ready VMRs,
+no PTEs: first touches fault). Thread ``g`` of all the processes' threads runs
+on core ``g % cores``; daemons are kernel threads (on the last core unless
+told), created after the workers so a worker owns its core at the start.
+
+A worker loops: pick an operation by weight, pick its pages by the access
+pattern, run the kernel entry point, record its latency on the thread's own
+clock; then think (closed loop: user-space work that holds the core) or wait
+for its next arrival (open loop: a request that arrives while the previous one
+runs waits, and its latency includes the wait). An operation that creates no
+event (a touch whose PTE is present, an fsync on tmpfs) is followed by one
+sync, so a thread's clock never runs more than one operation ahead of the
+simulated time, and a touch syncs before it reads its PTE.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from pmsim.costs import CostTable
+from pmsim.designs import get_design
+from pmsim.kernel.system import Kernel
+from pmsim.kernel.vm import PROT_READ, PROT_WRITE
+from pmsim.machine import Machine
+from pmsim.pagecache.page import PG_DIRTY
+from pmsim.workload.metrics import MS, OpMeter
+from pmsim.workload.patterns import chooser, op_chooser
+from pmsim.workload.result import RunResult, build_result
+from pmsim.workload.spec import WorkloadSpec
+
+PROTS = {"r": PROT_READ, "rw": PROT_READ | PROT_WRITE}
+
+
+class Worker:
+    """One simulated user thread: its process, mappings, random choices and current operation."""
+
+    __slots__ = ("th", "proc", "vmrs", "g", "next_op", "pick_file", "file_pages", "vmr_pages",
+                 "pick_vmr", "is_store", "think", "arrivals", "churn_at", "rng", "current", "arrival")
+
+    def __init__(self, th, proc, vmrs, g):
+        self.th, self.proc, self.vmrs, self.g = th, proc, vmrs, g
+        self.current = None  # (op, start) of the operation in progress
+        self.arrival = None  # open loop: when the request being served arrived
+
+
+class WorkloadRun:
+    """Builds the simulated system a spec describes, runs it, and gathers the result."""
+
+    def __init__(self, spec: WorkloadSpec, design: str):
+        self.spec = spec
+        self.design = get_design(design)
+        for op in sorted(spec.operations()):
+            self.design.require(op)
+        ms = spec.machine
+        self.costs = CostTable(ms.costs)
+        self.m = Machine(cores=ms.cores, sockets=ms.sockets, costs=self.costs, seed=spec.seed,
+                         warmup=spec.warmup, spinlock_kind=ms.spinlock, qlock_wake=ms.qlock_wake)
+        self.k = Kernel(self.m, self.design)
+        self.meter = OpMeter(spec.warmup, spec.duration)
+        self.k.op_done = self._kernel_op_done
+        self.files = {fs.name: self._file(fs) for fs in spec.files}
+        self.file_list = list(self.files.values())
+        self.file_weights = np.array([fs.weight for fs in spec.files], dtype=float)
+        self.workers = self._workers()
+        self.daemons = self._daemons()
+        self.series = {"pm_qlock_queue": [], "dirty_pages": []}
+
+    # --- set-up ---------------------------------------------------------------------
+    def _file(self, fs):
+        f = self.k.file(fs.name, fs.pages, fs.store)
+        order = self.m.rng(f"setup.file.{fs.name}").permutation(fs.pages)
+        resident = order[: round(fs.resident * fs.pages)]
+        dirty = order[: round(fs.dirty * fs.pages)]
+        self.k.warm(f, sorted(resident.tolist()), dirty.tolist())
+        return f
+
+    def _workers(self) -> list[Worker]:
+        spec, m, k = self.spec, self.m, self.k
+        n_threads, cores = spec.total_threads, len(m.cores)
+        workers, g = [], 0
+        for ps in spec.processes:
+            for c in range(ps.count):
+                pname = f"{ps.name}{c}" if ps.count > 1 else ps.name
+                thread_cores = [(g + t) % cores for t in range(ps.threads)]
+                proc = k.process(pname, sorted(set(thread_cores)), "RUNNING_M" if ps.kind == "mcp" else "RUNNING_S")
+                vmrs = [k.map_now(proc, self.files[spec.file_spec(ms.file).name], ms.offset,
+                                  spec.mapping_length(ms), PROTS[ms.prot], ms.shared) for ms in ps.mappings]
+                for t, core in enumerate(thread_cores):
+                    th = m.thread(f"{pname}.t{t}", core, proc)
+                    workers.append(self._worker(Worker(th, proc, vmrs, g)))
+                    g += 1
+        return workers
+
+    def _worker(self, w: Worker) -> Worker:
+        spec = self.spec
+        rng = w.rng = self.m.rng(f"workload.{w.th.name}")
+        n = spec.total_threads
+        w.next_op = op_chooser(spec.mix.weights(), rng)
+        files = self.file_list
+        w.file_pages = [chooser(spec.pattern, f.nr_pages - spec.request_pages + 1, spec.request_pages, w.g, n, rng)
+                        for f in files]
+        if len(files) == 1:
+            w.pick_file = lambda: 0
+        else:
+            p = self.file_weights / self.file_weights.sum()
+            w.pick_file = lambda: int(rng.choice(len(files), p=p))
+        w.vmr_pages = [chooser(spec.pattern, v.npages, 1, w.g, n, rng) for v in w.vmrs]
+        nv = len(w.vmrs)
+        w.pick_vmr = (lambda: 0) if nv <= 1 else (lambda: int(rng.integers(nv)))
+        stores = spec.touch_stores
+        w.is_store = (lambda: stores >= 1.0) if stores in (0.0, 1.0) else (lambda: rng.random() < stores)
+        churn_file = self.files[spec.file_spec(spec.churn.file).name]
+        w.churn_at = chooser(spec.pattern, churn_file.nr_pages - spec.churn.pages + 1, spec.churn.pages, w.g, n, rng)
+        loop = spec.loop
+        if loop.kind == "closed":
+            w.think, w.arrivals = loop.think.sampler(rng), None
+        else:
+            w.think, w.arrivals = None, loop.arrivals.sampler(rng)
+        return w
+
+    def _daemons(self) -> list:
+        spec, m = self.spec, self.m
+        out = []
+        for name, d in (("writeback", spec.daemons.writeback), ("reclaim", spec.daemons.reclaim)):
+            if d is not None:
+                core = d.core if d.core is not None else len(m.cores) - 1
+                out.append((name, d.period, m.thread(f"{name}_daemon", core)))
+        return out
+
+    # --- the operations ---------------------------------------------------------------
+    def _op(self, w: Worker, op: str):
+        """Run one operation of the mix (a generator)."""
+        k, th = self.k, w.th
+        if op == "touch":
+            i = w.pick_vmr()
+            yield from self._touch(w, w.vmrs[i], w.vmr_pages[i](), w.is_store())
+            return
+        if op == "mmap_munmap":
+            yield from self._churn(w)
+            return
+        t0 = self._start(w, op)
+        if op == "reclaim":
+            yield from k.reclaim(th)
+        else:
+            i = w.pick_file()
+            f = self.file_list[i]
+            if op == "fsync":
+                yield from k.fsync(th, f)
+            else:
+                idx = w.file_pages[i]()
+                n = self.spec.request_pages
+                yield from (k.read(th, f, idx, n) if op == "read" else
+                            k.write(th, f, idx, n) if op == "write" else k.punch_hole(th, f, idx, n))
+        self._done(w, op, t0)
+
+    def _touch(self, w: Worker, vmr, off: int, store: bool):
+        th = w.th
+        if th.pending or th.stolen:  # a user access reads its PTE at its own time
+            yield from th.sync()
+        t0 = self._start(w, "touch")
+        yield from self.k.touch(th, vmr, off, store)
+        self._done(w, "touch", t0)
+
+    def _churn(self, w: Worker):
+        """mmap a fresh range, touch ``churn.touches`` distinct pages of it, munmap it."""
+        c, k, th = self.spec.churn, self.k, w.th
+        f = self.files[self.spec.file_spec(c.file).name]
+        t0 = self._start(w, "mmap")
+        vmr = yield from k.mmap(th, w.proc, f, w.churn_at(), c.pages, PROTS[c.prot], c.shared)
+        self._done(w, "mmap", t0)
+        stores = self.spec.touch_stores
+        for off in w.rng.choice(c.pages, c.touches, replace=False).tolist():
+            yield from self._touch(w, vmr, off, c.prot == "rw" and (stores >= 1.0 or w.rng.random() < stores))
+        t0 = self._start(w, "munmap")
+        yield from k.munmap(th, vmr)
+        self._done(w, "munmap", t0)
+
+    @staticmethod
+    def _start(w: Worker, op: str) -> float:
+        """An operation starts now, or (the first of an open-loop request) at its arrival."""
+        t0 = w.th.now
+        if w.arrival is not None:
+            t0, w.arrival = w.arrival, None
+        w.current = (op, t0)
+        return t0
+
+    def _done(self, w: Worker, op: str, t0: float) -> None:
+        self.meter.record("workload", op, t0, w.th.now)
+        w.current = None
+
+    def _kernel_op_done(self, th, op: str, t0: float) -> None:
+        """The kernel reports operations nested in others (a touch's faults)."""
+        self.meter.record("daemon" if th.proc is None else "workload", op, t0, th.now)
+
+    # --- threads --------------------------------------------------------------------------
+    def _closed(self, w: Worker):
+        th, env, end = w.th, self.m.env, self.spec.duration
+        next_op, think, run = w.next_op, w.think, self._op
+        while th.now < end:
+            before = env.now
+            yield from run(w, next_op())
+            if env.now == before and (th.pending or th.stolen):
+                yield from th.sync()
+            th.pending += think()
+        yield from th.exit()
+
+    def _open(self, w: Worker):
+        th, env, end = w.th, self.m.env, self.spec.duration
+        next_op, interarrival = w.next_op, w.arrivals
+        arrival = interarrival()
+        while arrival < end:
+            if arrival > th.now:  # idle until the request arrives
+                yield from th.block(env.timeout(arrival - env.now))
+            before = env.now
+            w.arrival = arrival
+            yield from self._op(w, next_op())
+            if env.now == before and (th.pending or th.stolen):
+                yield from th.sync()
+            arrival += interarrival()
+        yield from th.exit()
+
+    def _daemon(self, name: str, period: float, th):
+        k, env = self.k, self.m.env
+        while True:
+            yield from th.block(env.timeout(period))
+            if name == "writeback":
+                for f in list(k.files):
+                    t0 = th.now
+                    yield from k.fsync(th, f)
+                    self.meter.record("daemon", "fsync", t0, th.now)
+            else:
+                t0 = th.now
+                yield from k.reclaim(th)
+                self.meter.record("daemon", "reclaim", t0, th.now)
+
+    def _sampler(self):
+        """Each simulated millisecond: waiters on the pm_qlocks, dirty pages."""
+        env = self.m.env
+        while True:
+            yield env.timeout(MS)
+            q, d = self.sample_now()
+            self.series["pm_qlock_queue"].append(q)
+            self.series["dirty_pages"].append(d)
+
+    def sample_now(self) -> tuple[int, int]:
+        """(threads waiting on a pm_qlock, dirty pages) now."""
+        q = sum(len(f.pm.pm_qlock.waiters) for f in self.file_list if hasattr(f.pm, "pm_qlock"))
+        d = sum(1 for f in self.file_list for s in f.pm.tree.slots.values()
+                if s.page is not None and s.page.flags & PG_DIRTY)
+        return q, d
+
+    # --- run ---------------------------------------------------------------------------
+    def run(self) -> RunResult:
+        env = self.m.env
+        loop = self._closed if self.spec.loop.kind == "closed" else self._open
+        for w in self.workers:
+            env.process(loop(w))
+        for name, period, th in self.daemons:
+            env.process(self._daemon(name, period, th))
+        env.process(self._sampler())
+        if self.spec.warmup > 0:
+            env.process(self._reset_rcu_peak())
+        t0 = time.perf_counter()
+        self.m.run(self.spec.duration)
+        wall = time.perf_counter() - t0
+        for w in self.workers:
+            if w.current is not None:
+                self.meter.in_progress("workload", *w.current)
+        self.costs.check_all_read(self.spec.machine.costs, "this workload")
+        return build_result(self, wall)
+
+    def _reset_rcu_peak(self):
+        yield self.m.env.timeout(self.spec.warmup)
+        rcu = self.m._rcu
+        if rcu is not None:
+            rcu.max_pending_bytes = rcu.pending_bytes
+
+
+def run_workload(spec: WorkloadSpec, design: str) -> RunResult:
+    """Simulate ``spec`` on ``design``; the same spec and design always give the same tables."""
+    return WorkloadRun(spec, design).run()

@@ -1,0 +1,296 @@
+"""The workload spec: what a run simulates, as validated data (pydantic).
+
+A workload names the machine, the files and their state at the start, the
+processes with their threads and mappings, the operation mix, the access
+pattern, the loop (closed with think time, or open with arrivals), background
+daemons, and the run's duration, warm-up and seed. Sizes are in pages; times
+are durations (``400ns``, ``2us``, ``20ms``) or distributions (``exp:2us``).
+Every key is checked: unknown keys, wrong types, impossible sizes and mappings
+past the end of a file are refused (:func:`pmsim.workload.load.load_spec`
+turns the refusal into one line).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator)
+
+from pmsim.errors import ConfigError
+from pmsim.units import Distribution, format_time, parse_dist, parse_time
+
+
+def _duration(v):
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        raise ValueError(f"a duration needs a unit (e.g. {v}us), got {v!r}")
+    try:
+        return parse_time(v)
+    except ConfigError as e:
+        raise ValueError(str(e).split(": ", 1)[-1]) from None
+
+
+def _distribution(v):
+    if isinstance(v, Distribution):
+        return v
+    try:
+        return parse_dist(v)
+    except ConfigError as e:
+        raise ValueError(str(e).split(": ", 1)[-1]) from None
+
+
+# A duration in ns, written and printed with its unit.
+Duration = Annotated[float, BeforeValidator(_duration), PlainSerializer(format_time, return_type=str)]
+Dist = Annotated[Distribution, BeforeValidator(_distribution), PlainSerializer(str, return_type=str)]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+Weight = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+Pages = Annotated[int, Field(gt=0)]
+
+
+class Strict(BaseModel):
+    """Unknown keys and silent type coercions are errors."""
+
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+
+
+class MachineSpec(Strict):
+    cores: Annotated[int, Field(gt=0, le=4096)] = 16
+    sockets: Annotated[int, Field(gt=0)] = 1
+    spinlock: Literal["ttas", "ticket", "mcs"] = "ttas"
+    qlock_wake: Literal["waker_core", "remote_ipi"] = "waker_core"
+    costs: dict[str, Union[float, str]] = {}  # cost-table overrides by name (pmsim costs)
+
+    @model_validator(mode="after")
+    def _sockets(self):
+        if self.sockets > self.cores:
+            raise ValueError(f"sockets ({self.sockets}) exceed cores ({self.cores})")
+        return self
+
+
+class FileSpec(Strict):
+    name: str = "data"
+    pages: Pages = 4096
+    store: Literal["tmpfs", "nvme", "hdd", "network"] = "tmpfs"
+    resident: Fraction = 1.0  # of the file's pages, in the page cache at the start
+    dirty: Fraction = 0.0  # of the file's pages, dirty at the start (a subset of the resident ones)
+    weight: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] = 1.0  # share of file operations
+
+    @model_validator(mode="after")
+    def _dirty_resident(self):
+        if self.dirty > self.resident:
+            raise ValueError(f"dirty ({self.dirty}) exceeds resident ({self.resident}): only resident pages can be dirty")
+        return self
+
+
+class MappingSpec(Strict):
+    file: str | None = None  # default: the first file
+    offset: Annotated[int, Field(ge=0)] = 0  # pages into the file
+    length: Pages | None = None  # pages; default: to the end of the file
+    shared: bool = True
+    prot: Literal["r", "rw"] = "rw"
+
+
+class ProcessSpec(Strict):
+    name: str = "app"
+    count: Pages = 1
+    threads: Pages = 1  # per process
+    kind: Literal["mcp", "scp"] = "mcp"  # multicore (PROC_RUNNING_M) or single-core process
+    mappings: list[MappingSpec] = []
+
+    @model_validator(mode="after")
+    def _scp(self):
+        if self.kind == "scp" and self.threads != 1:
+            raise ValueError(f"a single-core process (kind scp) runs one thread, got threads={self.threads}")
+        return self
+
+
+MIX_OPS = ("read", "write", "touch", "fsync", "punch_hole", "mmap_munmap", "reclaim")
+
+
+class MixSpec(Strict):
+    """Relative weights of the operations each thread issues."""
+
+    read: Weight = 0.0
+    write: Weight = 0.0
+    touch: Weight = 0.0  # a user load or store of a mapped page (faults if its PTE is absent)
+    fsync: Weight = 0.0
+    punch_hole: Weight = 0.0
+    mmap_munmap: Weight = 0.0  # churn: mmap, touch some pages, munmap
+    reclaim: Weight = 0.0  # memory-pressure pm_free_unused_pages on every file
+
+    @model_validator(mode="after")
+    def _some(self):
+        if not any(getattr(self, op) > 0 for op in MIX_OPS):
+            raise ValueError("every weight is 0: give at least one operation a positive weight")
+        return self
+
+    def weights(self) -> dict[str, float]:
+        return {op: getattr(self, op) for op in MIX_OPS if getattr(self, op) > 0}
+
+
+class Uniform(Strict):
+    kind: Literal["uniform"]
+
+
+class Zipf(Strict):
+    kind: Literal["zipf"]
+    theta: Annotated[float, Field(ge=0.0, le=10.0)] = 0.99
+
+
+class Sequential(Strict):
+    kind: Literal["sequential"]
+
+
+class HotPage(Strict):
+    kind: Literal["hot_page"]
+    page: Annotated[int, Field(ge=0)] = 0  # the page index (within the file or the mapping)
+
+
+class Disjoint(Strict):
+    kind: Literal["disjoint"]  # each thread stays in its own slice, uniform within it
+
+
+Pattern = Annotated[Union[Uniform, Zipf, Sequential, HotPage, Disjoint], Field(discriminator="kind")]
+
+
+class Closed(Strict):
+    kind: Literal["closed"]
+    think: Dist = parse_dist("const:0ns")  # user-space work between operations (holds the core)
+
+
+class Open(Strict):
+    kind: Literal["open"]
+    arrivals: Dist  # per-thread interarrival times; the thread serves its requests in order
+
+
+Loop = Annotated[Union[Closed, Open], Field(discriminator="kind")]
+
+
+class Churn(Strict):
+    """One ``mmap_munmap`` operation: map ``pages`` pages, touch ``touches`` of them, unmap."""
+
+    file: str | None = None
+    pages: Pages = 16
+    touches: Annotated[int, Field(ge=0)] = 4
+    shared: bool = True
+    prot: Literal["r", "rw"] = "rw"
+
+
+class Daemon(Strict):
+    period: Duration
+    core: Annotated[int, Field(ge=0)] | None = None  # default: the last core
+
+
+class Daemons(Strict):
+    writeback: Daemon | None = None  # fsync (pm_writeback_pages) of every file each period
+    reclaim: Daemon | None = None  # pm_free_unused_pages of every file each period
+
+
+class WorkloadSpec(Strict):
+    """One workload: see docs/workloads.md for every key."""
+
+    name: str = "workload"
+    machine: MachineSpec = MachineSpec()
+    files: Annotated[list[FileSpec], Field(min_length=1)] = [FileSpec()]
+    processes: Annotated[list[ProcessSpec], Field(min_length=1)] = [ProcessSpec()]
+    mix: MixSpec = MixSpec(read=1.0)
+    pattern: Pattern = Uniform(kind="uniform")
+    request_pages: Pages = 1  # pages per read, write or hole punch
+    touch_stores: Fraction = 0.0  # of touches, the fraction that are stores
+    churn: Churn = Churn()
+    loop: Loop = Closed(kind="closed")
+    daemons: Daemons = Daemons()
+    duration: Duration = 20e6
+    warmup: Duration = 2e6
+    seed: Annotated[int, Field(ge=0)] = 1
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.duration <= 0:
+            raise ValueError("duration must be > 0")
+        if self.warmup >= self.duration:
+            raise ValueError(f"warmup ({format_time(self.warmup)}) must be shorter than duration "
+                             f"({format_time(self.duration)})")
+        names = [f.name for f in self.files]
+        if len(set(names)) != len(names):
+            raise ValueError(f"files: two files share a name ({names})")
+        by_name = {f.name: f for f in self.files}
+        for i, p in enumerate(self.processes):
+            for j, m in enumerate(p.mappings):
+                where = f"processes[{i}].mappings[{j}]"
+                f = _file(by_name, m.file, names, where)
+                length = m.length if m.length is not None else f.pages - m.offset
+                if m.offset >= f.pages or length <= 0 or m.offset + length > f.pages:
+                    raise ValueError(f"{where}: pages {m.offset}..{m.offset + length - 1} run past the end "
+                                     f"of file {f.name!r} ({f.pages} pages)")
+        mix = self.mix.weights()
+        threads = self.total_threads
+        if "touch" in mix:
+            for i, p in enumerate(self.processes):
+                if not p.mappings:
+                    raise ValueError(f"processes[{i}] ({p.name}): mix.touch needs a mapping to touch; it has none")
+        if "mmap_munmap" in mix:
+            f = _file(by_name, self.churn.file, names, "churn")
+            if self.churn.pages > f.pages:
+                raise ValueError(f"churn.pages ({self.churn.pages}) exceeds file {f.name!r} ({f.pages} pages)")
+            if self.churn.touches > self.churn.pages:
+                raise ValueError(f"churn.touches ({self.churn.touches}) exceeds churn.pages ({self.churn.pages})")
+        file_ops = {"read", "write", "punch_hole"} & set(mix)
+        for f in self.files:
+            if file_ops and self.request_pages > f.pages:
+                raise ValueError(f"request_pages ({self.request_pages}) exceeds file {f.name!r} ({f.pages} pages)")
+        pat = self.pattern
+        for extent, what in self._ranges():
+            if isinstance(pat, HotPage) and pat.page >= extent:
+                raise ValueError(f"pattern.page ({pat.page}) is past the end of {what} ({extent} pages)")
+            if isinstance(pat, Disjoint) and extent < threads:
+                raise ValueError(f"pattern disjoint: {what} has {extent} pages, fewer than the {threads} threads")
+        for name, d in (("writeback", self.daemons.writeback), ("reclaim", self.daemons.reclaim)):
+            if d is not None:
+                if d.period <= 0:
+                    raise ValueError(f"daemons.{name}.period must be > 0")
+                if d.core is not None and d.core >= self.machine.cores:
+                    raise ValueError(f"daemons.{name}.core ({d.core}) is not a core (0..{self.machine.cores - 1})")
+        return self
+
+    def _ranges(self):
+        """The page ranges the access pattern is applied to: files for file ops, mappings for touches."""
+        mix = self.mix.weights()
+        if {"read", "write", "punch_hole"} & set(mix):
+            for f in self.files:
+                yield f.pages - self.request_pages + 1, f"file {f.name!r} (as request starts)"
+        if "touch" in mix:
+            for p in self.processes:
+                for m in p.mappings:
+                    yield self.mapping_length(m), f"a mapping of process {p.name!r}"
+
+    @property
+    def total_threads(self) -> int:
+        return sum(p.count * p.threads for p in self.processes)
+
+    def file_spec(self, name: str | None) -> FileSpec:
+        return self.files[0] if name is None else next(f for f in self.files if f.name == name)
+
+    def mapping_length(self, m: MappingSpec) -> int:
+        return m.length if m.length is not None else self.file_spec(m.file).pages - m.offset
+
+    def operations(self) -> set[str]:
+        """The kernel entry points this workload uses (a design must offer them all)."""
+        ops = set()
+        for op in self.mix.weights():
+            ops |= {"mmap_munmap": {"mmap", "munmap", "touch", "fault"},
+                    "touch": {"touch", "fault"}}.get(op, {op})
+        if self.daemons.writeback is not None:
+            ops.add("fsync")
+        if self.daemons.reclaim is not None:
+            ops.add("reclaim")
+        return ops
+
+
+def _file(by_name: dict, name: str | None, names: list[str], where: str):
+    from pmsim.costs import did_you_mean
+
+    if name is None:
+        return next(iter(by_name.values()))
+    if name not in by_name:
+        raise ValueError(f"{where}.file: no file named {name!r}{did_you_mean(name, names)} (files: {', '.join(names)})")
+    return by_name[name]
