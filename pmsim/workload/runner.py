@@ -82,7 +82,7 @@ class WorkloadRun:
 
     def _workers(self) -> list[Worker]:
         spec, m, k = self.spec, self.m, self.k
-        n_threads, cores = spec.total_threads, len(m.cores)
+        cores = len(m.cores)
         workers, g = [], 0
         for ps in spec.processes:
             for c in range(ps.count):
