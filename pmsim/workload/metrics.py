@@ -26,6 +26,7 @@ class OpMeter:
         self.end = end
         self.latency: dict[tuple[str, str], Histogram] = {}
         self.busy: dict[tuple[str, str], float] = {}  # ns of in-progress time inside the window
+        self.unfinished: dict[tuple[str, str], list[float]] = {}  # ages (ns) of those still running at the end
         self.completions: list[int] = [0] * max(1, math.ceil(end / MS))  # workload ops done per ms
         self._last = len(self.completions) - 1
 
@@ -49,8 +50,15 @@ class OpMeter:
             h.add(t1 - t0)
 
     def in_progress(self, source: str, op: str, t0: float) -> None:
-        """An operation still running when the run ended: its time in the window counts."""
+        """An operation still running when the run ended: its time in the window counts, and
+        it is reported as unfinished (a stall longer than the run shows up here, not in the
+        latencies of the operations that completed)."""
         key = (source, op)
         lo = max(t0, self.warmup)
         if self.end > lo:
             self.busy[key] = self.busy.get(key, 0.0) + (self.end - lo)
+        self.unfinished.setdefault(key, []).append(self.end - t0)
+
+    def keys(self) -> list[tuple[str, str]]:
+        """Every (source, operation) seen: completed, or running in the window."""
+        return sorted(set(self.latency) | set(self.unfinished) | {k for k, v in self.busy.items() if v > 0})

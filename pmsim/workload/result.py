@@ -23,6 +23,7 @@ import pandas as pd
 import yaml
 
 from pmsim.errors import ConfigError
+from pmsim.stats import Histogram
 from pmsim.workload.metrics import MS
 
 # Operations a workload issues; a fault happens inside a touch, so it is not counted again.
@@ -88,14 +89,17 @@ def build_result(run, wall_s: float) -> RunResult:
     ident = {"design": run.design.name, "workload": spec.name, "seed": spec.seed}
 
     op_rows = []
-    for (source, op), h in sorted(meter.latency.items()):
+    for source, op in meter.keys():
+        h = meter.latency.get((source, op)) or Histogram()
         n = h.count
+        ages = meter.unfinished.get((source, op), [])
         op_rows.append({"source": source, "op": op, "count": n,
                         "throughput_per_s": n / seconds,
                         "latency_us_mean": _us(h.mean()),
                         **{f"latency_us_{q}": _us(h.quantile(p)) for q, p in QUANTILES},
-                        "latency_us_max": _us(h.max),
-                        "in_progress_mean": meter.busy[(source, op)] / window})
+                        "latency_us_max": _us(h.max if n else 0.0),
+                        "in_progress_mean": meter.busy.get((source, op), 0.0) / window,
+                        "unfinished": len(ages), "unfinished_age_us_max": _us(max(ages, default=0.0))})
     lock_rows = [{"lock": name, **st.summary()} for name, st in sorted(rec.locks.items())]
     core_rows = [{"socket": m.cores[c["core"]].socket, **c} for c in rec.per_core()]
     counters = dict(sorted(rec.counters.items()))
@@ -137,7 +141,8 @@ def build_result(run, wall_s: float) -> RunResult:
     tables = {
         "ops": _frame(ident, op_rows, ["source", "op", "count", "throughput_per_s", "latency_us_mean",
                                        "latency_us_p50", "latency_us_p90", "latency_us_p99", "latency_us_p999",
-                                       "latency_us_max", "in_progress_mean"]),
+                                       "latency_us_max", "in_progress_mean", "unfinished",
+                                       "unfinished_age_us_max"]),
         "locks": _frame(ident, lock_rows, ["lock", "kind", "acquisitions", "contended_fraction", "wait_us_mean",
                                            "wait_us_p99", "hold_us_mean", "hold_us_p99", "max_queue"]),
         "cores": _frame(ident, core_rows, ["core", "socket", "useful", "spin", "ipi", "idle"]),
@@ -185,7 +190,8 @@ def _frame(ident: dict, rows: list[dict], columns: list[str]) -> pd.DataFrame:
 def _op_summary(row: dict) -> dict:
     return {"count": row["count"], "throughput_per_s": row["throughput_per_s"],
             "latency_us": {"mean": row["latency_us_mean"], **{q: row[f"latency_us_{q}"] for q, _ in QUANTILES},
-                           "max": row["latency_us_max"]}}
+                           "max": row["latency_us_max"]},
+            "unfinished": row["unfinished"], "unfinished_age_us_max": row["unfinished_age_us_max"]}
 
 
 def _lock_summary(st) -> dict:
@@ -208,7 +214,9 @@ def format_summary(summary: dict) -> str:
         for name, o in ops.items():
             lat = o["latency_us"]
             lines.append(f"  {title + name:12} {o['count']:>9,} {o['throughput_per_s']:>12,.0f} "
-                         + " ".join(f"{lat[k]:>9.3f}" for k in ("mean", "p50", "p90", "p99", "p999", "max")))
+                         + " ".join(f"{lat[k]:>9.3f}" for k in ("mean", "p50", "p90", "p99", "p999", "max"))
+                         + (f"  +{o['unfinished']} unfinished, oldest {o['unfinished_age_us_max']:,.1f} us"
+                            if o["unfinished"] else ""))
     lines += ["", f"  {'lock':12} {'acquired':>10} {'contended':>9} {'wait mean':>10} {'wait p99':>9} "
                   f"{'hold mean':>10}  (us)"]
     for name, lk in summary["locks"].items():

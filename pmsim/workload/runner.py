@@ -69,6 +69,7 @@ class WorkloadRun:
         self.file_weights = np.array([fs.weight for fs in spec.files], dtype=float)
         self.workers = self._workers()
         self.daemons = self._daemons()
+        self.daemons_running: dict = {}  # daemon thread -> (op, start) in progress
         self.series = {"pm_qlock_queue": [], "dirty_pages": []}
 
     # --- set-up ---------------------------------------------------------------------
@@ -226,18 +227,19 @@ class WorkloadRun:
         yield from th.exit()
 
     def _daemon(self, name: str, period: float, th):
-        k, env = self.k, self.m.env
+        k, env, running = self.k, self.m.env, self.daemons_running
         while True:
             yield from th.block(env.timeout(period))
             if name == "writeback":
                 for f in list(k.files):
-                    t0 = th.now
+                    running[th] = op = ("fsync", th.now)
                     yield from k.fsync(th, f)
-                    self.meter.record("daemon", "fsync", t0, th.now)
+                    self.meter.record("daemon", *op, th.now)
             else:
-                t0 = th.now
+                running[th] = op = ("reclaim", th.now)
                 yield from k.reclaim(th)
-                self.meter.record("daemon", "reclaim", t0, th.now)
+                self.meter.record("daemon", *op, th.now)
+            del running[th]
 
     def _sampler(self):
         """Each simulated millisecond: waiters on the pm_qlocks, dirty pages."""
@@ -272,6 +274,8 @@ class WorkloadRun:
         for w in self.workers:
             if w.current is not None:
                 self.meter.in_progress("workload", *w.current)
+        for op_start in self.daemons_running.values():
+            self.meter.in_progress("daemon", *op_start)
         self.costs.check_all_read(self.spec.machine.costs, "this workload")
         return build_result(self, wall)
 
