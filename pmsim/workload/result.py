@@ -23,7 +23,6 @@ import pandas as pd
 import yaml
 
 from pmsim.errors import ConfigError
-from pmsim.stats import Histogram
 from pmsim.workload.metrics import MS
 
 # Operations a workload issues; a fault happens inside a touch, so it is not counted again.
@@ -89,16 +88,16 @@ def build_result(run, wall_s: float) -> RunResult:
     ident = {"design": run.design.name, "workload": spec.name, "seed": spec.seed}
 
     op_rows = []
-    for source, op in meter.keys():
-        h = meter.latency.get((source, op)) or Histogram()
+    for (source, op), st in meter.seen():
+        h = st.latency
         n = h.count
-        ages = meter.unfinished.get((source, op), [])
+        ages = st.unfinished
         op_rows.append({"source": source, "op": op, "count": n,
                         "throughput_per_s": n / seconds,
                         "latency_us_mean": _us(h.mean()),
                         **{f"latency_us_{q}": _us(h.quantile(p)) for q, p in QUANTILES},
                         "latency_us_max": _us(h.max if n else 0.0),
-                        "in_progress_mean": meter.busy.get((source, op), 0.0) / window,
+                        "in_progress_mean": st.busy / window,
                         "unfinished": len(ages), "unfinished_age_us_max": _us(max(ages, default=0.0))})
     lock_rows = [{"lock": name, **st.summary()} for name, st in sorted(rec.locks.items())]
     core_rows = [{"socket": m.cores[c["core"]].socket, **c} for c in rec.per_core()]
