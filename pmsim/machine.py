@@ -10,6 +10,7 @@ time is split into useful, spinning, IPI handling and idle.
 from __future__ import annotations
 
 from collections import deque
+from heapq import heappush
 
 import simpy
 from simpy.events import NORMAL
@@ -25,6 +26,17 @@ def trigger_at(env: simpy.Environment, event: simpy.Event, delay: float, value=N
     event._ok = True
     event._value = value
     env.schedule(event, NORMAL, delay)
+
+
+def _spent_event(env: simpy.Environment) -> simpy.Event:
+    """An event that has fired (``callbacks`` is None, as after SimPy processed it), with a
+    timeout's outcome (ok, value None). :meth:`Thread.flush` re-arms it by giving it a new
+    callback list and scheduling it, which is all a Timeout does on creation."""
+    ev = simpy.Event(env)
+    ev._ok = True
+    ev._value = None
+    ev.callbacks = None
+    return ev
 
 
 class Core:
@@ -85,7 +97,7 @@ class Thread:
     """A simulated kernel thread (a process's thread making syscalls and faults)."""
 
     __slots__ = ("machine", "env", "name", "core", "proc", "pending", "stolen",
-                 "in_kernel", "idle_at", "deferred_wakes", "spinlocks_held", "op")
+                 "in_kernel", "idle_at", "deferred_wakes", "spinlocks_held", "op", "_work_done")
 
     def __init__(self, machine: "Machine", name: str, core: Core, proc=None):
         self.machine = machine
@@ -100,6 +112,7 @@ class Thread:
         self.deferred_wakes: list = []  # (event, delay): qlock wakees restart at our next smp_idle
         self.spinlocks_held = 0
         self.op = None  # the operation in progress (named in invariant violations)
+        self._work_done = _spent_event(self.env)  # re-armed by flush: one event object per thread
 
     def charge(self, ns: float) -> None:
         """Add uncontended work; it becomes simulated time at the next ``sync``."""
@@ -124,10 +137,24 @@ class Thread:
         """Turn charged work into one timeout event to yield, or None if nothing is charged.
 
         The hot-path form of :meth:`sync` for a thread that holds its core:
-        ``ev = th.flush(); if ev: yield ev``.
+        ``ev = th.flush(); if ev: yield ev``. The event is the thread's own, re-armed each
+        time (see :func:`_spent_event`): the same schedule entry as ``env.timeout(t)``
+        (time, priority and sequence number), without building a new Timeout.
         """
-        t = self._settle()
-        return self.env.timeout(t) if t else None
+        t = self.pending + self.stolen
+        if not t:
+            return None
+        env = self.env
+        core = self.core
+        core.useful += self.pending
+        core.busy_until = env._now + t  # (SimPy's ``now`` property, read without the call)
+        self.pending = self.stolen = 0.0
+        ev = self._work_done
+        if ev.callbacks is not None:  # still waited on (never in a well-formed model): a fresh one
+            ev = self._work_done = _spent_event(env)
+        ev.callbacks = []
+        heappush(env._queue, (env._now + t, NORMAL, next(env._eid), ev))  # env.schedule(ev, NORMAL, t)
+        return ev
 
     def sync(self):
         """Turn charged work into one timeout, before an interaction point (a generator).
@@ -161,22 +188,31 @@ class Thread:
         Deferred qlock wakeups are scheduled on the thread's own clock, so no
         timeout is needed unless an RCU grace period or another thread waits.
         """
-        if self._must_sync_at_idle():
-            ev = self.flush()
-            if ev is not None:
-                yield ev
-            self.in_kernel = False  # (only now: RCU sees the core in the kernel until here)
-            self._smp_idle(0.0)
-            core = self.core
-            if core.queue and core.thread is self:  # time-share the core with threads waiting for it
-                core.give_up()
-                yield from core.take(self)
-        else:
-            self.in_kernel = False
-            lag = self.pending + self.stolen
-            self.idle_at = self.env.now + lag  # RCU counts the core in the kernel until then
-            if self.deferred_wakes:
-                self._smp_idle(lag)
+        if self.kernel_exit_nowait():
+            return
+        ev = self.flush()
+        if ev is not None:
+            yield ev
+        self.in_kernel = False  # (only now: RCU sees the core in the kernel until here)
+        self._smp_idle(0.0)
+        core = self.core
+        if core.queue and core.thread is self:  # time-share the core with threads waiting for it
+            core.give_up()
+            yield from core.take(self)
+
+    def kernel_exit_nowait(self) -> bool:
+        """:meth:`kernel_exit` when it needs no event (no grace period or thread waits on this
+        smp_idle): do it and return True. Otherwise change nothing and return False; the caller
+        then runs ``yield from kernel_exit()``."""
+        rcu = self.machine._rcu
+        if self.core.queue or (rcu is not None and rcu.tardy):  # _must_sync_at_idle
+            return False
+        self.in_kernel = False
+        lag = self.pending + self.stolen
+        self.idle_at = self.env._now + lag  # RCU counts the core in the kernel until then
+        if self.deferred_wakes:
+            self._smp_idle(lag)
+        return True
 
     def block(self, event: simpy.Event):
         """Sleep until ``event``: the core goes to other threads or idles (a generator).

@@ -104,11 +104,16 @@ class PageMap:
         is retried at once with the value it returned, while this core owns the line."""
         if th.pending or th.stolen or th.core.thread is not th:
             yield from th.sync()
+        return self._slot_cas_ref(th, slot, clear_removal)
+
+    def _slot_cas_ref(self, th, slot, clear_removal: bool):
+        """:meth:`_slot_get` once ``th`` is synced (the word is read now): the page with a new
+        slot ref, or None."""
         page = slot.page
         if page is None:
             return None
         line = slot.line
-        ok, _ = line.cas(th, slot.word, self.env.now)
+        ok, _ = line.cas(th, slot.word)  # (the word was read now)
         if not ok:  # the failed CAS returned the current value; the retry owns the line
             page = slot.page
             if page is None:
@@ -128,6 +133,10 @@ class PageMap:
         slot refcount: one lock-free RMW on the slot's cache line."""
         if th.pending or th.stolen or th.core.thread is not th:
             yield from th.sync()  # the asserts read the slot when the put runs
+        self._put_ref(th, page)
+
+    def _put_ref(self, th, page) -> None:
+        """:meth:`pm_put_page` once ``th`` is synced: the asserts and the ``atomic_add``."""
         slot = page.slot
         if slot is None or slot.page is not page:
             raise self.violation(th, page.index, "pm_put_page: the slot does not hold this page")
@@ -140,6 +149,15 @@ class PageMap:
     def pm_load_page(self, th, index):
         """kern/src/pagemap.c: pm_load_page. Returns an up-to-date page with a slot ref."""
         page = yield from self.pm_find_page(th, index)
+        if page is not None and page.flags & PG_UPTODATE:  # a hit
+            self._check_found(th, index, page)
+            return page
+        return (yield from self._load_page_not_hit(th, index, page))
+
+    def _load_page_not_hit(self, th, index, page):
+        """The rest of pm_load_page after its first pm_find_page returned ``page``: a miss
+        (None: allocate and insert, or find again after -EEXIST), or a page not up to date
+        (lock_page, and readpage if it still is not)."""
         while page is None:
             th.pending += self._page_alloc  # kpage_alloc (MEM_ATOMIC: never sleeps)
             page = Page(index)
@@ -154,9 +172,7 @@ class PageMap:
             page.flags = 0
             self.page_decref(th, page)
             page = yield from self.pm_find_page(th, index)
-        slot = page.slot
-        if slot.refcnt <= 0 or slot.page is not page:
-            raise self.violation(th, index, "pm_load_page: found page without a slot ref")
+        self._check_found(th, index, page)
         if page.flags & PG_UPTODATE:
             return page
         yield from self.lock_page(th, page)
@@ -165,6 +181,19 @@ class PageMap:
             return page
         yield from self._load_locked_page(th, page)
         return page
+
+    def _check_found(self, th, index, page) -> None:
+        """pm_load_page's assert on the page pm_find_page returned: it holds a slot ref."""
+        slot = page.slot
+        if slot.refcnt <= 0 or slot.page is not page:
+            raise self.violation(th, index, "pm_load_page: found page without a slot ref")
+
+    def load_copy_put(self, th, index, copy_ns: float):
+        """fs_file_read's step for one page: pm_load_page, memcpy_to_safe (``copy_ns``),
+        pm_put_page. (NEW flattens it for a hit.)"""
+        page = yield from self.pm_load_page(th, index)
+        th.pending += copy_ns
+        yield from self.pm_put_page(th, page)
 
     def _load_locked_page(self, th, page):
         """``load_locked_page``: readpage (synchronous), assert UPTODATE, unlock_page."""

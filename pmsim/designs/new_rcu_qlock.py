@@ -12,7 +12,12 @@ from __future__ import annotations
 
 from pmsim.designs.base import ULONG_LIMIT, PageMap
 from pmsim.kernel.vm import PROT_WRITE
-from pmsim.pagecache.page import PG_DIRTY
+from pmsim.pagecache.page import PG_DIRTY, PG_UPTODATE
+
+
+# What the flattened read step (NewPageMap.load_copy_put) does in one generator.
+FLATTENED = ("pm_find_page", "_slot_get", "_slot_cas_ref", "pm_load_page", "_check_found",
+             "_load_page_not_hit", "pm_put_page", "_put_ref")
 
 
 class NewPageMap(PageMap):
@@ -26,6 +31,15 @@ class NewPageMap(PageMap):
         super().__init__(machine, file)
         self.pm_qlock = machine.qlock("pm_qlock")
         self.rcu = machine.rcu
+        cls = type(self)  # a variant that overrides a function the flattened step models
+        self._flat_read = all(getattr(cls, fn) is getattr(NewPageMap, fn) for fn in FLATTENED)
+
+    def __setattr__(self, name, value):
+        """Replacing one of the ``FLATTENED`` functions on this page map (a test's probe)
+        turns the flattened read step off, so the replacement is called."""
+        if name in FLATTENED:
+            object.__setattr__(self, "_flat_read", False)
+        object.__setattr__(self, name, value)
 
     # --- lookups and inserts ---------------------------------------------------------
     def pm_find_page(self, th, index):
@@ -37,6 +51,45 @@ class NewPageMap(PageMap):
         if slot is None:
             return None
         return (yield from self._slot_get(th, slot, clear_removal=False))
+
+    def load_copy_put(self, th, index, copy_ns: float):
+        """fs_file_read's step for one page, flattened for a hit into one generator:
+        pm_load_page -> pm_find_page (NEW) -> its CAS loop (``_slot_get``), memcpy_to_safe,
+        pm_put_page. The same charges, syncs, CAS and asserts in the same order; anything
+        but a hit on an up-to-date page goes on in pm_load_page's own code. A variant that
+        overrides one of those functions gets the general path (``_flat_read``).
+        tests/test_fast_paths.py checks it against the general path."""
+        if not self._flat_read:
+            yield from PageMap.load_copy_put(self, th, index, copy_ns)
+            return
+        # pm_find_page (NEW)
+        self.rcu.read_section(th)
+        tree = self.tree
+        th.pending += tree.lookup_ns()
+        slot = tree.slots.get(index)
+        page = None
+        if slot is not None:  # _slot_get: sync, then the CAS loop on the word
+            if th.core.thread is not th:
+                yield from th.sync()
+            else:
+                ev = th.flush()
+                if ev is not None:
+                    yield ev
+            page = self._slot_cas_ref(th, slot, False)
+        # pm_load_page
+        if page is not None and page.flags & PG_UPTODATE:
+            self._check_found(th, index, page)
+        else:
+            page = yield from self._load_page_not_hit(th, index, page)
+        th.pending += copy_ns  # memcpy_to_safe
+        # pm_put_page: sync, then the asserts and the atomic_add
+        if th.core.thread is not th:
+            yield from th.sync()
+        else:
+            ev = th.flush()
+            if ev is not None:
+                yield ev
+        self._put_ref(th, page)
 
     def _free_radix_nodes(self, th, n: int) -> None:
         for _ in range(n):  # __radix_remove_slot: call_rcu(__rnode_free_rcu)

@@ -97,7 +97,8 @@ class Kernel:
         """read(): fs_file_read of ``npages`` pages from page ``index``."""
         self._enter(th, "read", self._syscall)
         yield from fs_file_read(th, f, index, npages)
-        yield from th.kernel_exit()
+        if not th.kernel_exit_nowait():
+            yield from th.kernel_exit()
 
     def write(self, th, f: FsFile, index: int, npages: int = 1):
         """write(): fs_file_write of ``npages`` pages from page ``index``."""

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import math
 
+NEVER = -math.inf  # the write time of a word never written
+
 
 class CacheLine:
     """FIFO service of atomics on one line, with per-word write times for CAS failures."""
@@ -45,7 +47,7 @@ class CacheLine:
                 latency = self._cas if cas else self._rmw
             else:
                 latency = self._cas_remote if cas else self._rmw_remote
-            occ = min(self.occupancy, latency)
+            occ = self.occupancy if self.occupancy < latency else latency  # min()
         self.free_at = start + occ
         self.owner = core
         return start, start + latency
@@ -55,13 +57,14 @@ class CacheLine:
 
         The caller must have synced ``thread`` (its clock is the simulated time).
         """
-        start, done = self._serve(thread.core, thread.env.now, cas=False)
+        now = thread.env._now  # (SimPy's ``now`` property, read without the call)
+        start, done = self._serve(thread.core, now, False)
         self.written[word] = start
-        thread.pending += done - thread.env.now
+        thread.pending += done - now
 
     def changed_since(self, word: int, t: float) -> bool:
         """Was ``word`` written (serialized) at or after ``t``?"""
-        return self.written.get(word, -math.inf) >= t
+        return self.written.get(word, NEVER) >= t
 
     def cas(self, thread, word: int = 0, read_at: float | None = None,
             equal: bool | None = None) -> tuple[bool, float]:
@@ -73,11 +76,11 @@ class CacheLine:
         ABA case). Returns (succeeded, service start); the start is when the value a
         retry compares against was read. Charges the attempt's latency to ``thread``.
         """
-        now = thread.env.now
+        now = thread.env._now  # (SimPy's ``now`` property, read without the call)
         if read_at is None:
             read_at = now
-        start, done = self._serve(thread.core, now, cas=True)
-        ok = self.written.get(word, -math.inf) < read_at if equal is None else equal
+        start, done = self._serve(thread.core, now, True)
+        ok = self.written.get(word, NEVER) < read_at if equal is None else equal
         if ok:
             self.written[word] = start
         else:
