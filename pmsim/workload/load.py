@@ -4,7 +4,8 @@ Presets are the YAML files of the repository's ``workloads/`` folder. Overrides
 are dotted keys (``machine.cores=32``, ``duration=20ms``, ``processes.0.threads=4``,
 ``pattern.kind=zipf``); a bare cost name (``cacheline_transfer_ns=30``) sets
 ``machine.costs``. Values are read as YAML scalars, so ``32`` is a number and
-``true`` a boolean. Every refusal is a one-line :class:`~pmsim.errors.ConfigError`
+``true`` a boolean; ``KEY=null`` drops the key, so its default applies (switching
+``loop.kind`` to ``open`` needs ``loop.think=null``). Every refusal is a one-line :class:`~pmsim.errors.ConfigError`
 naming the key and the value.
 """
 
@@ -37,6 +38,29 @@ def preset_question(path: Path) -> str:
     return ""
 
 
+class _Loader(yaml.SafeLoader):
+    """Safe YAML that refuses a key written twice in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    if key in seen:
+                        raise yaml.constructor.ConstructorError(None, None, f"key {key!r} given twice",
+                                                                key_node.start_mark)
+                    seen.add(key)
+                except TypeError:  # an unhashable key: the base class refuses it
+                    pass
+        return super().construct_mapping(node, deep)
+
+
+def _one_line(text: str) -> str:
+    """``text`` with line breaks and other unprintable characters escaped (a key may hold them)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def read_workload(workload: str) -> tuple[dict, str]:
     """The raw mapping of a preset name or a YAML path, and the workload's name."""
     path = Path(workload)
@@ -51,11 +75,20 @@ def read_workload(workload: str) -> tuple[dict, str]:
                               f"(presets: {', '.join(table)}; or give a .yaml path)")
         path, name = table[workload], workload
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(_one_line(f"workload {path}: cannot be read ({e})")) from None
+    try:
+        raw = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"workload {path}:{where} is not valid YAML ({getattr(e, 'problem', e)})") from None
+        if isinstance(e, yaml.reader.ReaderError):  # its str() spans two lines
+            ch = e.character if isinstance(e.character, int) else ord(e.character)
+            problem = f"character #x{ch:04x} at offset {e.position}: {e.reason}"
+        else:
+            problem = getattr(e, "problem", None) or e
+        raise ConfigError(_one_line(f"workload {path}:{where} is not valid YAML ({problem})")) from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -68,8 +101,11 @@ def apply_overrides(raw: dict, assignments) -> dict:
     """A copy of ``raw`` with each ``KEY=VALUE`` (dotted key) applied in order."""
     out = copy.deepcopy(raw)
     for text in assignments:
-        key, value = parse_assignment(text)
-        set_dotted(out, key, _scalar(value))
+        try:
+            key, value = parse_assignment(text)
+            set_dotted(out, key, _scalar(value))
+        except ConfigError as e:
+            raise ConfigError(_one_line(str(e))) from None
     return out
 
 
@@ -83,6 +119,8 @@ def _scalar(text: str):
 def set_dotted(raw: dict, key: str, value) -> None:
     """Set ``raw[a][b][c] = value`` for ``key = "a.b.c"`` (a number indexes a list)."""
     parts = key.split(".")
+    if not all(parts):
+        raise ConfigError(f"--set {key}: a dotted key needs a name between each pair of dots")
     if len(parts) == 1 and parts[0] not in WorkloadSpec.model_fields and parts[0] in cost_params():
         parts = ["machine", "costs", parts[0]]
     node = raw
@@ -102,12 +140,18 @@ def set_dotted(raw: dict, key: str, value) -> None:
         if not isinstance(node, dict):
             raise ConfigError(f"--set {key}: {'.'.join(parts[:i])!r} is not a mapping (it is {node!r})")
         if last:
-            node[part] = value
+            if value is None:  # KEY=null drops the key: its default applies again
+                node.pop(part, None)
+            else:
+                node[part] = value
         else:
             child = node.get(part)
             if child is None:
                 if part in ("files", "processes"):  # a list the spec fills with one default item
                     child = node[part] = [{}]
+                elif parts[i + 1].isdigit():
+                    raise ConfigError(f"--set {key}: {where!r} is not set, so it has no item {parts[i + 1]} "
+                                      f"(set the whole list, e.g. {where}=[{{...}}])")
                 else:
                     child = node[part] = {}
             node = child
@@ -125,12 +169,34 @@ def load_spec(workload: str, overrides=(), seed: int | None = None) -> WorkloadS
 def validate_spec(raw: dict) -> WorkloadSpec:
     """Validate a raw mapping; the first problem becomes a one-line ConfigError."""
     try:
+        return _validate(raw)
+    except ConfigError as e:
+        raise ConfigError(_one_line(str(e))) from None
+
+
+def _validate(raw: dict) -> WorkloadSpec:
+    try:
         spec = WorkloadSpec.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(describe(e.errors()[0], raw)) from None
+        errors = e.errors()
+        # An unknown key first: a misspelt key also makes the key it meant "required, not given".
+        err = next((x for x in errors if x["type"] == "extra_forbidden"), errors[0])
+        raise ConfigError(describe(err, raw)) from None
     from pmsim.costs import CostTable
 
-    CostTable(spec.machine.costs)  # unknown, reference or negative cost names
+    params = cost_params()
+    given = raw.get("machine", {}).get("costs", {})  # as written: pydantic has read true and 3 as 1.0, 3.0
+    for name, value in spec.machine.costs.items():
+        key, value = f"workload key machine.costs.{name}", given.get(name, value)
+        if name not in params:
+            raise ConfigError(f"{key}: unknown cost{did_you_mean(name, params)}, got {value!r}")
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a number or a duration, not the boolean {value!r}")
+        try:
+            CostTable._parse(name, value)  # reference (not input) names, malformed or negative values
+        except ConfigError as e:
+            raise ConfigError(f"{key}: {str(e).removeprefix(f'cost {name}: ')}") from None
+    CostTable(spec.machine.costs)  # what the table itself checks of the whole set (cpu_clock_ghz > 0)
     return spec
 
 
@@ -170,7 +236,7 @@ def _find_model(annotation, typing):
 
 def describe(err: dict, raw) -> str:
     """One line for a pydantic error: the dotted key, what is wrong, the value given."""
-    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in _TAGS))
+    loc = _strip_tags(err["loc"])
     key = _path(loc) or "workload"
     value = err.get("input")
     shown = repr(value)
@@ -181,8 +247,11 @@ def describe(err: dict, raw) -> str:
         allowed = _allowed_keys(err["loc"])
         hint = ""
         close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        cost = difflib.get_close_matches(str(loc[-1]), list(cost_params()), n=1) if len(loc) == 1 else []
         if close:
             hint = f" (did you mean {close[0]!r}?)"
+        elif cost:  # a bare --set NAME=VALUE is a cost override when NAME is a cost
+            hint = f" (did you mean the cost {cost[0]!r}?)"
         elif allowed:
             hint = f" (keys here: {', '.join(allowed)})"
         return f"workload key {key}: unknown key{hint}, got {shown}"
@@ -191,13 +260,35 @@ def describe(err: dict, raw) -> str:
         return f"workload {key}: {msg}" if loc else f"workload: {msg}"
     if kind == "missing":
         return f"workload key {key}: required, not given"
-    if kind == "union_tag_invalid" or kind == "union_tag_not_found":
-        return f"workload key {key}.kind: {err['msg']}, got {shown}"
+    if kind == "union_tag_invalid":
+        tag, expected = str(err["ctx"]["tag"]), [t.strip(" '") for t in str(err["ctx"]["expected_tags"]).split(",")]
+        return (f"workload key {key}.kind: unknown kind{did_you_mean(tag, expected)} "
+                f"(one of {', '.join(expected)}), got {tag!r}")
+    if kind == "union_tag_not_found":
+        typo = difflib.get_close_matches("kind", [k for k in value if isinstance(k, str)], n=1) \
+            if isinstance(value, dict) else []
+        hint = f" (for {typo[0]!r} did you mean 'kind'?)" if typo else ""
+        return (f"workload key {key}.kind: required, not given{hint} (one of {', '.join(_KINDS.get(key, ()))}), "
+                f"got {shown}")
     return f"workload key {key}: {err['msg'].lower()}, got {shown}"
 
 
 # Discriminated-union tags pydantic puts in error locations (e.g. pattern.zipf.theta).
-_TAGS = {"uniform", "zipf", "sequential", "hot_page", "disjoint", "closed", "open"}
+_KINDS = {"pattern": ("uniform", "zipf", "sequential", "hot_page", "disjoint"), "loop": ("closed", "open")}
+_TAGS = {t for kinds in _KINDS.values() for t in kinds}
+
+
+def _strip_tags(loc) -> tuple:
+    """``loc`` without the union members pydantic inserts: the kind after ``pattern`` or ``loop``,
+    and ``float``/``str`` after a cost name (a cost is a number or a duration)."""
+    out = []
+    for i, part in enumerate(loc):
+        if i == 1 and loc[0] in _KINDS and part in _KINDS[loc[0]]:
+            continue
+        if i == 3 and tuple(loc[:2]) == ("machine", "costs") and part in ("float", "str"):
+            continue
+        out.append(part)
+    return tuple(out)
 
 
 def _allowed_keys(loc) -> list[str]:
@@ -208,5 +299,5 @@ def _allowed_keys(loc) -> list[str]:
                "disjoint": s.Disjoint, "closed": s.Closed, "open": s.Open}
     if len(loc) >= 2 and loc[-2] in members:
         return list(members[loc[-2]].model_fields)
-    model = _model_at(tuple(p for p in loc if not (isinstance(p, str) and p in _TAGS)))
+    model = _model_at(_strip_tags(loc))
     return list(model.model_fields) if model is not None else []

@@ -34,8 +34,8 @@ def _distribution(v):
         return v
     try:
         return parse_dist(v)
-    except ConfigError as e:
-        raise ValueError(str(e).split(": ", 1)[-1]) from None
+    except ConfigError as e:  # keep "distribution 'exp:2': ..." (the value) when the problem is inside it
+        raise ValueError(str(e).removeprefix("distribution: ")) from None
 
 
 # A duration in ns, written and printed with its unit.
@@ -50,6 +50,17 @@ class Strict(BaseModel):
     """Unknown keys and silent type coercions are errors."""
 
     model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool(cls, data):
+        # Lax pydantic reads true (and YAML's yes, on) as 1: only a boolean key takes a boolean.
+        if isinstance(data, dict):
+            for name, v in data.items():
+                field = cls.model_fields.get(name)
+                if isinstance(v, bool) and field is not None and field.annotation is not bool:
+                    raise ValueError(f"{name} ({v!r}): expected a number or a string, not a boolean")
+        return data
 
 
 class MachineSpec(Strict):
@@ -206,7 +217,7 @@ class WorkloadSpec(Strict):
     @model_validator(mode="after")
     def _consistent(self):
         if self.duration <= 0:
-            raise ValueError("duration must be > 0")
+            raise ValueError(f"duration must be > 0, got {format_time(self.duration)}")
         if self.warmup >= self.duration:
             raise ValueError(f"warmup ({format_time(self.warmup)}) must be shorter than duration "
                              f"({format_time(self.duration)})")
@@ -218,18 +229,20 @@ class WorkloadSpec(Strict):
             for j, m in enumerate(p.mappings):
                 where = f"processes[{i}].mappings[{j}]"
                 f = _file(by_name, m.file, names, where)
-                length = m.length if m.length is not None else f.pages - m.offset
-                if m.offset >= f.pages or length <= 0 or m.offset + length > f.pages:
-                    raise ValueError(f"{where}: pages {m.offset}..{m.offset + length - 1} run past the end "
-                                     f"of file {f.name!r} ({f.pages} pages)")
+                if m.offset >= f.pages:
+                    raise ValueError(f"{where}.offset ({m.offset}) is past the end of file {f.name!r} "
+                                     f"({f.pages} pages, 0..{f.pages - 1})")
+                if m.length is not None and m.offset + m.length > f.pages:
+                    raise ValueError(f"{where}.length ({m.length}) from offset {m.offset} runs past the end of "
+                                     f"file {f.name!r}: pages {m.offset}..{m.offset + m.length - 1} of {f.pages}")
         mix = self.mix.weights()
         threads = self.total_threads
         if "touch" in mix:
             for i, p in enumerate(self.processes):
                 if not p.mappings:
                     raise ValueError(f"processes[{i}] ({p.name}): mix.touch needs a mapping to touch; it has none")
+        f = _file(by_name, self.churn.file, names, "churn")  # the runner resolves it even when unused
         if "mmap_munmap" in mix:
-            f = _file(by_name, self.churn.file, names, "churn")
             if self.churn.pages > f.pages:
                 raise ValueError(f"churn.pages ({self.churn.pages}) exceeds file {f.name!r} ({f.pages} pages)")
             if self.churn.touches > self.churn.pages:
@@ -247,7 +260,7 @@ class WorkloadSpec(Strict):
         for name, d in (("writeback", self.daemons.writeback), ("reclaim", self.daemons.reclaim)):
             if d is not None:
                 if d.period <= 0:
-                    raise ValueError(f"daemons.{name}.period must be > 0")
+                    raise ValueError(f"daemons.{name}.period must be > 0, got {format_time(d.period)}")
                 if d.core is not None and d.core >= self.machine.cores:
                     raise ValueError(f"daemons.{name}.core ({d.core}) is not a core (0..{self.machine.cores - 1})")
         return self
