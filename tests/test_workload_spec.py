@@ -41,7 +41,7 @@ BASE = {
     "files": [{"name": "data", "pages": 64, "store": "tmpfs", "resident": 1.0, "dirty": 0.0, "weight": 1.0}],
     "processes": [{"name": "app", "count": 1, "threads": 2, "kind": "mcp",
                    "mappings": [{"file": "data", "offset": 0, "length": 16, "shared": True, "prot": "rw"}]}],
-    "mix": {"read": 1.0, "write": 0.0, "touch": 0.0, "fsync": 0.0, "punch_hole": 0.0, "mmap_munmap": 0.0,
+    "mix": {"read": 1.0, "write": 0.0, "touch": 0.0, "fsync": 0.0, "punch_hole": 0.0, "mmap_munmap": 0.1,
             "reclaim": 0.0},
     "pattern": {"kind": "zipf", "theta": 0.9},
     "request_pages": 1,
@@ -385,8 +385,29 @@ def impossible_cases(draw):
     """(raw, key path, value) for a workload whose keys are each fine but do not fit together."""
     raw = base()
     what = draw(st.sampled_from(["disjoint", "scp", "dirty", "warmup", "hot_page", "sockets", "daemon_core",
-                                 "request_pages", "churn", "churn_file", "mapping_file", "touch_no_mapping"]))
+                                 "request_pages", "churn", "churn_file", "mapping_file", "touch_no_mapping",
+                                 "unused_churn", "unused_stores", "unused_request_pages", "store_to_read_only"]))
+    if what == "unused_request_pages":
+        n = draw(st.integers(2, 64))
+        raw["mix"].update(read=0.0, touch=1.0)
+        raw["request_pages"] = n
+        return raw, ("request_pages",), n
+    if what == "unused_churn":  # a setting nothing uses is refused, not ignored
+        raw["mix"]["mmap_munmap"] = 0.0
+        return raw, ("churn",), None
+    if what == "unused_stores":
+        stores = draw(st.floats(0.01, 1.0))
+        raw["touch_stores"] = stores
+        return raw, ("touch_stores",), stores
+    if what == "store_to_read_only":
+        stores = draw(st.floats(0.01, 1.0))
+        raw["mix"]["touch"] = 1.0
+        raw["touch_stores"] = stores
+        raw["processes"][0]["mappings"][0]["prot"] = "r"
+        return raw, ("processes", 0, "mappings", 0, "prot"), "r"
     if what == "disjoint":
+        raw["mix"]["mmap_munmap"] = 0.0
+        del raw["churn"]
         threads = draw(st.integers(2, 64))
         raw["processes"][0]["threads"] = threads
         raw["files"][0]["pages"] = draw(st.integers(1, threads - 1))

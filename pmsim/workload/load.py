@@ -90,7 +90,7 @@ def read_workload(workload: str) -> tuple[dict, str]:
             problem = getattr(e, "problem", None) or e
         raise ConfigError(_one_line(f"workload {path}:{where} is not valid YAML ({problem})")) from None
     if raw is None:
-        raw = {}
+        raise ConfigError(f"workload {path}: the file is empty (a workload needs at least its mix)")
     if not isinstance(raw, dict):
         raise ConfigError(f"workload {path}: expected a mapping of keys, got {type(raw).__name__}")
     raw.setdefault("name", name)

@@ -49,7 +49,7 @@ Pages = Annotated[int, Field(gt=0)]
 class Strict(BaseModel):
     """Unknown keys and silent type coercions are errors."""
 
-    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     @model_validator(mode="before")
     @classmethod
@@ -216,6 +216,7 @@ class WorkloadSpec(Strict):
 
     @model_validator(mode="after")
     def _consistent(self):
+        self._nothing_ignored()
         if self.duration <= 0:
             raise ValueError(f"duration must be > 0, got {format_time(self.duration)}")
         if self.warmup >= self.duration:
@@ -241,6 +242,10 @@ class WorkloadSpec(Strict):
             for i, p in enumerate(self.processes):
                 if not p.mappings:
                     raise ValueError(f"processes[{i}] ({p.name}): mix.touch needs a mapping to touch; it has none")
+                for j, m in enumerate(p.mappings):
+                    if self.touch_stores > 0 and m.prot != "rw":
+                        raise ValueError(f"processes[{i}].mappings[{j}].prot is {m.prot!r}, but touch_stores "
+                                         f"({self.touch_stores}) would store to it (a segfault)")
         f = _file(by_name, self.churn.file, names, "churn")  # the runner resolves it even when unused
         if "mmap_munmap" in mix:
             if self.churn.pages > f.pages:
@@ -264,6 +269,25 @@ class WorkloadSpec(Strict):
                 if d.core is not None and d.core >= self.machine.cores:
                     raise ValueError(f"daemons.{name}.core ({d.core}) is not a core (0..{self.machine.cores - 1})")
         return self
+
+    def _nothing_ignored(self) -> None:
+        """A setting given explicitly that nothing in this workload uses is refused, not ignored."""
+        mix, given = self.mix.weights(), self.model_fields_set
+        stores_used = "touch" in mix or ("mmap_munmap" in mix and self.churn.touches and self.churn.prot == "rw")
+        unused = [
+            ("churn", self.churn.model_dump(mode="json"), "churn" in given and "mmap_munmap" not in mix,
+             "mix.mmap_munmap is 0"),
+            ("touch_stores", self.touch_stores, "touch_stores" in given and self.touch_stores > 0 and not stores_used,
+             "nothing touches a writable mapping (mix.touch is 0, and no read-write churn touches)"),
+            ("request_pages", self.request_pages, "request_pages" in given and self.request_pages != 1
+             and not {"read", "write", "punch_hole"} & set(mix), "mix has no read, write or punch_hole"),
+            ("files[0].weight", self.files[0].weight, len(self.files) == 1
+             and "weight" in self.files[0].model_fields_set and self.files[0].weight != 1.0, "there is only one file"),
+        ]
+        for key, value, ignored, why in unused:
+            if ignored:
+                raise ValueError(f"{key} is set ({value!r}) but nothing uses it: {why} "
+                                 f"(drop it, or --set {key.replace('[0]', '.0')}=null)")
 
     def _ranges(self):
         """The page ranges the access pattern is applied to: files for file ops, mappings for touches."""
