@@ -271,11 +271,13 @@ class WorkloadSpec(Strict):
         return self
 
     def _nothing_ignored(self) -> None:
-        """A setting given explicitly that nothing in this workload uses is refused, not ignored."""
+        """A setting given a value other than its default that nothing in this workload uses is
+        refused, not ignored (a resolved spec, which spells out every default, stays valid)."""
         mix, given = self.mix.weights(), self.model_fields_set
         stores_used = "touch" in mix or ("mmap_munmap" in mix and self.churn.touches and self.churn.prot == "rw")
         unused = [
-            ("churn", self.churn.model_dump(mode="json"), "churn" in given and "mmap_munmap" not in mix,
+            ("churn", self.churn.model_dump(mode="json"), "churn" in given and self.churn != Churn()
+             and "mmap_munmap" not in mix,
              "mix.mmap_munmap is 0"),
             ("touch_stores", self.touch_stores, "touch_stores" in given and self.touch_stores > 0 and not stores_used,
              "nothing touches a writable mapping (mix.touch is 0, and no read-write churn touches)"),
