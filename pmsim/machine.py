@@ -147,13 +147,14 @@ class Thread:
         env = self.env
         core = self.core
         core.useful += self.pending
-        core.busy_until = env._now + t  # (SimPy's ``now`` property, read without the call)
+        done = env._now + t  # (SimPy's ``now`` property, read without the call)
+        core.busy_until = done
         self.pending = self.stolen = 0.0
         ev = self._work_done
         if ev.callbacks is not None:  # still waited on (never in a well-formed model): a fresh one
             ev = self._work_done = _spent_event(env)
         ev.callbacks = []
-        heappush(env._queue, (env._now + t, NORMAL, next(env._eid), ev))  # env.schedule(ev, NORMAL, t)
+        heappush(env._queue, (done, NORMAL, next(env._eid), ev))  # env.schedule(ev, NORMAL, t)
         return ev
 
     def sync(self):

@@ -65,7 +65,7 @@ class NewPageMap(PageMap):
         # pm_find_page (NEW)
         self.rcu.read_section(th)
         tree = self.tree
-        th.pending += tree.lookup_ns()
+        th.pending += tree.depth * tree.per_level_ns  # tree.lookup_ns()
         slot = tree.slots.get(index)
         page = None
         if slot is not None:  # _slot_get: sync, then the CAS loop on the word
@@ -78,7 +78,8 @@ class NewPageMap(PageMap):
             page = self._slot_cas_ref(th, slot, False)
         # pm_load_page
         if page is not None and page.flags & PG_UPTODATE:
-            self._check_found(th, index, page)
+            if slot.refcnt <= 0 or slot.page is not page:  # self._check_found(th, index, page)
+                raise self.violation(th, index, "pm_load_page: found page without a slot ref")
         else:
             page = yield from self._load_page_not_hit(th, index, page)
         th.pending += copy_ns  # memcpy_to_safe

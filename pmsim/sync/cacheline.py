@@ -36,31 +36,26 @@ class CacheLine:
         self._rmw_remote = c.ns("cacheline_transfer_remote_socket_ns")
         self.recorder = machine.recorder
 
-    def _serve(self, core, now: float, cas: bool) -> tuple[float, float]:
-        """Queue one access at ``now``; return (service start, completion)."""
-        start = self.free_at if self.free_at > now else now
-        owner = self.owner
-        if owner is core:
-            latency = occ = self._local
-        else:
-            if owner is None or owner.socket == core.socket:
-                latency = self._cas if cas else self._rmw
-            else:
-                latency = self._cas_remote if cas else self._rmw_remote
-            occ = self.occupancy if self.occupancy < latency else latency  # min()
-        self.free_at = start + occ
-        self.owner = core
-        return start, start + latency
-
     def rmw(self, thread, word: int = 0) -> None:
         """A locked RMW that cannot fail (atomic_add/or/and); charges its latency to ``thread``.
 
         The caller must have synced ``thread`` (its clock is the simulated time).
         """
         now = thread.env._now  # (SimPy's ``now`` property, read without the call)
-        start, done = self._serve(thread.core, now, False)
+        core = thread.core
+        # Queue the access (FIFO): a local hit, or a transfer that occupies the line at
+        # most ``occupancy``. (The same in cas(), with the CAS latencies.)
+        start = self.free_at if self.free_at > now else now
+        owner = self.owner
+        if owner is core:
+            latency = occ = self._local
+        else:
+            latency = self._rmw if owner is None or owner.socket == core.socket else self._rmw_remote
+            occ = self.occupancy if self.occupancy < latency else latency  # min()
+        self.free_at = start + occ
+        self.owner = core
         self.written[word] = start
-        thread.pending += done - now
+        thread.pending += start + latency - now
 
     def changed_since(self, word: int, t: float) -> bool:
         """Was ``word`` written (serialized) at or after ``t``?"""
@@ -79,13 +74,23 @@ class CacheLine:
         now = thread.env._now  # (SimPy's ``now`` property, read without the call)
         if read_at is None:
             read_at = now
-        start, done = self._serve(thread.core, now, True)
+        core = thread.core
+        # Queue the access, as in rmw()
+        start = self.free_at if self.free_at > now else now
+        owner = self.owner
+        if owner is core:
+            latency = occ = self._local
+        else:
+            latency = self._cas if owner is None or owner.socket == core.socket else self._cas_remote
+            occ = self.occupancy if self.occupancy < latency else latency  # min()
+        self.free_at = start + occ
+        self.owner = core
         ok = self.written.get(word, NEVER) < read_at if equal is None else equal
         if ok:
             self.written[word] = start
         else:
             self.recorder.count(f"cas_failures.{self.name}")
-        thread.pending += done - now
+        thread.pending += start + latency - now
         return ok, start
 
     def retry_owned(self, thread, word: int = 0) -> None:
