@@ -84,7 +84,7 @@ def _run(design: str, seed: int, flat: bool, cores: int, per_core: int, monkeypa
                           None if page is None else (page.index, page.flags, page.freed)))
         for key, line in sorted(f.pm.tree.lines.items()):
             state.append((f.name, key, line.free_at, getattr(line.owner, "index", None),
-                          sorted(line.written.items())))
+                          list(line.written)))
     rec = m.recorder
     locks = {name: (st.acquisitions, st.contended, st.wait.count, st.wait.mean(), st.hold.mean(),
                     st.max_queue) for name, st in rec.locks.items()}

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 
 NEVER = -math.inf  # the write time of a word never written
+WORDS = 8  # 8-byte words per 64-byte line
 
 
 class CacheLine:
@@ -27,7 +28,7 @@ class CacheLine:
         self.name = name
         self.free_at = 0.0
         self.owner = None  # core holding the line
-        self.written: dict[int, float] = {}  # word -> serialization time of its last successful write
+        self.written = [NEVER] * WORDS  # per word: serialization time of its last successful write
         self.occupancy = c.ns("contended_atomic_per_contender_ns")
         self._local = c.ns("cas_uncontended_ns")
         self._cas = c.ns("cas_remote_ns")
@@ -59,7 +60,7 @@ class CacheLine:
 
     def changed_since(self, word: int, t: float) -> bool:
         """Was ``word`` written (serialized) at or after ``t``?"""
-        return self.written.get(word, NEVER) >= t
+        return self.written[word] >= t
 
     def cas(self, thread, word: int = 0, read_at: float | None = None,
             equal: bool | None = None) -> tuple[bool, float]:
@@ -85,7 +86,7 @@ class CacheLine:
             occ = self.occupancy if self.occupancy < latency else latency  # min()
         self.free_at = start + occ
         self.owner = core
-        ok = self.written.get(word, NEVER) < read_at if equal is None else equal
+        ok = self.written[word] < read_at if equal is None else equal
         if ok:
             self.written[word] = start
         else:
