@@ -102,8 +102,12 @@ class PageMap:
         """The CAS loop of pm_find_page: read the word; a NULL page is a miss; else CAS in
         refcount + 1 (OLD also clears PM_REMOVAL). A CAS that fails because the word changed
         is retried at once with the value it returned, while this core owns the line."""
-        if th.pending or th.stolen or th.core.thread is not th:
+        if th.core.thread is not th:
             yield from th.sync()
+        else:  # th.sync() without a generator
+            ev = th.flush()
+            if ev is not None:
+                yield ev
         return self._slot_cas_ref(th, slot, clear_removal)
 
     def _slot_cas_ref(self, th, slot, clear_removal: bool):
@@ -131,8 +135,12 @@ class PageMap:
     def pm_put_page(self, th, page):
         """kern/src/pagemap.c: pm_put_page. Asserts, then ``atomic_add`` of -1 on the
         slot refcount: one lock-free RMW on the slot's cache line."""
-        if th.pending or th.stolen or th.core.thread is not th:
-            yield from th.sync()  # the asserts read the slot when the put runs
+        if th.core.thread is not th:  # sync: the asserts read the slot when the put runs
+            yield from th.sync()
+        else:  # th.sync() without a generator
+            ev = th.flush()
+            if ev is not None:
+                yield ev
         self._put_ref(th, page)
 
     def _put_ref(self, th, page) -> None:

@@ -47,9 +47,13 @@ class SpinLock:
 
     def acquire(self, thread):
         """``spin_lock``: take the lock, spinning on this core while it is held (a generator)."""
-        if thread.pending or thread.stolen or thread.core.thread is not thread:
-            yield from thread.sync()  # (also: a thread must hold its core to run or spin)
-        now = self.env.now
+        if thread.core.thread is not thread:  # (a thread must hold its core to run or spin)
+            yield from thread.sync()
+        else:  # thread.sync() without a generator
+            ev = thread.flush()
+            if ev is not None:
+                yield ev
+        now = self.env._now  # (SimPy's ``now`` property, read without the call)
         if self.holder is None:
             core = thread.core
             cost = self._pair
@@ -79,11 +83,16 @@ class SpinLock:
     def release(self, thread):
         """``spin_unlock``: free the lock or hand it to a spinner (a generator)."""
         if thread.pending or thread.stolen:
-            yield from thread.sync()
+            if thread.core.thread is not thread:
+                yield from thread.sync()
+            else:  # thread.sync() without a generator
+                ev = thread.flush()
+                if ev is not None:
+                    yield ev
         if self.holder is not thread:
             raise violation(self.machine, thread, None,
                             f"{self.name}: released by {thread.name}, held by {getattr(self.holder, 'name', None)}")
-        now = self.env.now
+        now = self.env._now
         thread.spinlocks_held -= 1
         self.stats.released(now, now - self.acquired_at)
         waiters = self.waiters
