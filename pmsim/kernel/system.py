@@ -90,7 +90,7 @@ class Kernel:
         if op not in self.design.entry_points:
             self.design.require(op)
         th.op = op
-        th.kernel_enter()
+        th.in_kernel = True  # th.kernel_enter()
         th.pending += cost
 
     def read(self, th, f: FsFile, index: int, npages: int = 1):
