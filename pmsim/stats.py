@@ -36,6 +36,13 @@ class Histogram:
         if len(buf) >= _FLUSH:
             self._fold()
 
+    def add_many(self, xs) -> None:
+        """Add every sample of ``xs`` (a caller that buffers its own samples hands them over)."""
+        buf = self._buf
+        buf.extend(xs)
+        if len(buf) >= _FLUSH:
+            self._fold()
+
     def _fold(self) -> None:
         if not self._buf:
             return

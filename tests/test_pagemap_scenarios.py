@@ -153,10 +153,10 @@ def test_read_hit_exact_time_first_and_second(design):
     if design == "old":
         assert locks["pm_lock"].acquisitions == 2 and locks["pm_lock"].contended == 0
         assert hold_range(m.recorder, "pm_lock")[1] == approx(lookup(c) + remote)
-        assert m.recorder.counters["rcu_read_sections"] == 0
+        assert m.rcu.read_sections == 0
     else:
         assert locks["pm_lock"].acquisitions == 0 and locks["pm_qlock"].acquisitions == 0
-        assert m.recorder.counters["rcu_read_sections"] == 2
+        assert m.rcu.read_sections == 2
     assert f.pm.tree.slots[0].refcnt == 0
     assert m.recorder.counters["cas_failures.pm_slot"] == 0
 

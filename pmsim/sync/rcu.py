@@ -43,6 +43,7 @@ class Rcu:
         self.tardy_period = c.ns("rcu_gp_tardy_period_ms")
         self.thresh = int(c.value("rcu_cb_thresh"))
         self.pending_bytes = 0
+        self.read_sections = 0  # rcu_read_lock/unlock pairs (a plain int: it is on every lookup)
         self.max_pending_bytes = 0
         self._wake_ctl = False
         self._sleep_ev: simpy.Event | None = None
@@ -54,7 +55,7 @@ class Rcu:
     def read_section(self, thread) -> None:
         """One ``rcu_read_lock`` ... ``rcu_read_unlock`` pair's own cost (the section's work is the caller's)."""
         thread.pending += self.read_ns
-        self.machine.recorder.counters["rcu_read_sections"] += 1
+        self.read_sections += 1
 
     # --- update side -----------------------------------------------------
     def call_rcu(self, thread, fn=None, cost_ns: float = 0.0, nbytes: int = 0) -> None:
