@@ -392,6 +392,17 @@ def test_qlock_fifo_and_waker_core_wakeups():
     assert st.wait.quantile(1.0) == pytest.approx(18_610 - 300)
 
 
+def test_qlock_queue_time_integrates_the_waiters():
+    """queue_time(t): the number of waiters integrated over time (the time series' mean queue)."""
+    m, q, log = _qlock_scenario()
+    m.run(until=100_000)
+    acq = dict(_acq(log))
+    pops = [PAIR + 10_000, acq["w1"] + 1000, acq["w2"] + 1000]  # each qunlock hands the lock on
+    expected = 1 * (200 - 100) + 2 * (300 - 200) + 3 * (pops[0] - 300) + 2 * (pops[1] - pops[0]) + (pops[2] - pops[1])
+    assert q.queue_time(100_000) == pytest.approx(expected)
+    assert q.queue_time(100_000) == q.queue_time(50_000)  # nobody waits after the last hand-off
+
+
 def test_qlock_wakee_waits_for_the_wakers_kernel_path_not_the_qunlock():
     m, q, log = _qlock_scenario(arrivals=(100,), h_after=3000)
     m.run(until=100_000)

@@ -169,6 +169,19 @@ def test_open_loop_throughput_follows_the_arrivals():
     assert row.throughput_per_s * row.latency_us_mean * 1e-6 == pytest.approx(row.in_progress_mean, rel=0.02)
 
 
+def test_qlock_queue_in_the_time_series_shows_the_writeback_stall():
+    """NEW's writeback holds pm_qlock across its IO: the threads that miss meanwhile wait on it."""
+    spec = load_spec("mmap_writeback", ["machine.cores=4", "processes.0.count=2", "processes.0.threads=2",
+                                        "duration=8ms", "warmup=1ms", "daemons.writeback.period=2ms"])
+    res = run_workload(spec, "new")
+    ts = res.tables["timeseries"]
+    assert ts.pm_qlock_queue.between(0, spec.total_threads).all()
+    assert ts.pm_qlock_queue.max() > 0.5 * spec.total_threads
+    assert res.summary["daemons"]["fsync"]["count"] >= 1
+    hits = run_workload(load_spec("read_hits", small("read_hits")), "new").tables["timeseries"]
+    assert (hits.pm_qlock_queue == 0).all()
+
+
 def test_writes_dirty_pages_in_the_time_series():
     spec = load_spec("read_hits", ["machine.cores=2", "processes.0.threads=2", "duration=3ms", "warmup=1ms",
                                    "mix.read=0", "mix.write=1"])

@@ -36,7 +36,7 @@ class QLock:
     kind = "qlock"
     __slots__ = ("machine", "env", "name", "wake", "nr_signals", "waiters", "holder", "line_core",
                  "acquired_at", "stats", "_pair", "_xfer", "_block", "_kmsg", "_restart",
-                 "_ipi_send", "_remote_wake")
+                 "_ipi_send", "_remote_wake", "_queue_area", "_queue_since")
 
     def __init__(self, machine, name: str, wake: str = "waker_core", held_by=None):
         """``held_by``: a semaphore initialised to 0 and owned by that thread (a page lock
@@ -52,6 +52,8 @@ class QLock:
         self.line_core = None
         self.acquired_at = machine.env.now
         self.stats = machine.recorder.lock(name, self.kind)
+        self._queue_area = 0.0  # integral of len(waiters) over time (ns), up to _queue_since
+        self._queue_since = 0.0
         self._pair = c.ns("lock_pair_uncontended_ns")
         self._xfer = c.ns("cacheline_transfer_ns")
         self._block = c.ns("context_switch_us") + c.ns("lock_pair_uncontended_ns")
@@ -88,6 +90,7 @@ class QLock:
         thread.pending += self._block
         self.nr_signals -= 1
         ev = simpy.Event(self.env)
+        self._queue_length_changes(t_req)
         self.waiters.append((thread, ev, ready_at))
         self.stats.queued(len(self.waiters))
         yield from thread.block(ev)
@@ -96,6 +99,15 @@ class QLock:
             raise violation(self.machine, thread, None, f"{self.name}: {thread.name} woke without the lock")
         self.acquired_at = now
         self.stats.acquired(now, now - t_req, True)
+
+    def _queue_length_changes(self, now: float) -> None:
+        self._queue_area += len(self.waiters) * (now - self._queue_since)
+        self._queue_since = now
+
+    def queue_time(self, now: float) -> float:
+        """The integral of the number of waiters over time up to ``now`` (ns): its difference
+        over an interval, divided by the interval, is the mean queue length there."""
+        return self._queue_area + len(self.waiters) * (now - self._queue_since)
 
     def release(self, thread):
         """``qunlock`` / ``sem_up`` (a generator)."""
@@ -111,6 +123,7 @@ class QLock:
             if not self.waiters:
                 raise violation(self.machine, thread, None, f"{self.name}: nr_signals {self.nr_signals} < 0 with no waiter")
             self.nr_signals += 1
+            self._queue_length_changes(now)
             nxt, ev, ready_at = self.waiters.popleft()
             self.holder = nxt
             if ready_at > now:

@@ -160,18 +160,13 @@ def build_result(run, wall_s: float) -> RunResult:
 
 
 def _timeseries(run) -> list[dict]:
-    """One row per simulated millisecond: operations completed, pm_qlock waiters and dirty
-    pages at the millisecond's end (the state at the run's end for a last, partial one)."""
+    """One row per simulated millisecond: operations completed in it, the mean number of
+    threads waiting on pm_qlocks over it, the dirty pages at its end (the last may be partial)."""
     end = run.spec.duration
     counts = run.meter.completions
-    n = len(counts)
-    q, d = list(run.series["pm_qlock_queue"]), list(run.series["dirty_pages"])
-    if len(q) < n:
-        qn, dn = run.sample_now()
-        q += [qn] * (n - len(q))
-        d += [dn] * (n - len(d))
+    q, d = run.series["pm_qlock_queue"], run.series["dirty_pages"]
     rows = []
-    for k in range(n):
+    for k in range(len(counts)):
         hi = min((k + 1) * MS, end)
         width = hi - k * MS
         rows.append({"time_ms": hi / 1e6, "measured": k * MS >= run.spec.warmup, "ops": counts[k],

@@ -72,6 +72,7 @@ class WorkloadRun:
         self.daemons_running: dict = {}  # daemon thread -> (op, start) in progress
         self.rcu_sections_at_warmup = 0
         self.series = {"pm_qlock_queue": [], "dirty_pages": []}
+        self._queue_time = 0.0  # the pm_qlocks' queue-time integral at the last sample
         self.ops = self._operations()
         k = self.k
         self.inline_ops = {name: (entry, self.meter.stats("workload", name)) for name, entry in
@@ -279,20 +280,22 @@ class WorkloadRun:
             del running[th]
 
     def _sampler(self):
-        """Each simulated millisecond: waiters on the pm_qlocks, dirty pages."""
+        """Each simulated millisecond: the mean number of threads waiting on the pm_qlocks over
+        it, and the dirty pages at its end."""
         env = self.m.env
         while True:
             yield env.timeout(MS)
-            q, d = self.sample_now()
-            self.series["pm_qlock_queue"].append(q)
-            self.series["dirty_pages"].append(d)
+            self._sample()
 
-    def sample_now(self) -> tuple[int, int]:
-        """(threads waiting on a pm_qlock, dirty pages) now."""
-        q = sum(len(f.pm.pm_qlock.waiters) for f in self.file_list if hasattr(f.pm, "pm_qlock"))
-        d = sum(1 for f in self.file_list for s in f.pm.tree.slots.values()
-                if s.page is not None and s.page.flags & PG_DIRTY)
-        return q, d
+    def _sample(self) -> None:
+        """Close the time series' current millisecond (or the last, partial one) now."""
+        now = self.m.env.now
+        q = sum(f.pm.pm_qlock.queue_time(now) for f in self.file_list if hasattr(f.pm, "pm_qlock"))
+        start = len(self.series["pm_qlock_queue"]) * MS
+        self.series["pm_qlock_queue"].append((q - self._queue_time) / (now - start) if now > start else 0.0)
+        self._queue_time = q
+        self.series["dirty_pages"].append(sum(1 for f in self.file_list for s in f.pm.tree.slots.values()
+                                              if s.page is not None and s.page.flags & PG_DIRTY))
 
     # --- run ---------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -308,6 +311,8 @@ class WorkloadRun:
         t0 = time.perf_counter()
         self.m.run(self.spec.duration)
         wall = time.perf_counter() - t0
+        if len(self.series["dirty_pages"]) < len(self.meter.completions):
+            self._sample()  # the last millisecond (its sample falls at the very end of the run)
         for w in self.workers:
             if w.current is not None:
                 self.meter.stats("workload", w.current[0]).running(w.current[1])
