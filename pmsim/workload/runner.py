@@ -224,13 +224,15 @@ class WorkloadRun:
         next_op, think, ops = w.next_op, w.think, self.ops
         inline, files, pick_file, pages = self.inline_ops, self.file_list, w.pick_file, w.file_pages
         one_file = len(files) == 1
+        weights = self.spec.mix.weights()
+        only = next(iter(weights)) if len(weights) == 1 else None  # a one-operation mix draws nothing
         n = self.spec.request_pages
         while True:
             before = env.now
             t0 = before + th.pending + th.stolen  # th.now, inlined
             if t0 >= end:
                 break
-            name = next_op()
+            name = only or next_op()
             fast = inline.get(name)
             if fast is not None:
                 entry, stats = fast
