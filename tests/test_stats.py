@@ -58,6 +58,19 @@ def test_merge_equals_one_histogram_of_everything():
         assert ha.quantile(q) == hall.quantile(q)
 
 
+def test_add_many_equals_adding_one_by_one():
+    xs = np.random.default_rng(3).exponential(500.0, 100_000).tolist()
+    one, many = Histogram(), Histogram()
+    for x in xs:
+        one.add(x)
+    for i in range(0, len(xs), 4096):
+        many.add_many(xs[i:i + 4096])
+    assert many.count == one.count == len(xs)
+    assert many.mean() == pytest.approx(one.mean(), rel=1e-12) and many.max == one.max
+    assert [many.quantile(q) for q in (0.5, 0.99, 0.999)] == [one.quantile(q) for q in (0.5, 0.99, 0.999)]
+    assert len(many._buf) < 1 << 15  # folded as it grows
+
+
 def test_memory_stays_bounded():
     """A million samples keep a bucket array sized by the value range, not the count."""
     h = filled(np.random.default_rng(1).exponential(1e4, 1_000_000))
