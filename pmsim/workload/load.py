@@ -14,13 +14,14 @@ from __future__ import annotations
 import copy
 import difflib
 from pathlib import Path
+from typing import get_args
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
 from pmsim.costs import cost_params, did_you_mean, parse_assignment
 from pmsim.errors import ConfigError
-from pmsim.workload.spec import WorkloadSpec
+from pmsim.workload.spec import LOOP_KINDS, PATTERN_KINDS, WorkloadSpec
 
 WORKLOADS_DIR = Path(__file__).resolve().parents[2] / "workloads"
 
@@ -209,8 +210,6 @@ def _path(loc) -> str:
 
 def _model_at(loc) -> type[BaseModel] | None:
     """The spec class whose field set ``loc`` (minus its last part) points into."""
-    import typing
-
     model: type[BaseModel] | None = WorkloadSpec
     for part in loc[:-1]:
         if model is None:
@@ -220,15 +219,15 @@ def _model_at(loc) -> type[BaseModel] | None:
         field = model.model_fields.get(part)
         if field is None:
             return None
-        model = _find_model(field.annotation, typing)
+        model = _find_model(field.annotation)
     return model
 
 
-def _find_model(annotation, typing):
+def _find_model(annotation):
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
-    for arg in typing.get_args(annotation):
-        found = _find_model(arg, typing)
+    for arg in get_args(annotation):
+        found = _find_model(arg)
         if found is not None:
             return found
     return None
@@ -273,9 +272,9 @@ def describe(err: dict, raw) -> str:
     return f"workload key {key}: {err['msg'].lower()}, got {shown}"
 
 
-# Discriminated-union tags pydantic puts in error locations (e.g. pattern.zipf.theta).
-_KINDS = {"pattern": ("uniform", "zipf", "sequential", "hot_page", "disjoint"), "loop": ("closed", "open")}
-_TAGS = {t for kinds in _KINDS.values() for t in kinds}
+# The keys whose value is one of several kinds: pydantic puts the kind in error locations
+# (e.g. pattern.zipf.theta).
+_KINDS = {"pattern": PATTERN_KINDS, "loop": LOOP_KINDS}
 
 
 def _strip_tags(loc) -> tuple:
@@ -293,11 +292,7 @@ def _strip_tags(loc) -> tuple:
 
 def _allowed_keys(loc) -> list[str]:
     """The keys allowed where an unknown key was found."""
-    from pmsim.workload import spec as s
-
-    members = {"uniform": s.Uniform, "zipf": s.Zipf, "sequential": s.Sequential, "hot_page": s.HotPage,
-               "disjoint": s.Disjoint, "closed": s.Closed, "open": s.Open}
-    if len(loc) >= 2 and loc[-2] in members:
-        return list(members[loc[-2]].model_fields)
+    if len(loc) == 3 and loc[0] in _KINDS and loc[1] in _KINDS[loc[0]]:
+        return list(_KINDS[loc[0]][loc[1]].model_fields)
     model = _model_at(_strip_tags(loc))
     return list(model.model_fields) if model is not None else []

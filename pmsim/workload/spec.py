@@ -12,7 +12,7 @@ turns the refusal into one line).
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal, Union, get_args
 
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator)
 
@@ -160,7 +160,13 @@ class Disjoint(Strict):
     kind: Literal["disjoint"]  # each thread stays in its own slice, uniform within it
 
 
-Pattern = Annotated[Union[Uniform, Zipf, Sequential, HotPage, Disjoint], Field(discriminator="kind")]
+def _by_kind(*members) -> dict:
+    """kind tag -> member class, for a union told apart by its ``kind`` key."""
+    return {get_args(m.model_fields["kind"].annotation)[0]: m for m in members}
+
+
+PATTERN_KINDS = _by_kind(Uniform, Zipf, Sequential, HotPage, Disjoint)
+Pattern = Annotated[Union[tuple(PATTERN_KINDS.values())], Field(discriminator="kind")]
 
 
 class Closed(Strict):
@@ -173,7 +179,8 @@ class Open(Strict):
     arrivals: Dist  # per-thread interarrival times; the thread serves its requests in order
 
 
-Loop = Annotated[Union[Closed, Open], Field(discriminator="kind")]
+LOOP_KINDS = _by_kind(Closed, Open)
+Loop = Annotated[Union[tuple(LOOP_KINDS.values())], Field(discriminator="kind")]
 
 
 class Churn(Strict):
