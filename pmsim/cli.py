@@ -93,6 +93,30 @@ def _run(args) -> int:
     return 0
 
 
+def _sweep(args) -> int:
+    from pmsim.sweeps.api import sweep
+    from pmsim.sweeps.report import format_sweep
+
+    try:
+        res = sweep(args.experiment, args.out, workers=args.workers, scheduler=args.scheduler,
+                    scheduler_file=args.scheduler_file, resume=not args.no_resume, progress=not args.quiet)
+    except KeyboardInterrupt:
+        print("pmsim sweep: interrupted; finished runs are written, run the same command again to resume",
+              file=sys.stderr)
+        return 130
+    print(format_sweep(res))
+    return 1 if len(res.failures) else 0
+
+
+def _experiments(args) -> int:
+    from pmsim.sweeps.spec import experiments
+    from pmsim.workload.load import preset_question
+
+    for name, path in experiments().items():
+        print(f"{name:24} {preset_question(path)}")
+    return 0
+
+
 def _designs(args) -> int:
     from pmsim.designs import designs
 
@@ -143,6 +167,20 @@ def build_parser() -> argparse.ArgumentParser:
     ru.add_argument("--out", metavar="DIR", help="write Parquet tables, summary.json and spec.yaml here")
     ru.add_argument("--json", action="store_true", help="print the summary as JSON")
     ru.set_defaults(func=_run)
+
+    sw = sub.add_parser("sweep", help="run an experiment: designs x factor points x replications")
+    sw.add_argument("experiment", help="experiment name (pmsim experiments) or path to a YAML file")
+    sw.add_argument("--out", metavar="DIR", help="output folder (default: the experiment's out, else sweeps/NAME)")
+    sw.add_argument("--workers", type=int, metavar="N", help="local worker processes (default: CPU count; 1 runs "
+                                                              "in this process)")
+    where = sw.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", metavar="ADDRESS", help="run on the Dask cluster at ADDRESS (tcp://host:8786)")
+    where.add_argument("--scheduler-file", metavar="FILE", help="run on the Dask cluster this scheduler file names")
+    sw.add_argument("--no-resume", action="store_true", help="discard runs already written and start over")
+    sw.add_argument("--quiet", action="store_true", help="no progress bar (batch jobs)")
+    sw.set_defaults(func=_sweep)
+    ex = sub.add_parser("experiments", help="list the experiments and the question each answers")
+    ex.set_defaults(func=_experiments)
 
     de = sub.add_parser("designs", help="list the page-map designs, one line each")
     de.set_defaults(func=_designs)

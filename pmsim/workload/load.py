@@ -117,11 +117,12 @@ def _scalar(text: str):
         return text
 
 
-def set_dotted(raw: dict, key: str, value) -> None:
-    """Set ``raw[a][b][c] = value`` for ``key = "a.b.c"`` (a number indexes a list)."""
+def set_dotted(raw: dict, key: str, value, label: str = "--set") -> None:
+    """Set ``raw[a][b][c] = value`` for ``key = "a.b.c"`` (a number indexes a list); errors
+    start with ``label`` and the key."""
     parts = key.split(".")
     if not all(parts):
-        raise ConfigError(f"--set {key}: a dotted key needs a name between each pair of dots")
+        raise ConfigError(f"{label} {key}: a dotted key needs a name between each pair of dots")
     if len(parts) == 1 and parts[0] not in WorkloadSpec.model_fields and parts[0] in cost_params():
         parts = ["machine", "costs", parts[0]]
     node = raw
@@ -130,7 +131,7 @@ def set_dotted(raw: dict, key: str, value) -> None:
         where = ".".join(parts[: i + 1])
         if isinstance(node, list):
             if not part.isdigit() or int(part) >= len(node):
-                raise ConfigError(f"--set {key}: {where!r} is not an index of a list of {len(node)} "
+                raise ConfigError(f"{label} {key}: {where!r} is not an index of a list of {len(node)} "
                                   f"(0..{len(node) - 1})")
             part = int(part)
             if last:
@@ -139,7 +140,7 @@ def set_dotted(raw: dict, key: str, value) -> None:
                 node = node[part]
             continue
         if not isinstance(node, dict):
-            raise ConfigError(f"--set {key}: {'.'.join(parts[:i])!r} is not a mapping (it is {node!r})")
+            raise ConfigError(f"{label} {key}: {'.'.join(parts[:i])!r} is not a mapping (it is {node!r})")
         if last:
             if value is None:  # KEY=null drops the key: its default applies again
                 node.pop(part, None)
@@ -151,7 +152,7 @@ def set_dotted(raw: dict, key: str, value) -> None:
                 if part in ("files", "processes"):  # a list the spec fills with one default item
                     child = node[part] = [{}]
                 elif parts[i + 1].isdigit():
-                    raise ConfigError(f"--set {key}: {where!r} is not set, so it has no item {parts[i + 1]} "
+                    raise ConfigError(f"{label} {key}: {where!r} is not set, so it has no item {parts[i + 1]} "
                                       f"(set the whole list, e.g. {where}=[{{...}}])")
                 else:
                     child = node[part] = {}

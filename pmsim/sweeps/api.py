@@ -1,0 +1,107 @@
+"""``pmsim.sweep``: run an experiment's runs on an executor, writing each as it finishes."""
+
+from __future__ import annotations
+
+import sys
+from concurrent.futures import Executor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from pmsim.sweeps.executors import check_executor_args, open_executor
+from pmsim.sweeps.plan import plan_runs
+from pmsim.sweeps.spec import ExperimentSpec, load_experiment
+from pmsim.sweeps.store import SweepStore
+from pmsim.sweeps.task import run_task
+
+
+@dataclass
+class SweepResult:
+    """A sweep's tables (see :mod:`pmsim.sweeps.store` for the folder they are read from)."""
+
+    out: Path
+    experiment: ExperimentSpec
+    summary: pd.DataFrame  # one row per run
+    aggregate: pd.DataFrame  # mean and 95% CI per design, factor point and metric
+    provenance: pd.DataFrame  # wall time and host per run
+
+    @property
+    def failures(self) -> pd.DataFrame:
+        return self.summary[self.summary["status"] == "failed"]
+
+    def table(self, name: str) -> pd.DataFrame:
+        """A per-run table (``ops``, ``locks``, ``cores``, ``counters``, ``timeseries``, ``run``)
+        of every finished run, with the runs' identity and factor columns."""
+        ok = self.summary.loc[self.summary["status"] == "ok", "run_id"]
+        return SweepStore(self.out).table(name, ok)
+
+
+def default_out(exp: ExperimentSpec) -> Path:
+    return Path(exp.out) if exp.out else Path("sweeps") / exp.name
+
+
+def sweep(experiment, out=None, *, workers: int | None = None, scheduler: str | None = None,
+          scheduler_file: str | None = None, executor: Executor | None = None, resume: bool = True,
+          progress: bool = True) -> SweepResult:
+    """Run ``experiment`` (a name from ``experiments/``, a YAML path, a mapping or an
+    :class:`ExperimentSpec`) and return its tables.
+
+    Runs go to a local process pool (``workers``, default the CPU count; 1 runs them in
+    this process), to a Dask cluster (``scheduler`` address or ``scheduler_file``), or to
+    any ``concurrent.futures`` ``executor``. Each finished run is written into ``out``
+    (default: the experiment's ``out``, else ``sweeps/NAME``) at once; with ``resume`` a
+    rerun runs only what is missing. A run that raises is recorded and the others go on.
+    """
+    check_executor_args(workers, scheduler, scheduler_file, executor)
+    exp = load_experiment(experiment)
+    plans = plan_runs(exp)
+    store = SweepStore(out if out is not None else default_out(exp))
+    finished = store.open(exp, plans, resume)
+    todo = sorted((p for p in plans if p.run_id not in finished), key=lambda p: -p.cost_estimate)
+    if todo:
+        with open_executor(workers, scheduler, scheduler_file, executor) as (ex, where):
+            _run_all(ex, where, exp, todo, store, len(finished), len(plans), progress)
+    tables = store.finalize(exp, plans)
+    return SweepResult(store.dir, exp, **tables)
+
+
+def _run_all(ex, where, exp, todo, store, done, total, progress) -> None:
+    from tqdm.auto import tqdm
+
+    failed = 0
+    if progress:
+        points = total // (len(exp.designs) * exp.replications)
+        print(f"{exp.name}: {total} runs ({len(exp.designs)} designs x {points} points x {exp.replications} "
+              f"replications), {done} already written, {len(todo)} to run on {where}; into {store.dir}",
+              file=sys.stderr)
+    with tqdm(total=total, initial=done, desc=exp.name, unit="run", disable=not progress,
+              file=sys.stderr, dynamic_ncols=True) as bar:
+        bar.set_postfix_str(f"failed 0, on {where}")
+        for plan, result, error in _outcomes(ex, todo):
+            if error is None:
+                store.write_run(plan, result)
+            else:
+                line = store.write_failure(plan, error)
+                failed += 1
+                bar.set_postfix_str(f"failed {failed}, on {where}")
+                if progress:
+                    bar.write(f"run {plan.run_id} ({plan.design}, {plan.workload}, replication "
+                              f"{plan.replication}) failed: {line[:200]}", file=sys.stderr)
+            bar.update(1)
+
+
+def _outcomes(ex, todo):
+    """``(plan, result, error)`` of each run as it finishes; ``ex`` None runs them here, in order."""
+    if ex is None:
+        for plan in todo:
+            try:
+                yield plan, run_task(plan.design, plan.spec), None
+            except Exception as e:  # noqa: BLE001 - recorded as the run's error
+                yield plan, None, e
+        return
+    futures = {ex.submit(run_task, p.design, p.spec): p for p in todo}
+    for f in as_completed(futures):
+        plan = futures.pop(f)
+        error = f.exception()
+        yield plan, (f.result() if error is None else None), error

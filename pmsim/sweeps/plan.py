@@ -1,0 +1,128 @@
+"""Expand an experiment into its runs: every design at every factor point, replicated.
+
+A run's seed derives from the experiment's seed, its factor point and its
+replication number, not from its design: every design at one point sees the same
+random numbers (common random numbers), so a difference between designs is not
+sampling noise. A run's id hashes everything that determines its tables (design,
+resolved workload, pmsim version), so a resumed sweep reuses exactly the runs whose
+inputs did not change. Every run's workload is validated, and checked against its
+design, before anything runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pmsim.errors import ConfigError
+from pmsim.rng import _name_key
+from pmsim.sweeps.spec import ExperimentSpec
+from pmsim.workload.load import read_workload, set_dotted, validate_spec
+from pmsim.workload.spec import WorkloadSpec
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """One run of a sweep: what to simulate and the columns that identify it."""
+
+    run_id: str
+    design: str
+    workload: str
+    replication: int
+    seed: int
+    point: dict  # factor key -> value, in the experiment's factor order
+    spec: WorkloadSpec
+
+    @property
+    def ident(self) -> dict:
+        return {"run_id": self.run_id, "design": self.design, "workload": self.workload,
+                "replication": self.replication, "seed": self.seed,
+                **{k: v for k, v in self.point.items() if k != "workload"}}
+
+    @property
+    def cost_estimate(self) -> float:
+        """Relative wall time, to start the longest runs first: threads x simulated time."""
+        return self.spec.total_threads * self.spec.duration
+
+
+def points(exp: ExperimentSpec) -> list[dict]:
+    """Factor points: the grid's product, crossed with the zip's rows."""
+    grid = [dict(zip(exp.grid, values)) for values in itertools.product(*exp.grid.values())]
+    zipped = [dict(zip(exp.zip, values)) for values in zip(*exp.zip.values())] or [{}]
+    return [{**g, **z} for g in grid for z in zipped]
+
+
+def derive_seed(experiment_seed: int, point_key: str, replication: int) -> int:
+    """A 63-bit seed from the experiment seed, the point and the replication (not the design)."""
+    seq = np.random.SeedSequence(experiment_seed, spawn_key=(*_name_key(point_key), replication))
+    return int(seq.generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def _canonical(obj) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def plan_runs(exp: ExperimentSpec) -> list[RunPlan]:
+    """Every run of ``exp``, validated; a bad point stops with one line naming it."""
+    import pmsim
+    from pmsim.designs import get_design
+
+    runs = []
+    raw_cache: dict[str, dict] = {}
+    for point in points(exp):
+        workload = point.get("workload", exp.workload)
+        where = ", ".join(f"{k}={v}" for k, v in point.items()) or "the base point"
+        try:
+            raw = _point_workload(exp, point, workload, raw_cache)
+        except ConfigError as e:
+            raise ConfigError(f"experiment {exp.name}, at {where}: {e}") from None
+        name = raw["name"]
+        point_key = _canonical({"workload": name, **point})
+        for replication in range(exp.replications):
+            seed = derive_seed(exp.seed, point_key, replication)
+            try:
+                spec = validate_spec({**raw, "seed": seed})
+            except ConfigError as e:
+                raise ConfigError(f"experiment {exp.name}, at {where}: {e}") from None
+            for design in exp.designs:
+                try:
+                    for op in sorted(spec.operations()):
+                        get_design(design).require(op)
+                except ConfigError as e:
+                    raise ConfigError(f"experiment {exp.name}, at {where}: workload {name} on {e} "
+                                      f"(drop the design or the workload)") from None
+                run_id = hashlib.blake2b(_canonical({
+                    "design": design, "spec": spec.model_dump(mode="json"), "pmsim": pmsim.__version__,
+                }).encode(), digest_size=8).hexdigest()
+                runs.append(RunPlan(run_id, design, name, replication, seed, point, spec))
+    ids = [r.run_id for r in runs]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"experiment {exp.name}: two runs resolve to the same design, workload and seed")
+    return runs
+
+
+def _point_workload(exp: ExperimentSpec, point: dict, workload: str, cache: dict) -> dict:
+    """The raw workload of one point: the file, then the overrides, then the factor values."""
+    if workload not in cache:
+        cache[workload] = read_workload(_locate(workload, exp.base_dir))[0]
+    raw = copy.deepcopy(cache[workload])
+    for label, items in (("override", exp.overrides.items()),
+                         ("factor", ((k, v) for k, v in point.items() if k != "workload"))):
+        for key, value in items:
+            set_dotted(raw, key, value, label=label)
+    return raw
+
+
+def _locate(workload: str, base_dir: str) -> str:
+    """A workload path relative to the experiment file's folder, else as given (a preset name)."""
+    if workload.endswith((".yaml", ".yml")) and not Path(workload).is_absolute():
+        candidate = Path(base_dir) / workload
+        if candidate.is_file():
+            return str(candidate)
+    return workload

@@ -1,0 +1,40 @@
+"""What ``pmsim sweep`` prints when it ends: throughput per point and design, with 95% CIs."""
+
+from __future__ import annotations
+
+import math
+
+from pmsim.sweeps.tables import group_keys
+
+
+def _cell(row) -> str:
+    if row is None:
+        return "-"
+    half = row["ci95_half"]
+    ci = f" ±{half / 1e6:.3f}" if not math.isnan(half) else ""
+    return f"{row['mean'] / 1e6:.3f}{ci}"
+
+
+def format_sweep(res, metric: str = "total_ops_per_s") -> str:
+    """One line per workload and factor point; one column per design (M ops/s, ±95% CI)."""
+    exp, agg, summary = res.experiment, res.aggregate, res.summary
+    keys = group_keys(exp.factors)
+    point_keys = keys[1:]
+    rows = agg[agg["metric"] == metric]
+    ok = int((summary["status"] == "ok").sum()) if len(summary) else 0
+    lines = [f"{exp.name}: {ok} runs written, {len(res.failures)} failed; {metric} in M/s "
+             f"(mean ±95% CI over {exp.replications} replications)"]
+    widths = [max(len(k), 10) for k in point_keys]
+    lines.append("  " + " ".join(f"{k:>{w}}" for k, w in zip(point_keys, widths))
+                 + "".join(f" {d:>22}" for d in exp.designs))
+    by_point: dict[tuple, dict] = {}
+    for _, r in rows.iterrows():
+        by_point.setdefault(tuple(r[k] for k in point_keys), {})[r["design"]] = r
+    for point, designs in by_point.items():
+        lines.append("  " + " ".join(f"{str(v):>{w}}" for v, w in zip(point, widths))
+                     + "".join(f" {_cell(designs.get(d)):>22}" for d in exp.designs))
+    for _, f in res.failures.iterrows():
+        lines.append(f"  failed: run {f['run_id']} ({f['design']}, {f['workload']}, replication "
+                     f"{f['replication']}): {f['error'][:160]}")
+    lines.append(f"  tables in {res.out}/ (summary.parquet, aggregate.parquet, runs/)")
+    return "\n".join(lines)

@@ -1,0 +1,188 @@
+"""An experiment as data: a base workload, the designs to compare, factors, replications.
+
+::
+
+    # What does NEW buy over OLD as cores grow?
+    workload: read_hits              # preset name or YAML path (relative to this file)
+    designs: [old, new]
+    grid:                            # crossed: every combination
+      workload: [read_hits, punch_hole]
+    zip:                             # advanced together, crossed with the grid
+      machine.cores: [1, 4, 16]
+      processes.0.threads: [1, 4, 16]
+    overrides: {duration: 5ms}       # applied to every run, before the factors
+    replications: 3
+    seed: 1
+    out: results/quick               # relative to the working folder; --out overrides
+
+A factor or override key is any dotted workload key (as ``pmsim run --set``) or a bare
+cost name; the factor ``workload`` picks the workload itself. Every refusal is one
+line naming the key and the value.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pmsim.costs import did_you_mean
+from pmsim.errors import ConfigError
+from pmsim.workload.load import _Loader, _one_line, preset_question
+
+EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
+
+# Keys a factor may not vary: the seed is derived per run, the name identifies the workload.
+_RESERVED = {"seed": "seeds are derived from the experiment's seed, the factor point and the replication",
+             "name": "a run's workload name comes from its workload"}
+
+
+class ExperimentSpec(BaseModel):
+    """A validated experiment. ``grid`` and ``zip`` map a key to the list of its values."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    name: str
+    question: str = ""
+    workload: str | None = None
+    designs: Annotated[list[str], Field(min_length=1)]
+    grid: dict[str, Annotated[list[Any], Field(min_length=1)]] = {}
+    zip: dict[str, Annotated[list[Any], Field(min_length=1)]] = {}
+    overrides: dict[str, Any] = {}
+    replications: Annotated[int, Field(ge=1, le=10_000)] = 1
+    seed: Annotated[int, Field(ge=0)] = 1
+    out: str | None = None
+    base_dir: str = "."  # where relative workload paths are found (the experiment file's folder)
+
+    @field_validator("designs")
+    @classmethod
+    def _designs(cls, v):
+        from pmsim.designs import designs
+
+        known = designs()
+        for d in v:
+            if d not in known:
+                raise ValueError(f"unknown design {d!r}{did_you_mean(d, known)} (pmsim designs lists them)")
+        if len(set(v)) != len(v):
+            raise ValueError(f"a design is listed twice: {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _factors(self):
+        both = set(self.grid) & set(self.zip)
+        if both:
+            raise ValueError(f"factor {sorted(both)[0]!r} is in both grid and zip")
+        for key in [*self.grid, *self.zip, *self.overrides]:
+            if key in _RESERVED:
+                raise ValueError(f"{key!r} cannot be set here: {_RESERVED[key]}")
+        if "workload" in self.overrides:
+            raise ValueError("'workload' is not an override: give it as the experiment's workload or as a factor")
+        lengths = {k: len(v) for k, v in self.zip.items()}
+        if len(set(lengths.values())) > 1:
+            raise ValueError("zip lists must have the same length, got "
+                             + ", ".join(f"{k}: {n}" for k, n in lengths.items()))
+        for key, values in [*self.grid.items(), *self.zip.items()]:
+            if key == "workload" and not all(isinstance(v, str) for v in values):
+                raise ValueError(f"factor 'workload' takes preset names or YAML paths, got {values}")
+            seen = []
+            for v in values:
+                if v in seen:
+                    raise ValueError(f"factor {key!r} lists the value {v!r} twice")
+                seen.append(v)
+        if self.workload is None and "workload" not in self.factors:
+            raise ValueError("no workload: give 'workload' (a preset name or YAML path) or a 'workload' factor")
+        return self
+
+    @property
+    def factors(self) -> list[str]:
+        """The factor keys: the grid's, then the zip's."""
+        return [*self.grid, *self.zip]
+
+    @property
+    def runs_per_design(self) -> int:
+        n = 1
+        for values in self.grid.values():
+            n *= len(values)
+        if self.zip:
+            n *= len(next(iter(self.zip.values())))
+        return n * self.replications
+
+
+def experiments() -> dict[str, Path]:
+    """Experiment name -> YAML file, from the repository's ``experiments/`` folder."""
+    return {p.stem: p for p in sorted(EXPERIMENTS_DIR.glob("*.yaml"))}
+
+
+def read_experiment(experiment: str) -> tuple[dict, Path | None]:
+    """The raw mapping of an experiment name or YAML path, and its file."""
+    path = Path(experiment)
+    if not (experiment.endswith((".yaml", ".yml")) or path.is_file()):
+        table = experiments()
+        if experiment not in table:
+            raise ConfigError(f"experiment: unknown name {experiment!r}{did_you_mean(experiment, table)} "
+                              f"(experiments: {', '.join(table)}; or give a .yaml path)")
+        path = table[experiment]
+    if not path.is_file():
+        raise ConfigError(f"experiment: no such file {experiment!r}")
+    import yaml
+
+    try:
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(_one_line(f"experiment {path}: cannot be read ({e})")) from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(_one_line(f"experiment {path}:{where} is not valid YAML "
+                                    f"({getattr(e, 'problem', None) or e})")) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"experiment {path}: expected a mapping of keys, got "
+                          f"{'an empty file' if raw is None else type(raw).__name__}")
+    return raw, path
+
+
+def load_experiment(experiment) -> ExperimentSpec:
+    """An :class:`ExperimentSpec` from a name, a YAML path, a mapping or a spec."""
+    if isinstance(experiment, ExperimentSpec):
+        return experiment
+    if isinstance(experiment, dict):
+        raw, path = dict(experiment), None
+    else:
+        raw, path = read_experiment(str(experiment))
+    if path is not None:
+        raw.setdefault("name", path.stem)
+        raw.setdefault("question", preset_question(path))
+        raw.setdefault("base_dir", str(path.parent))
+    return validate_experiment(raw)
+
+
+def validate_experiment(raw: dict) -> ExperimentSpec:
+    """Validate a raw mapping; the first problem becomes a one-line ConfigError."""
+    try:
+        return ExperimentSpec.model_validate(raw)
+    except ValidationError as e:
+        errors = e.errors()
+        err = next((x for x in errors if x["type"] == "extra_forbidden"), errors[0])
+        raise ConfigError(_one_line(_describe(err))) from None
+
+
+def _describe(err: dict) -> str:
+    loc = [str(p) for p in err["loc"]]
+    key = ".".join(loc) if loc else "experiment"
+    shown = repr(err.get("input"))
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    if err["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(loc[-1], list(ExperimentSpec.model_fields), n=1) if len(loc) == 1 else []
+        hint = f" (did you mean {close[0]!r}?)" if close else \
+            f" (keys: {', '.join(k for k in ExperimentSpec.model_fields if k != 'base_dir')})"
+        return f"experiment key {key}: unknown key{hint}, got {shown}"
+    if err["type"] == "missing":
+        return f"experiment key {key}: required, not given"
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "value_error":
+        return f"experiment {key}: {msg}" if loc else f"experiment: {msg}"
+    return f"experiment key {key}: {msg.lower()}, got {shown}"
+

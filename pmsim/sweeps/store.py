@@ -1,0 +1,159 @@
+"""A sweep's folder: each finished run written at once, so a killed sweep resumes.
+
+::
+
+    DIR/manifest.json               the experiment, and every run with its resolved workload
+    DIR/summary.parquet             one row per run (status ok or failed)
+    DIR/aggregate.parquet           mean and 95% CI per design, factor point and metric
+    DIR/provenance.parquet          wall time, host and versions per run (not results)
+    DIR/runs/<table>/<run_id>.parquet   per-run tables: ops, locks, cores, counters,
+                                    timeseries, run, summary, provenance
+    DIR/runs/failed/<run_id>.json   a run that raised: its error and traceback
+
+Every file is written under a hidden temporary name and renamed, so a crash never
+leaves half a file. A run is finished when its ``runs/summary`` file exists (written
+last); on resume, files of unfinished runs and of runs no longer in the experiment
+are removed, and failed runs run again (a failure may have been the machine's).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import traceback
+from pathlib import Path
+
+import pandas as pd
+
+from pmsim.errors import ConfigError
+from pmsim.sweeps.tables import aggregate, concat_rows, factor_value, flatten
+
+RUN_TABLES = ("ops", "locks", "cores", "counters", "timeseries", "run")
+TOP_FILES = ("manifest.json", "summary.parquet", "aggregate.parquet", "provenance.parquet")
+
+
+def _atomic(path: Path, write) -> None:
+    """``write(tmp)`` then rename ``tmp`` to ``path``: readers see the whole file or none."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_parquet(df: pd.DataFrame, path: Path) -> None:
+    _atomic(path, lambda tmp: df.to_parquet(tmp, index=False))
+
+
+def write_text(text: str, path: Path) -> None:
+    _atomic(path, lambda tmp: tmp.write_text(text))
+
+
+class SweepStore:
+    """The output folder of one experiment."""
+
+    def __init__(self, out):
+        self.dir = Path(out)
+        self.runs = self.dir / "runs"
+
+    # --- opening ------------------------------------------------------------------
+    def open(self, exp, plans, resume: bool = True) -> set[str]:
+        """Prepare the folder for ``plans``; return the ids of those already finished."""
+        d = self.dir
+        if d.exists() and not d.is_dir():
+            raise ConfigError(f"--out: {str(d)!r} exists and is not a folder")
+        if d.is_dir() and any(d.iterdir()) and not (d / "manifest.json").is_file():
+            raise ConfigError(f"--out: {str(d)!r} is not empty and holds no sweep (no manifest.json); "
+                              "give a new or empty folder")
+        try:
+            if not resume:
+                shutil.rmtree(self.runs, ignore_errors=True)
+                for name in TOP_FILES:
+                    (d / name).unlink(missing_ok=True)
+            for table in (*RUN_TABLES, "summary", "provenance", "failed"):
+                (self.runs / table).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"--out: cannot write to {str(d)!r} ({e.strerror})") from None
+        wanted = {p.run_id for p in plans}
+        done = {p.stem for p in (self.runs / "summary").glob("*.parquet")} & wanted
+        for folder in self.runs.iterdir():  # keep only the finished runs' files
+            for f in folder.iterdir():
+                if f.name.startswith(".") or folder.name == "failed" or f.name.split(".")[0] not in done:
+                    f.unlink()
+        self.write_manifest(exp, plans)
+        return done
+
+    def write_manifest(self, exp, plans, status: dict | None = None) -> None:
+        import pmsim
+
+        runs = [{**{k: factor_value(v) for k, v in p.ident.items()}, "point": p.point,
+                 **({"status": status.get(p.run_id, "missing")} if status is not None else {}),
+                 "spec": p.spec.model_dump(mode="json")} for p in plans]
+        manifest = {"experiment": exp.model_dump(mode="json", exclude={"base_dir"}),
+                    "pmsim_version": pmsim.__version__, "factors": exp.factors,
+                    "designs": exp.designs, "runs_total": len(plans), "runs": runs}
+        if status is not None:
+            manifest["runs_ok"] = sum(s == "ok" for s in status.values())
+            manifest["runs_failed"] = sum(s == "failed" for s in status.values())
+        write_text(json.dumps(manifest, indent=1, default=str), self.dir / "manifest.json")
+
+    # --- one run ------------------------------------------------------------------------
+    def _ident(self, plan) -> dict:
+        return {k: factor_value(v) for k, v in plan.ident.items()}
+
+    def write_run(self, plan, output: dict) -> None:
+        """Write a finished run's tables, then its summary row (which marks it finished)."""
+        ident = self._ident(plan)
+        for name in RUN_TABLES:
+            df = output["tables"][name].drop(columns=["design", "workload", "seed"])
+            df = pd.concat([pd.DataFrame([ident] * len(df), index=df.index), df], axis=1) if len(df) \
+                else pd.DataFrame(columns=[*ident, *df.columns])
+            write_parquet(df, self.runs / name / f"{plan.run_id}.parquet")
+        write_parquet(pd.DataFrame([{"run_id": plan.run_id, **output["provenance"]}]),
+                      self.runs / "provenance" / f"{plan.run_id}.parquet")
+        row = {**ident, "status": "ok", "error": None, **flatten(output["summary"])}
+        write_parquet(pd.DataFrame([row]), self.runs / "summary" / f"{plan.run_id}.parquet")
+        (self.runs / "failed" / f"{plan.run_id}.json").unlink(missing_ok=True)
+
+    def write_failure(self, plan, error: BaseException) -> str:
+        """Record a run that raised; returns its one-line error."""
+        line = " ".join(f"{type(error).__name__}: {error}".split())
+        record = {**self._ident(plan), "error": line,
+                  "traceback": "".join(traceback.format_exception(error))}
+        write_text(json.dumps(record, indent=1, default=str), self.runs / "failed" / f"{plan.run_id}.json")
+        return line
+
+    # --- the sweep's tables ----------------------------------------------------------------
+    def finalize(self, exp, plans) -> dict[str, pd.DataFrame]:
+        """Gather the runs' rows into summary, aggregate and provenance; rewrite the manifest."""
+        rows, prov, status = [], [], {}
+        for p in plans:
+            done = self.runs / "summary" / f"{p.run_id}.parquet"
+            failed = self.runs / "failed" / f"{p.run_id}.json"
+            if done.is_file():
+                rows.append(pd.read_parquet(done))
+                prov.append(pd.read_parquet(self.runs / "provenance" / f"{p.run_id}.parquet"))
+                status[p.run_id] = "ok"
+            elif failed.is_file():
+                err = json.loads(failed.read_text())["error"]
+                rows.append(pd.DataFrame([{**self._ident(p), "status": "failed", "error": err}]))
+                status[p.run_id] = "failed"
+        factors = [f for f in exp.factors if f != "workload"]
+        summary = concat_rows(rows, factors)
+        agg = aggregate(summary, exp.factors)
+        provenance = pd.concat(prov, ignore_index=True) if prov else pd.DataFrame(columns=["run_id"])
+        write_parquet(summary, self.dir / "summary.parquet")
+        write_parquet(agg, self.dir / "aggregate.parquet")
+        write_parquet(provenance, self.dir / "provenance.parquet")
+        self.write_manifest(exp, plans, status)
+        return {"summary": summary, "aggregate": agg, "provenance": provenance}
+
+    def table(self, name: str, run_ids) -> pd.DataFrame:
+        """One per-run table (``ops``, ``locks``, ...) of the given runs, concatenated."""
+        if name not in RUN_TABLES:
+            raise ConfigError(f"table {name!r}: unknown (one of {', '.join(RUN_TABLES)})")
+        frames = [pd.read_parquet(f) for r in run_ids if (f := self.runs / name / f"{r}.parquet").is_file()]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+

@@ -1,0 +1,83 @@
+"""A sweep's tables: one summary row per run, and the mean and 95% CI per design and point.
+
+Summary columns are the run's identity (``run_id``, ``design``, ``workload``,
+``replication``, ``seed``, one column per factor), ``status`` and ``error``, then
+the run's summary flattened into dotted names (``total_ops_per_s``,
+``ops.read.latency_us.p99``, ``locks.pm_qlock.wait_us_mean``, ``cpu.spin``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+IDENT = ("run_id", "design", "workload", "replication", "seed")
+STATUS = ("status", "error")
+# Summary entries that restate the run's identity.
+_SKIP = {"design", "workload", "seed"}
+
+
+def factor_value(v):
+    """A factor value as a table cell: scalars as they are, anything else as canonical JSON."""
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    return json.dumps(v, sort_keys=True, separators=(",", ":"))
+
+
+def flatten(summary: dict, prefix: str = "") -> dict:
+    """``{"ops": {"read": {"count": 3}}}`` -> ``{"ops.read.count": 3}`` (numbers only)."""
+    out = {}
+    for k, v in summary.items():
+        if not prefix and k in _SKIP:
+            continue
+        name = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{name}."))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[name] = v
+    return out
+
+
+def concat_rows(frames: list[pd.DataFrame], factors: list[str]) -> pd.DataFrame:
+    """Runs' one-row frames as one table, identity columns first; a factor column holding
+    both numbers and strings becomes strings (Parquet wants one type per column)."""
+    if not frames:
+        return pd.DataFrame(columns=[*IDENT, *factors, *STATUS])
+    df = pd.concat(frames, ignore_index=True, sort=False)
+    for c in factors:
+        if c in df and df[c].dtype == object and len({type(v) for v in df[c].dropna()}) > 1:
+            df[c] = df[c].map(lambda v: v if v is None else str(v))
+    first = [c for c in (*IDENT, *factors, *STATUS) if c in df]
+    return df[first + [c for c in df.columns if c not in first]]
+
+
+def group_keys(factors: list[str]) -> list[str]:
+    return ["design", "workload", *[f for f in factors if f != "workload"]]
+
+
+def aggregate(summary: pd.DataFrame, factors: list[str]) -> pd.DataFrame:
+    """Per design, workload, factor point and metric: runs, mean, standard deviation and the
+    95% confidence interval of the mean (Student t over the replications; NaN for one run)."""
+    keys = group_keys(factors)
+    cols = [*keys, "metric", "n", "mean", "std", "ci95_low", "ci95_high", "ci95_half"]
+    if "status" in summary:
+        summary = summary[summary["status"] == "ok"]
+    skip = set(keys) | set(IDENT) | set(STATUS)
+    metrics = [c for c in summary.columns if c not in skip and pd.api.types.is_numeric_dtype(summary[c])]
+    if summary.empty or not metrics:
+        return pd.DataFrame(columns=cols)
+    long = summary.melt(id_vars=keys, value_vars=metrics, var_name="metric").dropna(subset=["value"])
+    g = long.groupby([*keys, "metric"], sort=False, dropna=False)["value"]
+    out = g.agg(n="count", mean="mean", std="std").reset_index()
+    n = out["n"].to_numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tq = np.where(n > 1, stats.t.ppf(0.975, np.maximum(n - 1, 1)), math.nan)
+        half = tq * out["std"].to_numpy() / np.sqrt(n)
+    out["ci95_low"] = out["mean"] - half
+    out["ci95_high"] = out["mean"] + half
+    out["ci95_half"] = half
+    return out[cols]
