@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from pmsim.errors import ConfigError
@@ -200,6 +201,9 @@ def main(argv=None) -> int:
     except ConfigError as e:
         print(f"pmsim: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (pmsim run ... | head): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush is quiet
+        return 141
 
 
 if __name__ == "__main__":
