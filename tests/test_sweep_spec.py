@@ -13,8 +13,9 @@ The refusal tests check what a user sees from ``pmsim sweep``: exit status 2, on
 output folder written. The property test corrupts a valid experiment at random:
 planning either succeeds or raises a one-line :class:`~pmsim.errors.ConfigError`.
 
-Tests marked ``xfail(strict=True)`` pin down known bugs (see their reasons); when a
-bug is fixed its test passes, and strict xfail reports that so the mark is removed.
+The last group holds the bugs these tests found (line breaks in messages, relative paths
+taken from the working folder, two workloads with one name, a bad Dask target seen only
+after the folder was written), now fixed.
 """
 
 from __future__ import annotations
@@ -356,7 +357,7 @@ SPEC_CASES = [
     ("unknown-preset", exp(workload="read_hit"), [], ["'read_hit'", "did you mean 'read_hits'"]),
     ("unknown-preset-factor", exp(workload=None, grid={"workload": ["read_hits", "nosuch_preset"]}), [],
      ["workload=nosuch_preset", "'nosuch_preset'", "unknown preset"]),
-    ("missing-workload-file", exp(workload="not_there.yaml"), [], ["'not_there.yaml'", "no such file"]),
+    ("missing-workload-file", exp(workload="not_there.yaml"), [], ["not_there.yaml'", "no such file"]),
     ("invalid-yaml", "workload: [read_hits\ndesigns: [old]\n", [], ["not valid YAML", "line 2"]),
     ("control-character", "workload: read_hits\ndesigns: [old]\nseed: \x01\n", [], ["not valid YAML"]),
     ("not-utf8", b"workload: read_hits\nname: \xff\xfe\n", [], ["cannot be read", "0xff"]),
@@ -499,10 +500,8 @@ def test_sweep_subprocess_refusal(case, tmp_path):
     assert not out_dir.exists()
 
 
-# --- known bugs ---------------------------------------------------------------------------------
+# --- bugs found while writing these tests, fixed ---------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="plan_runs does not escape the experiment name or factor values it "
-                                       "quotes in 'at KEY=VALUE': a line break in either splits the message")
 @pytest.mark.parametrize("raw", [
     exp(name="two\nlines", grid={"machine.cores": [0]}),
     exp(grid={"files.0.name": ["a\nb"], "machine.cores": [0]}),
@@ -514,8 +513,6 @@ def test_line_break_in_name_or_value_stays_one_line(raw):
     one_line(str(info.value))
 
 
-@pytest.mark.xfail(strict=True, reason="_locate falls back to the working folder when a relative workload "
-                                       "path is not next to the experiment file")
 def test_relative_workload_path_never_comes_from_the_working_folder(tmp_path, monkeypatch):
     folder = tmp_path / "exps"
     folder.mkdir()
@@ -528,8 +525,6 @@ def test_relative_workload_path_never_comes_from_the_working_folder(tmp_path, mo
     assert str(folder) in str(info.value)  # says where it looked
 
 
-@pytest.mark.xfail(strict=True, reason="two workload files with the same stem share one 'workload' column "
-                                       "value, so their runs are merged in the summary and aggregate tables")
 def test_workload_factor_values_stay_distinguishable(tmp_path):
     for sub, pages in (("a", 64), ("b", 96)):
         (tmp_path / sub).mkdir()
@@ -544,8 +539,6 @@ def test_workload_factor_values_stay_distinguishable(tmp_path):
     assert len({r.ident["workload"] for r in runs}) == 2, [r.ident for r in runs]
 
 
-@pytest.mark.xfail(strict=True, reason="the Dask client is opened after the output folder is written, and "
-                                       "a malformed scheduler file raises from inside distributed (a traceback)")
 @pytest.mark.parametrize("how", ["garbage-scheduler-file", "malformed-address"])
 def test_bad_dask_target_is_refused_before_writing(how, tmp_path):
     if how == "garbage-scheduler-file":

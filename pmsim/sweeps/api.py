@@ -57,10 +57,11 @@ def sweep(experiment, out=None, *, workers: int | None = None, scheduler: str | 
     exp = load_experiment(experiment)
     plans = plan_runs(exp)
     store = SweepStore(out if out is not None else default_out(exp))
-    finished = store.open(exp, plans, resume)
-    todo = sorted((p for p in plans if p.run_id not in finished), key=lambda p: -p.cost_estimate)
-    if todo:
-        with open_executor(workers, scheduler, scheduler_file, executor) as (ex, where):
+    store.check()
+    with open_executor(workers, scheduler, scheduler_file, executor) as (ex, where):  # before writing
+        finished = store.open(exp, plans, resume)
+        todo = sorted((p for p in plans if p.run_id not in finished), key=lambda p: -p.cost_estimate)
+        if todo:
             _run_all(ex, where, exp, todo, store, len(finished), len(plans), progress)
     tables = store.finalize(exp, plans)
     return SweepResult(store.dir, exp, **tables)

@@ -23,7 +23,7 @@ import numpy as np
 from pmsim.errors import ConfigError
 from pmsim.rng import _name_key
 from pmsim.sweeps.spec import ExperimentSpec
-from pmsim.workload.load import read_workload, set_dotted, validate_spec
+from pmsim.workload.load import _one_line, read_workload, set_dotted, validate_spec
 from pmsim.workload.spec import WorkloadSpec
 
 
@@ -75,28 +75,32 @@ def plan_runs(exp: ExperimentSpec) -> list[RunPlan]:
 
     runs = []
     raw_cache: dict[str, dict] = {}
+    names: dict[str, str] = {}  # workload name -> the workload value that gave it
     for point in points(exp):
         workload = point.get("workload", exp.workload)
-        where = ", ".join(f"{k}={v}" for k, v in point.items()) or "the base point"
+        where = ", ".join(f"{k}={_short(v)}" for k, v in point.items()) or "the base point"
         try:
             raw = _point_workload(exp, point, workload, raw_cache)
         except ConfigError as e:
-            raise ConfigError(f"experiment {exp.name}, at {where}: {e}") from None
+            raise ConfigError(_one_line(f"experiment {exp.name}, at {where}: {e}")) from None
         name = raw["name"]
+        if names.setdefault(name, workload) != workload:
+            raise ConfigError(_one_line(f"experiment {exp.name}: workloads {names[name]!r} and {workload!r} "
+                                        f"are both named {name!r} (give one a 'name' key)"))
         point_key = _canonical({"workload": name, **point})
         for replication in range(exp.replications):
             seed = derive_seed(exp.seed, point_key, replication)
             try:
                 spec = validate_spec({**raw, "seed": seed})
             except ConfigError as e:
-                raise ConfigError(f"experiment {exp.name}, at {where}: {e}") from None
+                raise ConfigError(_one_line(f"experiment {exp.name}, at {where}: {e}")) from None
             for design in exp.designs:
                 try:
                     for op in sorted(spec.operations()):
                         get_design(design).require(op)
                 except ConfigError as e:
-                    raise ConfigError(f"experiment {exp.name}, at {where}: workload {name} on {e} "
-                                      f"(drop the design or the workload)") from None
+                    raise ConfigError(_one_line(f"experiment {exp.name}, at {where}: workload {name} on {e} "
+                                                f"(drop the design or the workload)")) from None
                 run_id = hashlib.blake2b(_canonical({
                     "design": design, "spec": spec.model_dump(mode="json"), "pmsim": pmsim.__version__,
                 }).encode(), digest_size=8).hexdigest()
@@ -120,9 +124,12 @@ def _point_workload(exp: ExperimentSpec, point: dict, workload: str, cache: dict
 
 
 def _locate(workload: str, base_dir: str) -> str:
-    """A workload path relative to the experiment file's folder, else as given (a preset name)."""
+    """A relative YAML path is relative to the experiment file's folder; a preset name stays."""
     if workload.endswith((".yaml", ".yml")) and not Path(workload).is_absolute():
-        candidate = Path(base_dir) / workload
-        if candidate.is_file():
-            return str(candidate)
+        return str(Path(base_dir) / workload)
     return workload
+
+
+def _short(value) -> str:
+    text = str(value)
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pmsim.costs import did_you_mean
 from pmsim.errors import ConfigError
-from pmsim.workload.load import _Loader, _one_line, preset_question
+from pmsim.workload.load import _Loader, _one_line, preset_question, yaml_problem
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
 
@@ -54,7 +54,7 @@ class ExperimentSpec(BaseModel):
     replications: Annotated[int, Field(ge=1, le=10_000)] = 1
     seed: Annotated[int, Field(ge=0)] = 1
     out: str | None = None
-    base_dir: str = "."  # where relative workload paths are found (the experiment file's folder)
+    base_dir: str = "."  # where relative workload paths are found: the experiment file's folder
 
     @field_validator("designs")
     @classmethod
@@ -74,11 +74,12 @@ class ExperimentSpec(BaseModel):
         both = set(self.grid) & set(self.zip)
         if both:
             raise ValueError(f"factor {sorted(both)[0]!r} is in both grid and zip")
-        for key in [*self.grid, *self.zip, *self.overrides]:
+        for key, value in [*self.grid.items(), *self.zip.items(), *self.overrides.items()]:
             if key in _RESERVED:
-                raise ValueError(f"{key!r} cannot be set here: {_RESERVED[key]}")
+                raise ValueError(f"{key!r} cannot be set here (got {value!r}): {_RESERVED[key]}")
         if "workload" in self.overrides:
-            raise ValueError("'workload' is not an override: give it as the experiment's workload or as a factor")
+            raise ValueError(f"'workload' is not an override (got {self.overrides['workload']!r}): give it as "
+                             "the experiment's workload or as a factor")
         lengths = {k: len(v) for k, v in self.zip.items()}
         if len(set(lengths.values())) > 1:
             raise ValueError("zip lists must have the same length, got "
@@ -121,8 +122,9 @@ def read_experiment(experiment: str) -> tuple[dict, Path | None]:
     if not (experiment.endswith((".yaml", ".yml")) or path.is_file()):
         table = experiments()
         if experiment not in table:
+            known = f"experiments: {', '.join(table)}; or" if table else "no experiments in experiments/;"
             raise ConfigError(f"experiment: unknown name {experiment!r}{did_you_mean(experiment, table)} "
-                              f"(experiments: {', '.join(table)}; or give a .yaml path)")
+                              f"({known} give a .yaml path)")
         path = table[experiment]
     if not path.is_file():
         raise ConfigError(f"experiment: no such file {experiment!r}")
@@ -133,10 +135,7 @@ def read_experiment(experiment: str) -> tuple[dict, Path | None]:
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(_one_line(f"experiment {path}: cannot be read ({e})")) from None
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(_one_line(f"experiment {path}:{where} is not valid YAML "
-                                    f"({getattr(e, 'problem', None) or e})")) from None
+        raise ConfigError(yaml_problem(e, f"experiment {path}")) from None
     if not isinstance(raw, dict):
         raise ConfigError(f"experiment {path}: expected a mapping of keys, got "
                           f"{'an empty file' if raw is None else type(raw).__name__}")
@@ -152,6 +151,8 @@ def load_experiment(experiment) -> ExperimentSpec:
     else:
         raw, path = read_experiment(str(experiment))
     if path is not None:
+        if "base_dir" in raw:  # set from the file's location, not by the file
+            raise ConfigError(f"experiment key base_dir: unknown key, got {raw['base_dir']!r}")
         raw.setdefault("name", path.stem)
         raw.setdefault("question", preset_question(path))
         raw.setdefault("base_dir", str(path.parent))

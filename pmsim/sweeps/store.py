@@ -59,14 +59,24 @@ class SweepStore:
         self.runs = self.dir / "runs"
 
     # --- opening ------------------------------------------------------------------
-    def open(self, exp, plans, resume: bool = True) -> set[str]:
-        """Prepare the folder for ``plans``; return the ids of those already finished."""
+    def check(self) -> None:
+        """Refuse a folder that is not ours, before anything is written."""
         d = self.dir
         if d.exists() and not d.is_dir():
             raise ConfigError(f"--out: {str(d)!r} exists and is not a folder")
         if d.is_dir() and any(d.iterdir()) and not (d / "manifest.json").is_file():
             raise ConfigError(f"--out: {str(d)!r} is not empty and holds no sweep (no manifest.json); "
                               "give a new or empty folder")
+        for parent in d.parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    raise ConfigError(f"--out: {str(parent)!r} is a file, so {str(d)!r} cannot be a folder")
+                break
+
+    def open(self, exp, plans, resume: bool = True) -> set[str]:
+        """Prepare the folder for ``plans``; return the ids of those already finished."""
+        self.check()
+        d = self.dir
         try:
             if not resume:
                 shutil.rmtree(self.runs, ignore_errors=True)

@@ -62,6 +62,18 @@ def _one_line(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
+def yaml_problem(e, what: str) -> str:
+    """One line for a YAML parse error of ``what``: where and what."""
+    mark = getattr(e, "problem_mark", None)
+    where = f" line {mark.line + 1}" if mark is not None else ""
+    if isinstance(e, yaml.reader.ReaderError):  # its str() spans two lines
+        ch = e.character if isinstance(e.character, int) else ord(e.character)
+        problem = f"character #x{ch:04x} at offset {e.position}: {e.reason}"
+    else:
+        problem = getattr(e, "problem", None) or e
+    return _one_line(f"{what}:{where} is not valid YAML ({problem})")
+
+
 def read_workload(workload: str) -> tuple[dict, str]:
     """The raw mapping of a preset name or a YAML path, and the workload's name."""
     path = Path(workload)
@@ -82,14 +94,7 @@ def read_workload(workload: str) -> tuple[dict, str]:
     try:
         raw = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        if isinstance(e, yaml.reader.ReaderError):  # its str() spans two lines
-            ch = e.character if isinstance(e.character, int) else ord(e.character)
-            problem = f"character #x{ch:04x} at offset {e.position}: {e.reason}"
-        else:
-            problem = getattr(e, "problem", None) or e
-        raise ConfigError(_one_line(f"workload {path}:{where} is not valid YAML ({problem})")) from None
+        raise ConfigError(yaml_problem(e, f"workload {path}")) from None
     if raw is None:
         raise ConfigError(f"workload {path}: the file is empty (a workload needs at least its mix)")
     if not isinstance(raw, dict):
