@@ -439,6 +439,52 @@ def test_out_folder_with_other_files_is_refused(tmp_path, capsys):
     assert (out / "notes.txt").read_text() == "mine"
 
 
+def test_leftovers_of_a_killed_sweep_are_cleared_and_it_resumes(tmp_path):
+    out = tmp_path / "out"
+    first = pmsim.sweep(tiny(), out, workers=1, progress=False)
+    ids = list(first.summary["run_id"])
+    # What a kill can leave: a half-written top-level table, a stray file in runs/, a
+    # half-written run file; and a folder killed before its first manifest.
+    (out / ".summary.parquet.tmp-99999").write_bytes(b"half")
+    (out / "runs" / ".DS_Store").write_bytes(b"x")
+    (out / "runs" / "ops" / f".{ids[0]}.parquet.tmp-99999").write_bytes(b"half")
+    again = pmsim.sweep(tiny(), out, workers=1, progress=False)
+    assert hidden(out) == []
+    assert_frame_equal(again.summary, first.summary, check_exact=True)
+    early = tmp_path / "early"
+    (early / "runs" / "summary").mkdir(parents=True)
+    (early / ".manifest.json.tmp-123").write_text("{")
+    res = pmsim.sweep(tiny(), early, workers=1, progress=False)
+    assert len(res.summary) == 8 and hidden(early) == []
+
+
+def test_resuming_into_another_experiments_folder_is_refused(tmp_path):
+    out = tmp_path / "out"
+    pmsim.sweep(tiny(), out, workers=1, progress=False)
+    before = sorted(p.name for p in (out / "runs" / "summary").iterdir())
+    other = tiny(name="other")
+    with pytest.raises(ConfigError, match="holds the sweep of experiment 'tiny', not 'other'"):
+        pmsim.sweep(other, out, workers=1, progress=False)
+    assert sorted(p.name for p in (out / "runs" / "summary").iterdir()) == before
+    res = pmsim.sweep(other, out, workers=1, progress=False, resume=False)  # replacing it is asked for
+    assert res.experiment.name == "other" and len(res.summary) == 8
+
+
+def test_changed_model_code_reruns_and_a_worker_with_other_code_fails(tmp_path, monkeypatch):
+    from pmsim.sweeps import plan
+
+    ids = [p.run_id for p in plan_runs(load_experiment(tiny()))]
+    monkeypatch.setattr(plan, "code_digest", lambda: "0123456789abcdef")
+    assert not set(ids) & {p.run_id for p in plan_runs(load_experiment(tiny()))}
+    monkeypatch.undo()
+    # A worker whose code differs from the driver's: its tables are not this sweep's.
+    monkeypatch.setattr(task, "code_digest", lambda: "0123456789abcdef")
+    with concurrent.futures.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as ex:
+        res = pmsim.sweep(tiny(), tmp_path / "other_code", executor=ex, progress=False)
+    assert (res.summary["status"] == "failed").all()
+    assert res.summary["error"].str.contains("runs other pmsim code").all()
+
+
 # --- a killed sweep -----------------------------------------------------------------------------------------
 
 def test_sweep_killed_with_sigkill_resumes_to_the_same_tables(tmp_path):

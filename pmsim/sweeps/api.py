@@ -14,6 +14,7 @@ from pmsim.sweeps.plan import plan_runs
 from pmsim.sweeps.spec import ExperimentSpec, load_experiment
 from pmsim.sweeps.store import SweepStore
 from pmsim.sweeps.task import run_task
+from pmsim.version import code_digest
 
 
 @dataclass
@@ -57,7 +58,7 @@ def sweep(experiment, out=None, *, workers: int | None = None, scheduler: str | 
     exp = load_experiment(experiment)
     plans = plan_runs(exp)
     store = SweepStore(out if out is not None else default_out(exp))
-    store.check()
+    store.check(exp, resume)
     with open_executor(workers, scheduler, scheduler_file, executor) as (ex, where):  # before writing
         finished = store.open(exp, plans, resume)
         todo = sorted((p for p in plans if p.run_id not in finished), key=lambda p: -p.cost_estimate)
@@ -105,4 +106,9 @@ def _outcomes(ex, todo):
     for f in as_completed(futures):
         plan = futures.pop(f)
         error = f.exception()
-        yield plan, (f.result() if error is None else None), error
+        result = f.result() if error is None else None
+        if result is not None and result["provenance"]["code_digest"] != code_digest():
+            error, result = RuntimeError(
+                f"the worker on {result['provenance']['host']} runs other pmsim code (digest "
+                f"{result['provenance']['code_digest']}, here {code_digest()}): install this version there"), None
+        yield plan, result, error

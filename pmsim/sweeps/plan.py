@@ -4,8 +4,8 @@ A run's seed derives from the experiment's seed, its factor point and its
 replication number, not from its design: every design at one point sees the same
 random numbers (common random numbers), so a difference between designs is not
 sampling noise. A run's id hashes everything that determines its tables (design,
-resolved workload, pmsim version), so a resumed sweep reuses exactly the runs whose
-inputs did not change. Every run's workload is validated, and checked against its
+resolved workload, the digest of pmsim's code), so a resumed sweep reuses exactly the runs whose
+inputs and model code did not change. Every run's workload is validated, and checked against its
 design, before anything runs.
 """
 
@@ -23,6 +23,7 @@ import numpy as np
 from pmsim.errors import ConfigError
 from pmsim.rng import _name_key
 from pmsim.sweeps.spec import ExperimentSpec
+from pmsim.version import code_digest
 from pmsim.workload.load import _one_line, read_workload, set_dotted, validate_spec
 from pmsim.workload.spec import WorkloadSpec
 
@@ -70,7 +71,6 @@ def _canonical(obj) -> str:
 
 def plan_runs(exp: ExperimentSpec) -> list[RunPlan]:
     """Every run of ``exp``, validated; a bad point stops with one line naming it."""
-    import pmsim
     from pmsim.designs import get_design
 
     runs = []
@@ -102,7 +102,7 @@ def plan_runs(exp: ExperimentSpec) -> list[RunPlan]:
                     raise ConfigError(_one_line(f"experiment {exp.name}, at {where}: workload {name} on {e} "
                                                 f"(drop the design or the workload)")) from None
                 run_id = hashlib.blake2b(_canonical({
-                    "design": design, "spec": spec.model_dump(mode="json"), "pmsim": pmsim.__version__,
+                    "design": design, "spec": spec.model_dump(mode="json"), "pmsim": code_digest(),
                 }).encode(), digest_size=8).hexdigest()
                 runs.append(RunPlan(run_id, design, name, replication, seed, point, spec))
     ids = [r.run_id for r in runs]

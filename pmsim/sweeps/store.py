@@ -27,6 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from pmsim.errors import ConfigError
+from pmsim.version import code_digest
 from pmsim.sweeps.tables import aggregate, concat_rows, factor_value, flatten
 
 RUN_TABLES = ("ops", "locks", "cores", "counters", "timeseries", "run")
@@ -41,6 +42,10 @@ def _atomic(path: Path, write) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _is_temporary(path: Path) -> bool:
+    return path.name.startswith(".") and ".tmp-" in path.name
 
 
 def write_parquet(df: pd.DataFrame, path: Path) -> None:
@@ -59,40 +64,64 @@ class SweepStore:
         self.runs = self.dir / "runs"
 
     # --- opening ------------------------------------------------------------------
-    def check(self) -> None:
-        """Refuse a folder that is not ours, before anything is written."""
+    def _ours(self, entry: Path) -> bool:
+        """A file or folder a sweep writes here (a temporary one included)."""
+        return entry.name in (*TOP_FILES, "runs") or _is_temporary(entry)
+
+    def check(self, exp=None, resume: bool = True) -> None:
+        """Refuse a folder that is not ours (or, when resuming, holds another experiment),
+        before anything is written."""
         d = self.dir
-        if d.exists() and not d.is_dir():
-            raise ConfigError(f"--out: {str(d)!r} exists and is not a folder")
-        if d.is_dir() and any(d.iterdir()) and not (d / "manifest.json").is_file():
-            raise ConfigError(f"--out: {str(d)!r} is not empty and holds no sweep (no manifest.json); "
-                              "give a new or empty folder")
         for parent in d.parents:
             if parent.exists():
                 if not parent.is_dir():
                     raise ConfigError(f"--out: {str(parent)!r} is a file, so {str(d)!r} cannot be a folder")
                 break
+        if d.exists() and not d.is_dir():
+            raise ConfigError(f"--out: {str(d)!r} exists and is not a folder")
+        if not d.is_dir():
+            return
+        manifest = d / "manifest.json"
+        if not manifest.is_file() and not all(self._ours(e) for e in d.iterdir()):
+            raise ConfigError(f"--out: {str(d)!r} is not empty and holds no sweep (no manifest.json); "
+                              "give a new or empty folder")
+        if exp is not None and resume and manifest.is_file():
+            try:
+                name = json.loads(manifest.read_text())["experiment"]["name"]
+            except (OSError, ValueError, KeyError, TypeError):
+                name = None
+            if name is not None and name != exp.name:
+                raise ConfigError(f"--out: {str(d)!r} holds the sweep of experiment {name!r}, not {exp.name!r} "
+                                  "(give another folder, or --no-resume to replace it)")
 
     def open(self, exp, plans, resume: bool = True) -> set[str]:
         """Prepare the folder for ``plans``; return the ids of those already finished."""
-        self.check()
+        self.check(exp, resume)
         d = self.dir
         try:
+            d.mkdir(parents=True, exist_ok=True)
+            for entry in d.iterdir():  # what a killed sweep left half-written
+                if _is_temporary(entry):
+                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
             if not resume:
                 shutil.rmtree(self.runs, ignore_errors=True)
                 for name in TOP_FILES:
                     (d / name).unlink(missing_ok=True)
+            self.write_manifest(exp, plans)  # first: a folder with runs/ always has its manifest
             for table in (*RUN_TABLES, "summary", "provenance", "failed"):
                 (self.runs / table).mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise ConfigError(f"--out: cannot write to {str(d)!r} ({e.strerror})") from None
         wanted = {p.run_id for p in plans}
         done = {p.stem for p in (self.runs / "summary").glob("*.parquet")} & wanted
-        for folder in self.runs.iterdir():  # keep only the finished runs' files
-            for f in folder.iterdir():
-                if f.name.startswith(".") or folder.name == "failed" or f.name.split(".")[0] not in done:
-                    f.unlink()
-        self.write_manifest(exp, plans)
+        for entry in self.runs.iterdir():  # keep only the finished runs' files
+            if not entry.is_dir():
+                if entry.name.startswith("."):
+                    entry.unlink()
+                continue
+            for f in entry.iterdir():
+                if f.name.startswith(".") or entry.name == "failed" or f.name.split(".")[0] not in done:
+                    shutil.rmtree(f) if f.is_dir() else f.unlink()
         return done
 
     def write_manifest(self, exp, plans, status: dict | None = None) -> None:
@@ -102,7 +131,7 @@ class SweepStore:
                  **({"status": status.get(p.run_id, "missing")} if status is not None else {}),
                  "spec": p.spec.model_dump(mode="json")} for p in plans]
         manifest = {"experiment": exp.model_dump(mode="json", exclude={"base_dir"}),
-                    "pmsim_version": pmsim.__version__, "factors": exp.factors,
+                    "pmsim_version": pmsim.__version__, "code_digest": code_digest(), "factors": exp.factors,
                     "designs": exp.designs, "runs_total": len(plans), "runs": runs}
         if status is not None:
             manifest["runs_ok"] = sum(s == "ok" for s in status.values())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import platform
 
+from pmsim.version import code_digest
 from pmsim.workload.runner import run_workload
 from pmsim.workload.spec import WorkloadSpec
 
@@ -18,4 +19,5 @@ def run_task(design: str, spec: WorkloadSpec) -> dict:
     """Simulate one run: its tables, summary and provenance."""
     res = run_workload(spec, design)
     return {"tables": res.tables, "summary": res.summary,
-            "provenance": {**res.provenance, "pid": os.getpid(), "host": platform.node()}}
+            "provenance": {**res.provenance, "pid": os.getpid(), "host": platform.node(),
+                           "code_digest": code_digest()}}

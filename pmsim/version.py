@@ -1,0 +1,24 @@
+"""Which pmsim made a result: the release, and a digest of the code and data that ran.
+
+The digest decides whether a stored run can be reused: a sweep resumed after the model
+changed runs again rather than mixing numbers from two versions of the model, and a
+Dask worker with other code installed is caught instead of trusted.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent
+
+
+@functools.cache
+def code_digest() -> str:
+    """16 hex digits over every source and data file of the package (names and contents)."""
+    h = hashlib.blake2b(digest_size=8)
+    for path in sorted(p for p in PACKAGE.rglob("*") if p.suffix in (".py", ".yaml") and p.is_file()):
+        h.update(path.relative_to(PACKAGE).as_posix().encode() + b"\0")
+        h.update(path.read_bytes() + b"\0")
+    return h.hexdigest()
