@@ -10,11 +10,14 @@ serial/parallel is paired within each repetition; the median and range over
 repetitions are reported (target >= 1.8x, an efficiency of 90% on 2 workers).
 
 A parallel sweep starts cold, as ``pmsim sweep --workers 2`` or a notebook's first
-sweep does: the fork server (which imports pmsim before forking the workers) is
-stopped before it. ``--warm`` also times a parallel sweep whose fork server is
-already running (a notebook's later sweeps); ``--what-if`` times two changes
-pmsim.sweeps could make: workers forked from the driver (no fork server), and
-that with the runs ordered longest first by a design-aware cost estimate.
+sweep does: a fork server left from an earlier sweep (it imports pmsim, then forks
+the workers) is stopped before it. The process has one thread when the pool
+starts, as a fresh ``pmsim sweep`` has (tqdm's monitor thread is turned off), so
+pmsim chooses its start method as it would for the command; the header says
+which. ``--warm`` also times a parallel sweep with the fork server of the
+previous one still running (a notebook's later sweeps); ``--what-if`` times two
+changes pmsim.sweeps could make: workers forked from the driver (no fork server),
+and that with the runs ordered longest first by a design-aware cost estimate.
 
 Every sweep's ``summary.parquet`` (parallel, what-if, instrumented) must equal
 the first serial one's, exactly: if not, the benchmark stops with exit status 1.
@@ -50,6 +53,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pandas as pd
+from tqdm import tqdm
 
 import pmsim
 import pmsim.sweeps.api as sweep_api
@@ -167,16 +171,31 @@ def timed_sweep(exp: dict, kind: str, base: Path, weights: dict[str, float] | No
         else:
             res = pmsim.sweep(exp, out, workers=1 if kind == "serial" else WORKERS, progress=False,
                               resume=False)
+    check_ok(res, KINDS[kind])
     prov = res.provenance
     per_worker = prov.groupby("pid")["wall_s"].sum()
-    if (res.summary["status"] != "ok").any():
-        sys.exit(f"bench_sweep: a run failed in the {kind} sweep:\n{res.failures[['run_id', 'error']]}")
     return {"wall": m.wall, "cpu": m.cpu, "foreign": m.foreign, "steal": m.steal,
             "runs": len(prov), "run_sum": prov["wall_s"].sum(), "run_mean": prov["wall_s"].mean(),
             "busiest_worker": per_worker.max(), "n_workers": len(per_worker),
             "design_wall": prov.merge(res.summary[["run_id", "design"]], on="run_id")
                                .groupby("design")["wall_s"].mean().to_dict(),
             "summary_path": out / "summary.parquet", "dir": out}
+
+
+def check_ok(res, what: str) -> None:
+    """Stop (exit status 1) if a run failed: its numbers would be missing, not wrong."""
+    failed = res.failures
+    if len(failed):
+        sys.exit(f"bench_sweep: {len(failed)} runs failed in the {what} sweep, e.g.: {failed['error'].iloc[0]}")
+
+
+def pool_kind() -> str:
+    """How pmsim's local pool starts its workers here and now (pmsim.sweeps.executors decides)."""
+    pool = local_pool(1)
+    try:
+        return pool._mp_context.get_start_method()
+    finally:
+        pool.shutdown(wait=True)
 
 
 def same_summary(a: Path, b: Path) -> str | None:
@@ -288,8 +307,9 @@ def breakdown_sweep(exp: dict, workers: int, base: Path, cold: bool) -> dict:
         # it as __mp_main__); in this process the serial loop calls it directly.
         sweep_api.run_task = serial_task if workers == 1 else timed_run_task
         mark("call")
-        pmsim.sweep(exp, out, workers=workers, progress=False, resume=False)
+        res = pmsim.sweep(exp, out, workers=workers, progress=False, resume=False)
         mark("return")
+    check_ok(res, f"instrumented, workers={workers}")
     t0 = events[0]["t"]
     total = events[-1]["t"] - t0
 
@@ -486,6 +506,10 @@ def main() -> int:
     duration = args.duration_ms or (10.0 if args.quick else 30.0)
     exp = experiment(duration, args.replications)
     base = Path(tempfile.mkdtemp(prefix="bench_sweep-", dir=args.tmp))
+    # No tqdm monitor thread (tqdm starts one at its first bar, even a disabled one, and it stays):
+    # this process then has one thread when a pool starts, as a fresh `pmsim sweep` process has,
+    # and pmsim's choice of how to start workers (it may depend on that) is the command's.
+    tqdm.monitor_interval = 0
     try:
         # Untimed warm-up: imports, preset files and caches in this process, for both modes alike.
         warm_exp = {**experiment(3.0, 1), "grid": {"files.0.pages": [4096]}}
@@ -494,9 +518,9 @@ def main() -> int:
         print(f"pmsim.sweep: punch_hole, designs old+new, files.0.pages 4096/8192, {args.replications} "
               f"replications ({4 * args.replications} runs), {duration:g} ms simulated per run; workers=1 vs "
               f"workers={WORKERS}; {reps} reps; {os.cpu_count()} CPUs")
-        print(f"(cold: each workers={WORKERS} sweep starts its fork server anew, as `pmsim sweep --workers "
-              f"{WORKERS}` and a notebook's first sweep do; CPU: this process + fork server + workers; "
-              f"others: cores used by other processes meanwhile)")
+        print(f"(pmsim's local pool here starts its workers by {pool_kind()}; cold: no fork server left running "
+              f"from an earlier sweep, as for `pmsim sweep --workers {WORKERS}` and a notebook's first sweep; "
+              f"CPU: this process + fork server + workers; others: cores used by other processes meanwhile)")
         speed = {k: [] for k in kinds[1:]}
         cpu_ratios, run_ratios, foreign, reference, weights = [], [], [], None, None
         for rep in range(reps):
