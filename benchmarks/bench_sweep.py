@@ -326,7 +326,7 @@ def breakdown_sweep(exp: dict, workers: int, base: Path, cold: bool) -> dict:
     task = sum(e["end"] - e["start"] for e in runs)
     sim = sum(e["sim"] for e in runs)
     last_end = runs[-1]["end"] - t0
-    kind = "serial (workers=1)" if workers == 1 else f"workers={workers}, {'cold' if cold else 'warm'} fork server"
+    kind = "serial (workers=1)" if workers == 1 else f"workers={workers}, {'cold' if cold else 'warm'}"
     print(f"  instrumented sweep, {kind}: {total:.2f} s")
     print(f"    plan + store.open            {sum(spans('plan')) + sum(spans('store_open')):6.2f} s")
     print(f"    runs: {len(runs)} tasks            {task:6.2f} s of run_task ({sim:.2f} s simulating, "
@@ -445,9 +445,10 @@ def machine_ceiling(n: int = 10_000_000) -> float:
 def breakdown(exp: dict, base: Path, quiet_wait: float, reference: Path) -> bool:
     print("\nbreakdown (one instrumented sweep of each kind; the same experiment)")
     wait_quiet(quiet_wait)
+    method = pool_kind()
     for cold, fork in ((True, False), (False, False), (False, True)):
         first, second = pool_startup(cold, fork)
-        what = "of the fork start method" if fork else f"{'cold' if cold else 'warm'} fork server"
+        what = "of the fork start method" if fork else f"pmsim's ({method}), {'cold' if cold else 'warm'}"
         print(f"  a new {WORKERS}-worker pool, {what}: first task starts after {first:.2f} s, "
               f"second after {second:.2f} s")
     lazy, full = import_time(lazy_scipy=True), import_time()
