@@ -26,7 +26,8 @@ import pmsim
 from pmsim.cli import main
 from pmsim.errors import ConfigError
 from pmsim.sweeps import api, task
-from pmsim.sweeps.plan import _canonical, derive_seed, plan_runs
+from pmsim.sweeps.plan import derive_seed, plan_runs
+from pmsim.sweeps.tables import canonical
 from pmsim.sweeps.spec import load_experiment
 from pmsim.sweeps.store import RUN_TABLES
 
@@ -172,7 +173,7 @@ def _seed_map(exp: dict) -> dict:
     """(design, point, replication) -> (seed, run_id)."""
     out = {}
     for p in plan_runs(load_experiment(exp)):
-        key = (p.design, _canonical(p.point), p.replication)
+        key = (p.design, canonical(p.point), p.replication)
         assert key not in out
         out[key] = (p.seed, p.run_id)
     return out
@@ -189,8 +190,8 @@ def test_seeds_shared_by_designs_distinct_across_points_and_stable_under_edits()
     by_point = {}
     for p in plans:
         assert p.spec.seed == p.seed  # the run simulates with its derived seed
-        assert p.seed == derive_seed(5, _canonical({"workload": "read_hits", **p.point}), p.replication)
-        by_point.setdefault((_canonical(p.point), p.replication), {})[p.design] = p.seed
+        assert p.seed == derive_seed(5, canonical({"workload": "read_hits", **p.point}), p.replication)
+        by_point.setdefault((canonical(p.point), p.replication), {})[p.design] = p.seed
     assert len(by_point) == 4 * 3
     for seeds in by_point.values():  # common random numbers: one seed for every design
         assert set(seeds) == {"old", "new"} and len(set(seeds.values())) == 1
@@ -615,3 +616,47 @@ def test_dask_worker_killed_mid_sweep_loses_no_run(doomed_cluster, tmp_path):
     # The dead worker did nothing after the kill (one run may have been on its way back then):
     # the rest, the lost run among them, ran on the survivor.
     assert (pids == survivor.pid).sum() >= 12 - done_at_kill - 1
+
+
+# --- scheduling and the pool's start method -------------------------------------------------------------
+
+def test_longest_first_learns_each_design_and_workloads_speed():
+    from pmsim.sweeps.schedule import LongestFirst
+
+    plans = plan_runs(load_experiment(tiny(replications=1)))  # old/new x threads 1, 2
+    by = {(p.design, p.spec.total_threads): p for p in plans}
+    lf = LongestFirst()
+    assert lf.predict(by["old", 2]) == by["old", 2].cost_estimate  # nothing learned: the estimate
+    # NEW turns out 3x slower per unit of estimate than OLD: its runs go first from now on.
+    lf.learn(by["old", 1], 1.0 * by["old", 1].cost_estimate)
+    lf.learn(by["new", 1], 3.0 * by["new", 1].cost_estimate)
+    assert lf.predict(by["new", 2]) == pytest.approx(3.0 * by["new", 2].cost_estimate)
+    pending = [by["old", 2], by["new", 1], by["new", 2]]
+    assert [lf.pop_longest(pending) for _ in range(3)] == [by["new", 2], by["new", 1], by["old", 2]]
+
+
+def test_the_pool_forks_from_one_thread_and_uses_a_fork_server_beside_others(monkeypatch):
+    import threading
+
+    from pmsim.sweeps import executors
+
+    def method():
+        pool = executors.local_pool(1)
+        try:
+            assert pool.submit(os.getpid).result() != os.getpid()
+            return pool._mp_context.get_start_method()
+        finally:
+            pool.shutdown()
+
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait)
+    t.start()
+    try:
+        assert not executors._only_thread()
+    finally:
+        stop.set()
+        t.join()
+    monkeypatch.setattr(executors, "_only_thread", lambda: True)
+    assert method() == "fork"
+    monkeypatch.setattr(executors, "_only_thread", lambda: False)
+    assert method() == "forkserver"

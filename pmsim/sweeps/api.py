@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from concurrent.futures import Executor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Executor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +11,7 @@ import pandas as pd
 
 from pmsim.sweeps.executors import check_executor_args, open_executor
 from pmsim.sweeps.plan import plan_runs
+from pmsim.sweeps.schedule import LongestFirst
 from pmsim.sweeps.spec import ExperimentSpec, load_experiment
 from pmsim.sweeps.store import SweepStore
 from pmsim.sweeps.task import run_task
@@ -59,28 +60,28 @@ def sweep(experiment, out=None, *, workers: int | None = None, scheduler: str | 
     plans = plan_runs(exp)
     store = SweepStore(out if out is not None else default_out(exp))
     store.check(exp, resume)
-    with open_executor(workers, scheduler, scheduler_file, executor) as (ex, where):  # before writing
+    with open_executor(workers, scheduler, scheduler_file, executor) as (ex, where, window):  # before writing
         finished = store.open(exp, plans, resume)
         todo = sorted((p for p in plans if p.run_id not in finished), key=lambda p: -p.cost_estimate)
         if todo:
-            _run_all(ex, where, exp, todo, store, len(finished), len(plans), progress)
+            _run_all(ex, where, window, exp, todo, store, len(finished), len(plans), progress)
     tables = store.finalize(exp, plans)
     return SweepResult(store.dir, exp, **tables)
 
 
-def _run_all(ex, where, exp, todo, store, done, total, progress) -> None:
-    from tqdm.auto import tqdm
-
+def _run_all(ex, where, window, exp, todo, store, done, total, progress) -> None:
     failed = 0
     if progress:
         points = total // (len(exp.designs) * exp.replications)
         print(f"{exp.name}: {total} runs ({len(exp.designs)} designs x {points} points x {exp.replications} "
               f"replications), {done} already written, {len(todo)} to run on {where}; into {store.dir}",
               file=sys.stderr)
-    with tqdm(total=total, initial=done, desc=exp.name, unit="run", disable=not progress,
-              file=sys.stderr, dynamic_ncols=True) as bar:
+    from tqdm.auto import tqdm
+
+    with tqdm(total=total, initial=done, desc=exp.name, unit="run", disable=not progress, file=sys.stderr,
+              dynamic_ncols=True) as bar:
         bar.set_postfix_str(f"failed 0, on {where}")
-        for plan, result, error in _outcomes(ex, todo):
+        for plan, result, error in _outcomes(ex, todo, window):
             if error is None:
                 store.write_run(plan, result)
             else:
@@ -93,8 +94,10 @@ def _run_all(ex, where, exp, todo, store, done, total, progress) -> None:
             bar.update(1)
 
 
-def _outcomes(ex, todo):
-    """``(plan, result, error)`` of each run as it finishes; ``ex`` None runs them here, in order."""
+def _outcomes(ex, todo, window):
+    """``(plan, result, error)`` of each run as it finishes. ``ex`` None runs them here, in
+    order. With a ``window`` (a local pool's worker count) that many runs are in flight and
+    the next is the longest predicted; without, all are submitted at once (Dask schedules)."""
     if ex is None:
         for plan in todo:
             try:
@@ -102,13 +105,25 @@ def _outcomes(ex, todo):
             except Exception as e:  # noqa: BLE001 - recorded as the run's error
                 yield plan, None, e
         return
-    futures = {ex.submit(run_task, p.design, p.spec): p for p in todo}
-    for f in as_completed(futures):
-        plan = futures.pop(f)
-        error = f.exception()
-        result = f.result() if error is None else None
-        if result is not None and result["provenance"]["code_digest"] != code_digest():
-            error, result = RuntimeError(
-                f"the worker on {result['provenance']['host']} runs other pmsim code (digest "
-                f"{result['provenance']['code_digest']}, here {code_digest()}): install this version there"), None
-        yield plan, result, error
+    pending, lengths, running = list(todo), LongestFirst(), {}
+
+    def start(plan):
+        running[ex.submit(run_task, plan.design, plan.spec)] = plan
+
+    for _ in range(len(pending) if window is None else min(window, len(pending))):
+        start(pending.pop(0))
+    while running:
+        done, _ = wait(running, return_when=FIRST_COMPLETED)
+        for f in done:
+            plan = running.pop(f)
+            error = f.exception()
+            result = f.result() if error is None else None
+            if result is not None:
+                lengths.learn(plan, result["provenance"]["wall_s"])
+            if pending:  # before writing this one: the worker should not wait for the driver
+                start(lengths.pop_longest(pending))
+            if result is not None and result["provenance"]["code_digest"] != code_digest():
+                error, result = RuntimeError(
+                    f"the worker on {result['provenance']['host']} runs other pmsim code (digest "
+                    f"{result['provenance']['code_digest']}, here {code_digest()}): install this version there"), None
+            yield plan, result, error

@@ -1,9 +1,7 @@
 """Where a sweep's runs execute: this process, a local process pool, or a Dask cluster.
 
 Every choice is a ``concurrent.futures.Executor``, so the sweep loop is the same
-for all of them. The pool's workers come from a fork server that has imported
-pmsim once (a fork of a bare interpreter is cheap; a fork of a notebook kernel
-with threads running is not safe). Dask is an optional extra.
+for all of them. Dask is an optional extra.
 """
 
 from __future__ import annotations
@@ -11,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import threading
 from concurrent.futures import Executor, ProcessPoolExecutor
 
 from pmsim.errors import ConfigError
@@ -25,14 +24,33 @@ def default_workers() -> int:
 
 
 def local_pool(workers: int) -> ProcessPoolExecutor:
-    """A process pool whose workers fork from a server that has imported pmsim's runner."""
+    """A process pool, its workers started before it is returned.
+
+    From a process with one thread (the ``pmsim`` command, a script) the workers are forked:
+    they start at once with pmsim already imported. Forking a process with other threads (a
+    notebook kernel, a Dask client) can copy a lock some thread holds, so there the workers
+    fork from a server process that imports pmsim once (about a second), or are spawned
+    where there is no fork."""
     methods = multiprocessing.get_all_start_methods()
-    if "forkserver" in methods:
+    if "fork" in methods and _only_thread():
+        ctx = multiprocessing.get_context("fork")
+    elif "forkserver" in methods:
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(["pmsim.sweeps.task"])
-    else:  # Windows, and macOS without forkserver: spawn imports pmsim in each worker
+    else:
         ctx = multiprocessing.get_context("spawn")
-    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+    # A forking pool starts all its workers at its first task: now, while this process
+    # still has one thread (the progress bar starts one).
+    pool.submit(int).result()
+    return pool
+
+
+def _only_thread() -> bool:
+    """This process runs one thread (tqdm's monitor, which only wakes to redraw bars, aside)."""
+    others = [t for t in threading.enumerate()
+              if t is not threading.main_thread() and type(t).__name__ != "TMonitor"]
+    return not others
 
 
 def check_executor_args(workers=None, scheduler=None, scheduler_file=None, executor=None) -> None:
@@ -52,27 +70,28 @@ def check_executor_args(workers=None, scheduler=None, scheduler_file=None, execu
 @contextlib.contextmanager
 def open_executor(workers: int | None = None, scheduler: str | None = None,
                   scheduler_file: str | None = None, executor: Executor | None = None):
-    """Yield ``(executor, description)``; a pool or client this opens is closed on exit.
+    """Yield ``(executor, description, window)``; a pool or client this opens is closed on exit.
+    ``window`` is how many runs to keep in flight (a local pool's workers), None for all.
     One worker yields no executor: the sweep runs its runs in this process, one by one
     (the reference, and the one a debugger can step through)."""
     check_executor_args(workers, scheduler, scheduler_file, executor)
     if executor is not None:
-        yield executor, type(executor).__name__
+        yield executor, type(executor).__name__, None
         return
     if scheduler or scheduler_file:
         client = _dask_client(scheduler, scheduler_file)
         try:
-            yield client.get_executor(pure=False), f"Dask cluster at {client.scheduler.address}"
+            yield client.get_executor(pure=False), f"Dask cluster at {client.scheduler.address}", None
         finally:
             client.close()
         return
     workers = default_workers() if workers is None else workers
     if workers == 1:
-        yield None, "this process"
+        yield None, "this process", None
         return
     pool = local_pool(workers)
     try:
-        yield pool, f"{workers} local processes"
+        yield pool, f"{workers} local processes", workers
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import itertools
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import numpy as np
 from pmsim.errors import ConfigError
 from pmsim.rng import _name_key
 from pmsim.sweeps.spec import ExperimentSpec
+from pmsim.sweeps.tables import canonical
 from pmsim.version import code_digest
 from pmsim.workload.load import _one_line, read_workload, set_dotted, validate_spec
 from pmsim.workload.spec import WorkloadSpec
@@ -65,10 +65,6 @@ def derive_seed(experiment_seed: int, point_key: str, replication: int) -> int:
     return int(seq.generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
-def _canonical(obj) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-
-
 def plan_runs(exp: ExperimentSpec) -> list[RunPlan]:
     """Every run of ``exp``, validated; a bad point stops with one line naming it."""
     from pmsim.designs import get_design
@@ -87,7 +83,7 @@ def plan_runs(exp: ExperimentSpec) -> list[RunPlan]:
         if names.setdefault(name, workload) != workload:
             raise ConfigError(_one_line(f"experiment {exp.name}: workloads {names[name]!r} and {workload!r} "
                                         f"are both named {name!r} (give one a 'name' key)"))
-        point_key = _canonical({"workload": name, **point})
+        point_key = canonical({"workload": name, **point})
         for replication in range(exp.replications):
             seed = derive_seed(exp.seed, point_key, replication)
             try:
@@ -101,7 +97,7 @@ def plan_runs(exp: ExperimentSpec) -> list[RunPlan]:
                 except ConfigError as e:
                     raise ConfigError(_one_line(f"experiment {exp.name}, at {where}: workload {name} on {e} "
                                                 f"(drop the design or the workload)")) from None
-                run_id = hashlib.blake2b(_canonical({
+                run_id = hashlib.blake2b(canonical({
                     "design": design, "spec": spec.model_dump(mode="json"), "pmsim": code_digest(),
                 }).encode(), digest_size=8).hexdigest()
                 runs.append(RunPlan(run_id, design, name, replication, seed, point, spec))

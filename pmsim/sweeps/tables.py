@@ -21,11 +21,23 @@ STATUS = ("status", "error")
 _SKIP = {"design", "workload", "seed"}
 
 
+def canonical(obj) -> str:
+    """Compact JSON with sorted keys, mapping keys of any type written as strings."""
+    def norm(o):
+        if isinstance(o, dict):
+            return {str(k): norm(v) for k, v in o.items()}
+        if isinstance(o, (list, tuple)):
+            return [norm(v) for v in o]
+        return o
+
+    return json.dumps(norm(obj), sort_keys=True, separators=(",", ":"), default=str)
+
+
 def factor_value(v):
     """A factor value as a table cell: scalars as they are, anything else as canonical JSON."""
     if v is None or isinstance(v, (bool, int, float, str)):
         return v
-    return json.dumps(v, sort_keys=True, separators=(",", ":"))
+    return canonical(v)
 
 
 def flatten(summary: dict, prefix: str = "") -> dict:
