@@ -660,3 +660,31 @@ def test_the_pool_forks_from_one_thread_and_uses_a_fork_server_beside_others(mon
     assert method() == "fork"
     monkeypatch.setattr(executors, "_only_thread", lambda: False)
     assert method() == "forkserver"
+
+
+class DieOn:
+    """run_task, except that the worker running one chosen run is killed (as by the OOM killer)."""
+
+    def __init__(self, design, seed):
+        self.design, self.seed = design, seed
+
+    def __call__(self, design, spec):
+        if design == self.design and spec.seed == self.seed:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return task.run_task(design, spec)
+
+
+def test_a_local_worker_killed_mid_sweep_fails_its_runs_and_a_rerun_completes(tmp_path, monkeypatch):
+    from pmsim.sweeps import executors
+
+    exp = tiny()
+    _, target = _target(exp)
+    monkeypatch.setattr(executors, "_only_thread", lambda: True)  # fork: the workers get the patch
+    monkeypatch.setattr(api, "run_task", DieOn("old", target.seed))
+    res = pmsim.sweep(exp, tmp_path / "out", workers=2, progress=False)
+    failed = res.failures
+    assert 1 <= len(failed) < len(res.summary) and len(res.summary) == 8
+    assert failed["error"].str.contains("BrokenProcessPool|terminated abruptly").all(), failed["error"].tolist()
+    monkeypatch.undo()
+    again = pmsim.sweep(exp, tmp_path / "out", workers=1, progress=False)
+    assert (again.summary["status"] == "ok").all() and len(again.summary) == 8

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from concurrent.futures import FIRST_COMPLETED, Executor, wait
+from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, Executor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,7 +121,12 @@ def _outcomes(ex, todo, window):
             if result is not None:
                 lengths.learn(plan, result["provenance"]["wall_s"])
             if pending:  # before writing this one: the worker should not wait for the driver
-                start(lengths.pop_longest(pending))
+                nxt = lengths.pop_longest(pending)
+                try:
+                    start(nxt)
+                except BrokenExecutor as e:  # a worker died (killed, out of memory): the pool is gone
+                    yield from ((p, None, e) for p in [nxt, *pending])
+                    pending.clear()
             if result is not None and result["provenance"]["code_digest"] != code_digest():
                 error, result = RuntimeError(
                     f"the worker on {result['provenance']['host']} runs other pmsim code (digest "

@@ -41,7 +41,7 @@ def local_pool(workers: int) -> ProcessPoolExecutor:
         ctx = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
     # A forking pool starts all its workers at its first task: now, while this process
-    # still has one thread (the progress bar starts one).
+    # still has one thread (the progress bar starts one); a fork server imports pmsim now.
     pool.submit(int).result()
     return pool
 
