@@ -249,6 +249,20 @@ def test_aggregate_mean_and_ci_by_hand(tmp_path):
             checked += 1
     assert checked == 4
 
+    # Paired differences: new minus old, replication by replication (each pair shares a seed).
+    diff = res.differences
+    assert set(diff["design"]) == {"new"} and set(diff["baseline"]) == {"old"}
+    for metric in ("total_ops_per_s", "ops.read.latency_us.mean"):
+        by = s.set_index(["design", "replication"])[metric]
+        d = np.array([by["new", r] - by["old", r] for r in range(reps)])
+        half = stats.t.ppf(0.975, reps - 1) * d.std(ddof=1) / math.sqrt(reps)
+        row = diff[diff["metric"] == metric].iloc[0]
+        assert row["n"] == reps
+        assert row["mean"] == pytest.approx(d.mean(), rel=1e-12)
+        assert row["ci95_half"] == pytest.approx(half, rel=1e-12)
+        assert row["baseline_mean"] == pytest.approx(by["old"].mean(), rel=1e-12)
+    assert (tmp_path / "ci" / "differences.parquet").is_file()
+
     one = pmsim.sweep(tiny(replications=1, grid={}), tmp_path / "one", workers=1, progress=False)
     assert len(one.summary) == 2
     rows = one.aggregate[one.aggregate["metric"] == "total_ops_per_s"].set_index("design")
@@ -321,9 +335,8 @@ def test_failed_run_recorded_others_complete_and_rerun_only_it(tmp_path, monkeyp
     assert main(["sweep", str(path), "--out", str(cli_out), "--workers", "1", "--quiet"]) == 1
     printed = capsys.readouterr()
     assert f"failed: run {target.run_id}" in printed.out and "7 runs written, 1 failed" in printed.out
-    cli_res = api.SweepResult(cli_out, load_experiment(exp), pd.read_parquet(cli_out / "summary.parquet"),
-                              pd.read_parquet(cli_out / "aggregate.parquet"),
-                              pd.read_parquet(cli_out / "provenance.parquet"))
+    cli_res = api.SweepResult.load(cli_out)
+    assert cli_res.experiment.name == exp["name"] and cli_res.experiment.designs == exp["designs"]
     _check_failure_recorded(cli_out, cli_res, target)
 
     # Rerun without the fault: only the failed run runs; the written ones are not touched.
@@ -688,3 +701,13 @@ def test_a_local_worker_killed_mid_sweep_fails_its_runs_and_a_rerun_completes(tm
     monkeypatch.undo()
     again = pmsim.sweep(exp, tmp_path / "out", workers=1, progress=False)
     assert (again.summary["status"] == "ok").all() and len(again.summary) == 8
+
+
+def test_a_written_sweep_loads_back_as_the_same_tables(tmp_path):
+    res = pmsim.sweep(tiny(replications=1), tmp_path / "out", workers=1, progress=False)
+    back = api.SweepResult.load(tmp_path / "out")
+    for name in ("summary", "aggregate", "differences", "provenance"):
+        assert_frame_equal(getattr(back, name), getattr(res, name), check_exact=True, obj=name)
+    assert back.experiment.name == "tiny" and len(back.table("ops")) == len(res.table("ops")) > 0
+    with pytest.raises(ConfigError, match="no manifest.json"):
+        api.SweepResult.load(tmp_path / "nothing")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, Executor, wait
 from dataclasses import dataclass
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from pmsim.errors import ConfigError
 from pmsim.sweeps.executors import check_executor_args, open_executor
 from pmsim.sweeps.plan import plan_runs
 from pmsim.sweeps.schedule import LongestFirst
@@ -26,7 +28,24 @@ class SweepResult:
     experiment: ExperimentSpec
     summary: pd.DataFrame  # one row per run
     aggregate: pd.DataFrame  # mean and 95% CI per design, factor point and metric
+    differences: pd.DataFrame  # each design minus the first, paired by seed: mean and 95% CI
     provenance: pd.DataFrame  # wall time and host per run
+
+    @classmethod
+    def load(cls, out) -> "SweepResult":
+        """The tables of a sweep folder written earlier (by ``pmsim sweep`` or ``pmsim.sweep``)."""
+        out = Path(out)
+        manifest = out / "manifest.json"
+        if not manifest.is_file():
+            raise ConfigError(f"results: {str(out)!r} holds no finished sweep (no manifest.json)")
+        exp = ExperimentSpec.model_validate(json.loads(manifest.read_text())["experiment"])
+        try:
+            tables = {name: pd.read_parquet(out / f"{name}.parquet")
+                      for name in ("summary", "aggregate", "differences", "provenance")}
+        except OSError as e:
+            raise ConfigError(f"results: {str(out)!r}: {e.strerror or e} (a sweep still running or killed: "
+                              "run it again to finish it)") from None
+        return cls(out, exp, **tables)
 
     @property
     def failures(self) -> pd.DataFrame:

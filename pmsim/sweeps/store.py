@@ -5,6 +5,7 @@
     DIR/manifest.json               the experiment, and every run with its resolved workload
     DIR/summary.parquet             one row per run (status ok or failed)
     DIR/aggregate.parquet           mean and 95% CI per design, factor point and metric
+    DIR/differences.parquet         each design minus the first, paired by seed: mean and 95% CI
     DIR/provenance.parquet          wall time, host and versions per run (not results)
     DIR/runs/<table>/<run_id>.parquet   per-run tables: ops, locks, cores, counters,
                                     timeseries, run, summary, provenance
@@ -27,11 +28,11 @@ from pathlib import Path
 import pandas as pd
 
 from pmsim.errors import ConfigError
+from pmsim.sweeps.tables import aggregate, concat_rows, differences, factor_value, flatten
 from pmsim.version import code_digest
-from pmsim.sweeps.tables import aggregate, concat_rows, factor_value, flatten
 
 RUN_TABLES = ("ops", "locks", "cores", "counters", "timeseries", "run")
-TOP_FILES = ("manifest.json", "summary.parquet", "aggregate.parquet", "provenance.parquet")
+TOP_FILES = ("manifest.json", "summary.parquet", "aggregate.parquet", "differences.parquet", "provenance.parquet")
 
 
 def _atomic(path: Path, write) -> None:
@@ -182,12 +183,14 @@ class SweepStore:
         factors = [f for f in exp.factors if f != "workload"]
         summary = concat_rows(rows, factors)
         agg = aggregate(summary, exp.factors)
+        diff = differences(summary, exp.factors, exp.designs[0])
         provenance = pd.concat(prov, ignore_index=True) if prov else pd.DataFrame(columns=["run_id"])
         write_parquet(summary, self.dir / "summary.parquet")
         write_parquet(agg, self.dir / "aggregate.parquet")
+        write_parquet(diff, self.dir / "differences.parquet")
         write_parquet(provenance, self.dir / "provenance.parquet")
         self.write_manifest(exp, plans, status)
-        return {"summary": summary, "aggregate": agg, "provenance": provenance}
+        return {"summary": summary, "aggregate": agg, "differences": diff, "provenance": provenance}
 
     def table(self, name: str, run_ids) -> pd.DataFrame:
         """One per-run table (``ops``, ``locks``, ...) of the given runs, concatenated."""

@@ -1,4 +1,5 @@
-"""A sweep's tables: one summary row per run, and the mean and 95% CI per design and point.
+"""A sweep's tables: one summary row per run, the mean and 95% CI per design and point, and
+the paired difference of each design from the first one.
 
 Summary columns are the run's identity (``run_id``, ``design``, ``workload``,
 ``replication``, ``seed``, one column per factor), ``status`` and ``error``, then
@@ -71,20 +72,23 @@ def group_keys(factors: list[str]) -> list[str]:
     return ["design", "workload", *[f for f in factors if f != "workload"]]
 
 
-def aggregate(summary: pd.DataFrame, factors: list[str]) -> pd.DataFrame:
-    """Per design, workload, factor point and metric: runs, mean, standard deviation and the
-    95% confidence interval of the mean (Student t over the replications; NaN for one run)."""
-    keys = group_keys(factors)
-    cols = [*keys, "metric", "n", "mean", "std", "ci95_low", "ci95_high", "ci95_half"]
+def _long(summary: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """The ok runs' metrics as rows: the identity ``keys``, ``replication``, metric, value."""
     if "status" in summary:
         summary = summary[summary["status"] == "ok"]
-    skip = set(keys) | set(IDENT) | set(STATUS)
+    ids = [*keys, "replication"]
+    skip = set(ids) | set(IDENT) | set(STATUS)
     metrics = [c for c in summary.columns if c not in skip and pd.api.types.is_numeric_dtype(summary[c])]
     if summary.empty or not metrics:
+        return pd.DataFrame(columns=[*ids, "metric", "value"])
+    return summary.melt(id_vars=ids, value_vars=metrics, var_name="metric").dropna(subset=["value"])
+
+
+def _mean_ci(long: pd.DataFrame, by: list[str], cols: list[str]) -> pd.DataFrame:
+    """n, mean, std and the Student-t 95% interval of ``value`` per group (NaN for n = 1)."""
+    if long.empty:
         return pd.DataFrame(columns=cols)
-    long = summary.melt(id_vars=keys, value_vars=metrics, var_name="metric").dropna(subset=["value"])
-    g = long.groupby([*keys, "metric"], sort=False, dropna=False)["value"]
-    out = g.agg(n="count", mean="mean", std="std").reset_index()
+    out = long.groupby(by, sort=False, dropna=False)["value"].agg(n="count", mean="mean", std="std").reset_index()
     n = out["n"].to_numpy()
     with np.errstate(invalid="ignore", divide="ignore"):
         tq = np.where(n > 1, stats.t.ppf(0.975, np.maximum(n - 1, 1)), math.nan)
@@ -92,4 +96,36 @@ def aggregate(summary: pd.DataFrame, factors: list[str]) -> pd.DataFrame:
     out["ci95_low"] = out["mean"] - half
     out["ci95_high"] = out["mean"] + half
     out["ci95_half"] = half
+    return out[cols]
+
+
+def aggregate(summary: pd.DataFrame, factors: list[str]) -> pd.DataFrame:
+    """Per design, workload, factor point and metric: runs, mean, standard deviation and the
+    95% confidence interval of the mean (Student t over the replications; NaN for one run)."""
+    keys = group_keys(factors)
+    cols = [*keys, "metric", "n", "mean", "std", "ci95_low", "ci95_high", "ci95_half"]
+    return _mean_ci(_long(summary, keys), [*keys, "metric"], cols)
+
+
+def differences(summary: pd.DataFrame, factors: list[str], baseline: str) -> pd.DataFrame:
+    """Per design other than ``baseline``, point and metric: the mean of (design - baseline)
+    over the replications, each pair run with the same seed, and its 95% interval. Where
+    the designs respond alike to the same random inputs, this interval is narrower than
+    the two designs' own; "is NEW faster here?" is whether it excludes 0.
+    ``baseline_mean`` gives the scale."""
+    keys = group_keys(factors)
+    point = keys[1:]
+    cols = ["design", "baseline", *point, "metric", "n", "mean", "std", "ci95_low", "ci95_high", "ci95_half",
+            "baseline_mean"]
+    long = _long(summary, keys)
+    base = long[long["design"] == baseline].drop(columns="design")
+    other = long[long["design"] != baseline]
+    pairs = other.merge(base, on=[*point, "replication", "metric"], suffixes=("", "_base"))
+    if pairs.empty:
+        return pd.DataFrame(columns=cols)
+    pairs["value"] = pairs["value"] - pairs["value_base"]
+    out = _mean_ci(pairs, ["design", *point, "metric"], [c for c in cols if c not in ("baseline", "baseline_mean")])
+    base_mean = pairs.groupby(["design", *point, "metric"], sort=False, dropna=False)["value_base"].mean()
+    out["baseline_mean"] = base_mean.to_numpy()
+    out.insert(1, "baseline", baseline)
     return out[cols]
