@@ -711,3 +711,15 @@ def test_a_written_sweep_loads_back_as_the_same_tables(tmp_path):
     assert back.experiment.name == "tiny" and len(back.table("ops")) == len(res.table("ops")) > 0
     with pytest.raises(ConfigError, match="no manifest.json"):
         api.SweepResult.load(tmp_path / "nothing")
+    # Tables from two different sweeps, or of a sweep killed before its end, do not load.
+    res.aggregate.head(1).to_parquet(tmp_path / "out" / "aggregate.parquet", index=False)
+    with pytest.raises(ConfigError, match="did not finish"):
+        api.SweepResult.load(tmp_path / "out")
+    pmsim.sweep(tiny(replications=1), tmp_path / "out", workers=1, progress=False)  # the rerun mends it
+    api.SweepResult.load(tmp_path / "out")
+    from pmsim.sweeps.store import SweepStore
+
+    exp = load_experiment(tiny(replications=1))
+    SweepStore(tmp_path / "out").open(exp, plan_runs(exp))  # a sweep starts again, then is killed
+    with pytest.raises(ConfigError, match="did not finish"):
+        api.SweepResult.load(tmp_path / "out")

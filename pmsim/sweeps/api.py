@@ -15,7 +15,7 @@ from pmsim.sweeps.executors import check_executor_args, open_executor
 from pmsim.sweeps.plan import plan_runs
 from pmsim.sweeps.schedule import LongestFirst
 from pmsim.sweeps.spec import ExperimentSpec, load_experiment
-from pmsim.sweeps.store import SweepStore
+from pmsim.sweeps.store import SWEEP_TABLES, SweepStore, tables_digest
 from pmsim.sweeps.task import run_task
 from pmsim.version import code_digest
 
@@ -38,13 +38,12 @@ class SweepResult:
         manifest = out / "manifest.json"
         if not manifest.is_file():
             raise ConfigError(f"results: {str(out)!r} holds no finished sweep (no manifest.json)")
-        exp = ExperimentSpec.model_validate(json.loads(manifest.read_text())["experiment"])
-        try:
-            tables = {name: pd.read_parquet(out / f"{name}.parquet")
-                      for name in ("summary", "aggregate", "differences", "provenance")}
-        except OSError as e:
-            raise ConfigError(f"results: {str(out)!r}: {e.strerror or e} (a sweep still running or killed: "
-                              "run it again to finish it)") from None
+        info = json.loads(manifest.read_text())
+        if info.get("tables_digest") is None or info["tables_digest"] != tables_digest(out):
+            raise ConfigError(f"results: {str(out)!r}: the sweep did not finish (killed, or still running); "
+                              "run it again to complete its tables")
+        exp = ExperimentSpec.model_validate(info["experiment"])
+        tables = {name: pd.read_parquet(out / f"{name}.parquet") for name in SWEEP_TABLES}
         return cls(out, exp, **tables)
 
     @property

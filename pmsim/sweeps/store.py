@@ -13,12 +13,14 @@
 
 Every file is written under a hidden temporary name and renamed, so a crash never
 leaves half a file. A run is finished when its ``runs/summary`` file exists (written
-last); on resume, files of unfinished runs and of runs no longer in the experiment
+last), and the sweep's tables when the manifest, written after them, holds their digest.
+On resume, files of unfinished runs and of runs no longer in the experiment
 are removed, and failed runs run again (a failure may have been the machine's).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -32,7 +34,8 @@ from pmsim.sweeps.tables import aggregate, concat_rows, differences, factor_valu
 from pmsim.version import code_digest
 
 RUN_TABLES = ("ops", "locks", "cores", "counters", "timeseries", "run")
-TOP_FILES = ("manifest.json", "summary.parquet", "aggregate.parquet", "differences.parquet", "provenance.parquet")
+SWEEP_TABLES = ("summary", "aggregate", "differences", "provenance")
+TOP_FILES = ("manifest.json", *(f"{t}.parquet" for t in SWEEP_TABLES))
 
 
 def _atomic(path: Path, write) -> None:
@@ -43,6 +46,17 @@ def _atomic(path: Path, write) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def tables_digest(folder: Path) -> str | None:
+    """A digest of the sweep tables' bytes, None if one is missing."""
+    h = hashlib.blake2b(digest_size=8)
+    for name in SWEEP_TABLES:
+        try:
+            h.update((folder / f"{name}.parquet").read_bytes())
+        except FileNotFoundError:
+            return None
+    return h.hexdigest()
 
 
 def _is_temporary(path: Path) -> bool:
@@ -125,7 +139,9 @@ class SweepStore:
                     shutil.rmtree(f) if f.is_dir() else f.unlink()
         return done
 
-    def write_manifest(self, exp, plans, status: dict | None = None) -> None:
+    def write_manifest(self, exp, plans, status: dict | None = None, tables: str | None = None) -> None:
+        """The experiment and its runs; after a sweep, each run's status and the digest of the
+        sweep's tables (a reader checks it: tables of a killed or running sweep do not pass)."""
         import pmsim
 
         runs = [{**{k: factor_value(v) for k, v in p.ident.items()}, "point": p.point,
@@ -137,6 +153,7 @@ class SweepStore:
         if status is not None:
             manifest["runs_ok"] = sum(s == "ok" for s in status.values())
             manifest["runs_failed"] = sum(s == "failed" for s in status.values())
+            manifest["tables_digest"] = tables
         write_text(json.dumps(manifest, indent=1, default=str), self.dir / "manifest.json")
 
     # --- one run ------------------------------------------------------------------------
@@ -185,12 +202,11 @@ class SweepStore:
         agg = aggregate(summary, exp.factors)
         diff = differences(summary, exp.factors, exp.designs[0])
         provenance = pd.concat(prov, ignore_index=True) if prov else pd.DataFrame(columns=["run_id"])
-        write_parquet(summary, self.dir / "summary.parquet")
-        write_parquet(agg, self.dir / "aggregate.parquet")
-        write_parquet(diff, self.dir / "differences.parquet")
-        write_parquet(provenance, self.dir / "provenance.parquet")
-        self.write_manifest(exp, plans, status)
-        return {"summary": summary, "aggregate": agg, "differences": diff, "provenance": provenance}
+        tables = {"summary": summary, "aggregate": agg, "differences": diff, "provenance": provenance}
+        for name, df in tables.items():
+            write_parquet(df, self.dir / f"{name}.parquet")
+        self.write_manifest(exp, plans, status, tables_digest(self.dir))  # last: the set is complete
+        return tables
 
     def table(self, name: str, run_ids) -> pd.DataFrame:
         """One per-run table (``ops``, ``locks``, ...) of the given runs, concatenated."""
