@@ -99,7 +99,7 @@ def test_grid_times_zip_counts_and_order():
     expected = [{"machine.cores": c, "duration": d, "processes.0.threads": t, "cacheline_transfer_ns": n}
                 for c in (2, 4) for d in ("0.2ms", "0.4ms", "0.6ms") for t, n in ((1, 10), (2, 20))]
     assert pts == expected
-    assert e.runs_per_design == 12
+    assert (len(points(e)) * e.replications) == 12
     runs = plan_runs(e)
     assert len(runs) == 12 * 2
     # Runs in point order, then replication, then the designs in the order given.
@@ -119,7 +119,7 @@ def test_zip_alone_and_grid_alone():
     assert points(z) == [{"machine.cores": n, "processes.0.threads": n} for n in (1, 2, 4)]
     assert len(plan_runs(z)) == 3 * 2
     g = load_experiment(exp(grid={"machine.cores": [1, 2], "processes.0.threads": [1, 2]}))
-    assert len(points(g)) == 4 and g.runs_per_design == 4
+    assert len(points(g)) == 4 and (len(points(g)) * g.replications) == 4
 
 
 def test_overrides_apply_before_factors():
@@ -215,7 +215,7 @@ def test_base_workload_path_resolves_next_to_the_experiment(tmp_path, monkeypatc
 def test_replications():
     e = load_experiment(exp(grid={"machine.cores": [1, 2]}, replications=3))
     runs = plan_runs(e)
-    assert e.runs_per_design == 6 and len(runs) == 12
+    assert (len(points(e)) * e.replications) == 6 and len(runs) == 12
     assert [r.replication for r in runs] == [0, 0, 1, 1, 2, 2] * 2
     for cores in (1, 2):
         seeds = [r.seed for r in runs if r.point["machine.cores"] == cores]
@@ -639,7 +639,7 @@ def test_corrupted_experiment_plans_or_is_refused_in_one_line(raw):
         return
     event("planned")
     # It planned: the plan is whole and consistent.
-    assert len(runs) == len(e.designs) * e.runs_per_design
+    assert len(runs) == len(e.designs) * (len(points(e)) * e.replications)
     assert len({r.run_id for r in runs}) == len(runs)
     assert all(r.spec.seed == r.seed and r.design in e.designs for r in runs)
 
@@ -738,5 +738,5 @@ def test_every_repository_experiment_plans(name):
     assert e.name == name
     assert e.question, f"experiments/{name}.yaml: its first comment line should state its question"
     runs = plan_runs(e)
-    assert len(runs) == len(e.designs) * e.runs_per_design
+    assert len(runs) == len(e.designs) * (len(points(e)) * e.replications)
     assert len({r.run_id for r in runs}) == len(runs)

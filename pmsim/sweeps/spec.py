@@ -101,14 +101,6 @@ class ExperimentSpec(BaseModel):
         """The factor keys: the grid's, then the zip's."""
         return [*self.grid, *self.zip]
 
-    @property
-    def runs_per_design(self) -> int:
-        n = 1
-        for values in self.grid.values():
-            n *= len(values)
-        if self.zip:
-            n *= len(next(iter(self.zip.values())))
-        return n * self.replications
 
 
 def experiments() -> dict[str, Path]:
