@@ -22,7 +22,7 @@ import numpy as np
 from pmsim.errors import ConfigError
 from pmsim.rng import _name_key
 from pmsim.sweeps.spec import ExperimentSpec
-from pmsim.sweeps.tables import canonical
+from pmsim.sweeps.tables import canonical, factor_value
 from pmsim.version import code_digest
 from pmsim.workload.load import _one_line, read_workload, set_dotted, validate_spec
 from pmsim.workload.spec import WorkloadSpec
@@ -42,9 +42,10 @@ class RunPlan:
 
     @property
     def ident(self) -> dict:
+        """The run's identity columns, as table cells (a mapping factor value as JSON)."""
         return {"run_id": self.run_id, "design": self.design, "workload": self.workload,
                 "replication": self.replication, "seed": self.seed,
-                **{k: v for k, v in self.point.items() if k != "workload"}}
+                **{k: factor_value(v) for k, v in self.point.items() if k != "workload"}}
 
     @property
     def cost_estimate(self) -> float:

@@ -30,7 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from pmsim.errors import ConfigError
-from pmsim.sweeps.tables import aggregate, concat_rows, differences, factor_value, flatten
+from pmsim.sweeps.tables import aggregate, concat_rows, differences, flatten
 from pmsim.version import code_digest
 
 RUN_TABLES = ("ops", "locks", "cores", "counters", "timeseries", "run")
@@ -145,7 +145,7 @@ class SweepStore:
         sweep's tables (a reader checks it: tables of a killed or running sweep do not pass)."""
         import pmsim
 
-        runs = [{**{k: factor_value(v) for k, v in p.ident.items()}, "point": p.point,
+        runs = [{**p.ident, "point": p.point,
                  **({"status": status.get(p.run_id, "missing")} if status is not None else {}),
                  "spec": p.spec.model_dump(mode="json")} for p in plans]
         manifest = {"experiment": exp.model_dump(mode="json", exclude={"base_dir"}),
@@ -158,12 +158,9 @@ class SweepStore:
         write_text(json.dumps(manifest, indent=1, default=str), self.dir / "manifest.json")
 
     # --- one run ------------------------------------------------------------------------
-    def _ident(self, plan) -> dict:
-        return {k: factor_value(v) for k, v in plan.ident.items()}
-
     def write_run(self, plan, output: dict) -> None:
         """Write a finished run's tables, then its summary row (which marks it finished)."""
-        ident = self._ident(plan)
+        ident = plan.ident
         for name in RUN_TABLES:
             df = output["tables"][name].drop(columns=["design", "workload", "seed"])
             df = pd.concat([pd.DataFrame([ident] * len(df), index=df.index), df], axis=1) if len(df) \
@@ -178,7 +175,7 @@ class SweepStore:
     def write_failure(self, plan, error: BaseException) -> str:
         """Record a run that raised; returns its one-line error."""
         line = " ".join(f"{type(error).__name__}: {error}".split())
-        record = {**self._ident(plan), "error": line,
+        record = {**plan.ident, "error": line,
                   "traceback": "".join(traceback.format_exception(error))}
         write_text(json.dumps(record, indent=1, default=str), self.runs / "failed" / f"{plan.run_id}.json")
         return line
@@ -196,7 +193,7 @@ class SweepStore:
                 status[p.run_id] = "ok"
             elif failed.is_file():
                 err = json.loads(failed.read_text())["error"]
-                rows.append(pd.DataFrame([{**self._ident(p), "status": "failed", "error": err}]))
+                rows.append(pd.DataFrame([{**p.ident, "status": "failed", "error": err}]))
                 status[p.run_id] = "failed"
         factors = [f for f in exp.factors if f != "workload"]
         summary = concat_rows(rows, factors)
