@@ -282,6 +282,7 @@ class Machine:
         self.qlock_wake = qlock_wake
         self._rcu = None
         self.design = None  # the page-map design simulated (named in invariant violations)
+        self.op_done = None  # callback(th, op, start): operations nested in others (faults, misses)
 
     def rng(self, name: str):
         """The numpy Generator of the named stream."""

@@ -15,7 +15,7 @@ from pmsim.stats import Histogram
 class LockStats:
     """Acquisitions, contention, wait and hold times and the longest queue of one lock."""
 
-    __slots__ = ("name", "kind", "acquisitions", "contended", "wait", "hold", "max_queue", "recorder")
+    __slots__ = ("name", "kind", "acquisitions", "contended", "wait", "hold_by", "max_queue", "recorder")
 
     def __init__(self, recorder: "Recorder", name: str, kind: str):
         self.recorder = recorder
@@ -24,7 +24,7 @@ class LockStats:
         self.acquisitions = 0
         self.contended = 0
         self.wait = Histogram()
-        self.hold = Histogram()
+        self.hold_by: dict[str | None, Histogram] = {}  # hold times by the holder's operation
         self.max_queue = 0
 
     def acquired(self, t: float, wait: float, contended: bool) -> None:
@@ -33,9 +33,22 @@ class LockStats:
             self.contended += contended
             self.wait.add(wait)
 
-    def released(self, t: float, hold: float) -> None:
+    def released(self, t: float, hold: float, op: str | None = None) -> None:
+        """Held for ``hold`` ns by a thread running ``op`` (kept apart: writeback's long holds
+        of pm_qlock are a hazard of their own, hidden in the mean over every holder)."""
         if t >= self.recorder.warmup:
-            self.hold.add(hold)
+            h = self.hold_by.get(op)
+            if h is None:
+                h = self.hold_by[op] = Histogram()
+            h.add(hold)
+
+    @property
+    def hold(self) -> Histogram:
+        """Hold times of every holder."""
+        total = Histogram()
+        for h in self.hold_by.values():
+            total.merge(h)
+        return total
 
     def queued(self, length: int) -> None:
         if length > self.max_queue and self.recorder.machine.env.now >= self.recorder.warmup:
@@ -43,16 +56,23 @@ class LockStats:
 
     def summary(self) -> dict:
         n = self.acquisitions
+        hold = self.hold
         return {
             "kind": self.kind,
             "acquisitions": n,
             "contended_fraction": self.contended / n if n else 0.0,
             "wait_us_mean": self.wait.mean() / 1e3,
             "wait_us_p99": self.wait.quantile(0.99) / 1e3,
-            "hold_us_mean": self.hold.mean() / 1e3,
-            "hold_us_p99": self.hold.quantile(0.99) / 1e3,
+            "hold_us_mean": hold.mean() / 1e3,
+            "hold_us_p99": hold.quantile(0.99) / 1e3,
             "max_queue": self.max_queue,
         }
+
+    def held_by(self) -> dict:
+        """Per holder operation (``other`` for a thread outside any): holds and their times."""
+        return {op or "other": {"count": h.count, "hold_us_mean": h.mean() / 1e3,
+                                "hold_us_p99": h.quantile(0.99) / 1e3, "hold_us_max": (h.max if h.count else 0.0) / 1e3}
+                for op, h in sorted(self.hold_by.items(), key=lambda kv: kv[0] or "other") if h.count}
 
 
 class Recorder:

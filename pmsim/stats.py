@@ -131,6 +131,19 @@ class Histogram:
         lo, hi = 2.0 ** (b / _SUB) - 1.0, 2.0 ** ((b + 1) / _SUB) - 1.0
         return min(max((lo + hi) / 2, self.min), self.max)
 
+    def buckets(self, per_octave: int = 16) -> tuple[np.ndarray, np.ndarray]:
+        """Non-empty buckets merged to ``per_octave`` per octave: their upper edges (capped at
+        the largest sample, so the last edge is exact) and counts. Enough for a CDF plot."""
+        self._fold()
+        if per_octave <= 0 or _SUB % per_octave:
+            raise ValueError(f"per_octave must divide {_SUB}, not {per_octave}")
+        step = _SUB // per_octave
+        counts = np.add.reduceat(self._buckets, np.arange(0, self._buckets.size, step)) if self.count else \
+            np.zeros(0, dtype=np.int64)
+        upper = 2.0 ** ((np.arange(counts.size) + 1) * step / _SUB) - 1.0
+        keep = counts > 0
+        return np.minimum(upper[keep], self._max), counts[keep]
+
 
 def t_quantile(p: float, dof: int) -> float:
     """Student-t quantile (scipy), for confidence intervals over replications or batches."""

@@ -1084,7 +1084,7 @@ def test_lone_callback_runs_after_the_next_gp_tick(cores):
     m.run(until=100 * MS)
     assert ran == [("cb", 25 * MS)]
     assert rcu.completed >= 1
-    h = m.recorder.histograms["rcu_grace_period_ns"]
+    h = m.recorder.histograms["rcu_grace_period"]
     h.mean()  # fold the buffer
     assert h.min == 0 and h.max == 0
 
@@ -1182,7 +1182,7 @@ def test_a_core_in_the_kernel_stretches_the_gp():
     m.run(until=100 * MS)
     end = 20 * MS + 100 + 9.5 * MS
     assert ran == [("cb", end)]
-    h = m.recorder.histograms["rcu_grace_period_ns"]
+    h = m.recorder.histograms["rcu_grace_period"]
     assert h.quantile(1.0) == pytest.approx(end - 25 * MS)
 
 

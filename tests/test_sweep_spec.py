@@ -212,6 +212,46 @@ def test_base_workload_path_resolves_next_to_the_experiment(tmp_path, monkeypatc
     assert load_experiment(str(path)).question == ""  # no comment line, no question
 
 
+def test_exclude_leaves_out_the_matching_runs_and_keeps_every_seed():
+    raw = exp(grid={"workload": ["read_hits", "writeback_readers"]},
+              zip={"machine.cores": [1, 4], "processes.0.threads": [1, 4]}, overrides=TINY)
+    with pytest.raises(ConfigError, match="exclude the pair"):
+        plan(raw)
+    kept = plan({**raw, "exclude": [{"design": "old", "workload": "writeback_readers"}]})
+    assert sorted({(r.design, r.workload) for r in kept}) == [("new", "read_hits"), ("new", "writeback_readers"),
+                                                              ("old", "read_hits")]
+    assert len(kept) == 6
+    both = plan({**raw, "grid": {"workload": ["read_hits"]}})
+    seeds = {(r.design, r.point["machine.cores"]): (r.seed, r.run_id) for r in both}
+    assert {(r.design, r.point["machine.cores"]): (r.seed, r.run_id) for r in kept if r.workload == "read_hits"} \
+        == seeds  # excluding runs elsewhere changes no kept run
+    # A list means any of its values; several keys must all match.
+    some = plan({**raw, "exclude": [{"design": "old", "workload": ["writeback_readers"]},
+                                    {"workload": "read_hits", "machine.cores": [4], "design": "new"}]})
+    assert sorted((r.design, r.workload, r.point["machine.cores"]) for r in some) == [
+        ("new", "read_hits", 1), ("new", "writeback_readers", 1), ("new", "writeback_readers", 4),
+        ("old", "read_hits", 1), ("old", "read_hits", 4)]
+
+
+@pytest.mark.parametrize("exclude, words", [
+    ([{}], ["exclude.0", "every run"]),
+    ([{"design": "olx"}], ["exclude.0.design", "'olx'", "['old', 'new']"]),
+    ([{"cores": 4}], ["exclude.0", "'cores'", "machine.cores"]),
+    ([{"machine.cores": 3}], ["exclude.0.machine.cores", "3"]),
+    ([{"design": "old"}, {"machine.cores": [1, 8]}], ["exclude.1.machine.cores", "8"]),
+    ([{"machine.cores": 1, "processes.0.threads": 4}], ["exclude.0", "matches no run"]),
+    ([{"design": ["old", "new"]}], ["leaves no run"]),
+    ("not a list", ["exclude", "'not a list'"]),
+])
+def test_bad_exclude_is_refused_in_one_line(exclude, words):
+    raw = exp(zip={"machine.cores": [1, 4], "processes.0.threads": [1, 4]}, exclude=exclude)
+    with pytest.raises(ConfigError) as err:
+        plan(raw)
+    one_line(str(err.value))
+    for w in words:
+        assert w in str(err.value)
+
+
 def test_replications():
     e = load_experiment(exp(grid={"machine.cores": [1, 2]}, replications=3))
     runs = plan_runs(e)
@@ -639,7 +679,7 @@ def test_corrupted_experiment_plans_or_is_refused_in_one_line(raw):
         return
     event("planned")
     # It planned: the plan is whole and consistent.
-    assert len(runs) == len(e.designs) * (len(points(e)) * e.replications)
+    assert len(runs) == sum(not e.excluded(d, p) for p in points(e) for d in e.designs) * e.replications
     assert len({r.run_id for r in runs}) == len(runs)
     assert all(r.spec.seed == r.seed and r.design in e.designs for r in runs)
 
@@ -738,5 +778,5 @@ def test_every_repository_experiment_plans(name):
     assert e.name == name
     assert e.question, f"experiments/{name}.yaml: its first comment line should state its question"
     runs = plan_runs(e)
-    assert len(runs) == len(e.designs) * (len(points(e)) * e.replications)
+    assert len(runs) == sum(not e.excluded(d, p) for p in points(e) for d in e.designs) * e.replications
     assert len({r.run_id for r in runs}) == len(runs)

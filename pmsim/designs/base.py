@@ -165,7 +165,15 @@ class PageMap:
     def _load_page_not_hit(self, th, index, page):
         """The rest of pm_load_page after its first pm_find_page returned ``page``: a miss
         (None: allocate and insert, or find again after -EEXIST), or a page not up to date
-        (lock_page, and readpage if it still is not)."""
+        (lock_page, and readpage if it still is not). Reported as the nested operation
+        ``miss``, from the failed lookup until the page is up to date."""
+        t0 = th.now
+        page = yield from self._miss(th, index, page)
+        if self.machine.op_done is not None:
+            self.machine.op_done(th, "miss", t0)
+        return page
+
+    def _miss(self, th, index, page):
         while page is None:
             th.pending += self._page_alloc  # kpage_alloc (MEM_ATOMIC: never sleeps)
             page = Page(index)

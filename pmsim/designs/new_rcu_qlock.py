@@ -136,7 +136,9 @@ class NewPageMap(PageMap):
     def mark_and_clear_dirty_ptes(self, th):
         """mark_and_clear_dirty_ptes: under ``pm_lock``, every PTE of every writable shared VMR
         (each under its proc's ``pte_lock``): a dirty PTE dirties its page and flags the VMR
-        for a shootdown. The walk costs the VMR's size, not its dirty count."""
+        for a shootdown. The walk costs the VMR's size, not its dirty count. Its time, from the
+        call to the return, is the ``pte_walk`` timing."""
+        t0 = th.now
         yield from self.pm_lock.acquire(th)
         th.pending += len(self.vmrs) * self._vmr_scan
         for vmr in list(self.vmrs):
@@ -146,6 +148,7 @@ class NewPageMap(PageMap):
             self.vmr_for_each(th, vmr, 0, ULONG_LIMIT, self._pm_mark_and_clear_dirty)
             yield from vmr.proc.pte_lock.release(th)
         yield from self.pm_lock.release(th)
+        self.recorder.sample("pte_walk", th.now - t0)
 
     def _pm_mark_and_clear_dirty(self, th, vmr, off, pte) -> None:
         """__pm_mark_and_clear_dirty: a present dirty PTE dirties its page (a plain read of
@@ -161,7 +164,8 @@ class NewPageMap(PageMap):
 
     def shootdown_vmrs(self, th):
         """shootdown_vmrs: under ``pm_lock``, proc_tlbshootdown for every flagged VMR, with no
-        de-duplication by process and no waiting for the IPIs."""
+        de-duplication by process and no waiting for the IPIs. Timed as ``shootdown_vmrs``."""
+        t0 = th.now
         yield from self.pm_lock.acquire(th)
         th.pending += len(self.vmrs) * self._vmr_scan
         for vmr in list(self.vmrs):
@@ -169,6 +173,7 @@ class NewPageMap(PageMap):
                 vmr.shootdown_needed = False
                 yield from self.tlb.shootdown(th, vmr.proc)
         yield from self.pm_lock.release(th)
+        self.recorder.sample("shootdown_vmrs", th.now - t0)
 
     def pm_writeback_pages(self, th):
         """pm_writeback_pages: ``qlock``; mark_and_clear_dirty_ptes; shootdown_vmrs; walk every

@@ -34,7 +34,6 @@ class Kernel:
         self.tlb = TlbShootdown(machine, "async")  # munmap's shootdown (mm code, not the PM)
         self._syscall = c.ns("syscall_entry_exit_ns")
         self._trap = c.ns("minor_fault_us")
-        self.op_done = None  # callback(th, op, start): operations nested in others (a touch's faults)
 
     # --- set-up ---------------------------------------------------------------------
     def file(self, name: str, nr_pages: int, store: str = "tmpfs") -> FsFile:
@@ -117,8 +116,8 @@ class Kernel:
             faults += 1
             t0 = th.now
             ret = yield from self.fault(th, vmr.proc, vmr.base + off, write)
-            if self.op_done is not None:
-                self.op_done(th, "fault", t0)
+            if self.machine.op_done is not None:
+                self.machine.op_done(th, "fault", t0)
             if ret in (mm.EFAULT, mm.EPERM):
                 raise violation(self.machine, th, vmr.foff + off, f"segfault: page {off} of {vmr}")
             th.op = "touch"

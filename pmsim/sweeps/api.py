@@ -12,7 +12,7 @@ import pandas as pd
 
 from pmsim.errors import ConfigError
 from pmsim.sweeps.executors import check_executor_args, open_executor
-from pmsim.sweeps.plan import plan_runs
+from pmsim.sweeps.plan import plan_runs, points
 from pmsim.sweeps.schedule import LongestFirst
 from pmsim.sweeps.spec import ExperimentSpec, load_experiment
 from pmsim.sweeps.store import SWEEP_TABLES, SweepStore, tables_digest
@@ -51,7 +51,7 @@ class SweepResult:
         return self.summary[self.summary["status"] == "failed"]
 
     def table(self, name: str) -> pd.DataFrame:
-        """A per-run table (``ops``, ``locks``, ``cores``, ``counters``, ``timeseries``, ``run``)
+        """A per-run table (one of :data:`~pmsim.sweeps.store.RUN_TABLES`: ``ops``, ``latency``, ...)
         of every finished run, with the runs' identity and factor columns."""
         ok = self.summary.loc[self.summary["status"] == "ok", "run_id"]
         return SweepStore(self.out).table(name, ok)
@@ -90,10 +90,11 @@ def sweep(experiment, out=None, *, workers: int | None = None, scheduler: str | 
 def _run_all(ex, where, window, exp, todo, store, done, total, progress) -> None:
     failed = 0
     if progress:
-        points = total // (len(exp.designs) * exp.replications)
-        print(f"{exp.name}: {total} runs ({len(exp.designs)} designs x {points} points x {exp.replications} "
-              f"replications), {done} already written, {len(todo)} to run on {where}; into {store.dir}",
-              file=sys.stderr)
+        shape = f"{len(exp.designs)} designs x {len(points(exp))} points x {exp.replications} replications"
+        if exp.exclude:
+            shape += ", some excluded"
+        print(f"{exp.name}: {total} runs ({shape}), {done} already written, {len(todo)} to run on {where}; "
+              f"into {store.dir}", file=sys.stderr)
     from tqdm.auto import tqdm
 
     with tqdm(total=total, initial=done, desc=exp.name, unit="run", disable=not progress, file=sys.stderr,

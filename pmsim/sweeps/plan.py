@@ -92,16 +92,24 @@ def plan_runs(exp: ExperimentSpec) -> list[RunPlan]:
             except ConfigError as e:
                 raise ConfigError(_one_line(f"experiment {exp.name}, at {where}: {e}")) from None
             for design in exp.designs:
+                if exp.excluded(design, point):
+                    continue
                 try:
                     for op in sorted(spec.operations()):
                         get_design(design).require(op)
                 except ConfigError as e:
                     raise ConfigError(_one_line(f"experiment {exp.name}, at {where}: workload {name} on {e} "
-                                                f"(drop the design or the workload)")) from None
+                                                f"(drop the design or the workload, or exclude the pair)")) from None
                 run_id = hashlib.blake2b(canonical({
                     "design": design, "spec": spec.model_dump(mode="json"), "pmsim": code_digest(),
                 }).encode(), digest_size=8).hexdigest()
                 runs.append(RunPlan(run_id, design, name, replication, seed, point, spec))
+    for i, entry in enumerate(exp.exclude):
+        if not any(exp._matches(entry, d, p) for d in exp.designs for p in points(exp)):
+            raise ConfigError(f"experiment {exp.name}: exclude.{i} {entry} matches no run (the zip pairs "
+                              "those values differently)")
+    if not runs:
+        raise ConfigError(f"experiment {exp.name}: exclude leaves no run")
     ids = [r.run_id for r in runs]
     if len(set(ids)) != len(ids):
         raise ConfigError(f"experiment {exp.name}: two runs resolve to the same design, workload and seed")

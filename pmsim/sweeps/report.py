@@ -26,7 +26,7 @@ def format_sweep(res, metric: str = "total_ops_per_s") -> str:
     ok = int((summary["status"] == "ok").sum()) if len(summary) else 0
     lines = [f"{exp.name}: {ok} runs written, {len(res.failures)} failed; {metric} in M/s "
              f"(mean ±95% CI over {exp.replications} replications; the differences are paired by seed)"]
-    widths = [max(len(k), 10) for k in point_keys]
+    widths = [max([len(k), 10, *(len(str(v)) for v in rows[k])]) for k in point_keys]
     lines.append("  " + " ".join(f"{k:>{w}}" for k, w in zip(point_keys, widths))
                  + "".join(f" {d:>22}" for d in exp.designs)
                  + "".join(f" {d + ' - ' + base:>22}" for d in others))

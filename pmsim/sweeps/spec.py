@@ -11,6 +11,8 @@
       machine.cores: [1, 4, 16]
       processes.0.threads: [1, 4, 16]
     overrides: {duration: 5ms}       # applied to every run, before the factors
+    exclude:                         # runs left out: those matching every key of an entry
+      - {design: old, workload: punch_hole}   # a list of values means any of them
     replications: 3
     seed: 1
     out: results/quick               # relative to the working folder; --out overrides
@@ -51,6 +53,7 @@ class ExperimentSpec(BaseModel):
     grid: dict[str, Annotated[list[Any], Field(min_length=1)]] = {}
     zip: dict[str, Annotated[list[Any], Field(min_length=1)]] = {}
     overrides: dict[str, Any] = {}
+    exclude: list[dict[str, Any]] = []
     replications: Annotated[int, Field(ge=1, le=10_000)] = 1
     seed: Annotated[int, Field(ge=0)] = 1
     out: str | None = None
@@ -94,13 +97,41 @@ class ExperimentSpec(BaseModel):
                 seen.append(v)
         if self.workload is None and "workload" not in self.factors:
             raise ValueError("no workload: give 'workload' (a preset name or YAML path) or a 'workload' factor")
+        self._check_exclude()
         return self
+
+    def _check_exclude(self) -> None:
+        values = {"design": self.designs, **self.grid, **self.zip}
+        for i, entry in enumerate(self.exclude):
+            if not entry:
+                raise ValueError(f"exclude.{i}: an empty entry would leave out every run")
+            for key, given in entry.items():
+                if key not in values:
+                    raise ValueError(f"exclude.{i}: key {key!r} is not 'design' or a factor "
+                                     f"({', '.join(values)}), got {given!r}")
+                for v in _any_of(given, values[key]):
+                    if v not in values[key]:
+                        raise ValueError(f"exclude.{i}.{key}: {v!r} is not one of its values {values[key]}")
+
+    def excluded(self, design: str, point: dict) -> bool:
+        """Whether the run of ``design`` at ``point`` is left out (matches an ``exclude`` entry)."""
+        return any(self._matches(entry, design, point) for entry in self.exclude)
+
+    def _matches(self, entry: dict, design: str, point: dict) -> bool:
+        at = {"design": design, **point}
+        values = {"design": self.designs, **self.grid, **self.zip}
+        return all(at[k] in _any_of(v, values[k]) for k, v in entry.items())
 
     @property
     def factors(self) -> list[str]:
         """The factor keys: the grid's, then the zip's."""
         return [*self.grid, *self.zip]
 
+
+
+def _any_of(given, values: list) -> list:
+    """An exclude value: one of the factor's values, or a list of them."""
+    return list(given) if isinstance(given, list) and given not in values else [given]
 
 
 def experiments() -> dict[str, Path]:

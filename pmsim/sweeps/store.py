@@ -33,7 +33,8 @@ from pmsim.errors import ConfigError
 from pmsim.sweeps.tables import aggregate, concat_rows, differences, flatten
 from pmsim.version import code_digest
 
-RUN_TABLES = ("ops", "locks", "cores", "counters", "timeseries", "run")
+RUN_TABLES = ("ops", "locks", "lock_holders", "cores", "counters", "timeseries", "op_timeseries", "latency",
+              "intervals", "run")
 SWEEP_TABLES = ("summary", "aggregate", "differences", "provenance")
 TOP_FILES = ("manifest.json", *(f"{t}.parquet" for t in SWEEP_TABLES))
 

@@ -117,7 +117,7 @@ class QLock:
             raise violation(self.machine, thread, None,
                             f"{self.name}: qunlock by {thread.name}, held by {getattr(self.holder, 'name', None)}")
         now = self.env.now
-        self.stats.released(now, now - self.acquired_at)
+        self.stats.released(now, now - self.acquired_at, thread.op)
         self.line_core = thread.core
         if self.nr_signals < 0:
             if not self.waiters:

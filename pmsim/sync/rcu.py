@@ -141,7 +141,7 @@ class Rcu:
         self.completed = self.gpnum
         rec = self.machine.recorder
         rec.count("rcu_grace_periods")
-        rec.sample("rcu_grace_period_ns", env.now - self.gp_started_at)
+        rec.sample("rcu_grace_period", env.now - self.gp_started_at)
 
     def _run_callbacks(self):
         """``rcu_mgmt_ktask`` on core 0: every core's callbacks whose GP completed."""

@@ -94,7 +94,7 @@ class SpinLock:
                             f"{self.name}: released by {thread.name}, held by {getattr(self.holder, 'name', None)}")
         now = self.env._now
         thread.spinlocks_held -= 1
-        self.stats.released(now, now - self.acquired_at)
+        self.stats.released(now, now - self.acquired_at, thread.op)
         waiters = self.waiters
         if not waiters:
             self.holder = None

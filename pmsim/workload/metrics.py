@@ -24,19 +24,23 @@ _HANDOVER = 4096  # latencies buffered per operation before they go to its histo
 
 
 class OpStats:
-    """One (source, operation): latency histogram, in-progress time, unfinished ages."""
+    """One (source, operation): latency histogram, in-progress time, unfinished ages, and its
+    completions per simulated millisecond (count, latency sum and maximum)."""
 
-    __slots__ = ("meter", "_latency", "_samples", "_ends", "busy", "unfinished", "warmup", "end", "workload")
+    __slots__ = ("meter", "_latency", "_samples", "_starts", "_ends", "busy", "unfinished", "warmup", "end",
+                 "per_ms")
 
     def __init__(self, meter: "OpMeter", source: str):
         self.meter = meter
         self._latency = Histogram()
         self._samples: list[float] = []  # latencies not yet handed to the histogram
-        self._ends: list[float] = []  # end times not yet counted into the per-ms completions
+        self._starts: list[float] = []  # start and end times not yet counted into the per-ms series
+        self._ends: list[float] = []
         self.busy = 0.0  # ns in progress inside the window
         self.unfinished: list[float] = []  # ages (ns) at the end of those still running
         self.warmup, self.end = meter.warmup, meter.end
-        self.workload = source == "workload"  # daemons' operations are not in the time series
+        n = meter.buckets
+        self.per_ms = (np.zeros(n, dtype=np.int64), np.zeros(n), np.zeros(n))  # count, latency sum, max (ns)
 
     @property
     def latency(self) -> Histogram:
@@ -46,7 +50,7 @@ class OpStats:
 
     def done(self, t0: float, t1: float) -> None:
         """One operation ran from ``t0`` to ``t1`` (ns). On every operation's path, so it only
-        appends; the histogram and the per-ms counts take the samples in blocks."""
+        appends; the histogram and the per-ms series take the samples in blocks."""
         warmup = self.warmup
         if t1 > self.end:  # ends after the run: only its time inside the window counts
             lo = t0 if t0 > warmup else warmup
@@ -56,6 +60,7 @@ class OpStats:
         if t1 >= warmup:
             self.busy += t1 - (t0 if t0 > warmup else warmup)
             self._samples.append(t1 - t0)
+        self._starts.append(t0)
         ends = self._ends
         ends.append(t1)
         if len(ends) >= _HANDOVER:
@@ -66,9 +71,21 @@ class OpStats:
             self._latency.add_many(self._samples)
             self._samples.clear()
         if self._ends:
-            if self.workload:
-                self.meter.count_completions(self._ends)
+            ends = np.asarray(self._ends)
+            lat = ends - np.asarray(self._starts)
+            # an end at ``end`` exactly goes into the last millisecond
+            k = np.minimum(np.floor_divide(ends, MS).astype(np.int64), self.per_ms[0].size - 1)
+            count, total, longest = self.per_ms
+            count += np.bincount(k, minlength=count.size)
+            total += np.bincount(k, weights=lat, minlength=count.size)
+            np.maximum.at(longest, k, lat)
+            self._starts.clear()
             self._ends.clear()
+
+    def series(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per simulated millisecond: completions, their latency sum and maximum (ns)."""
+        self._hand_over()
+        return self.per_ms
 
     def running(self, t0: float) -> None:
         """One operation started at ``t0`` is still running at the end."""
@@ -80,26 +97,22 @@ class OpStats:
 
 
 class OpMeter:
-    """The :class:`OpStats` of every (source, operation), and completions per millisecond."""
+    """The :class:`OpStats` of every (source, operation)."""
 
     def __init__(self, warmup: float, end: float):
         self.warmup = warmup
         self.end = end
+        self.buckets = max(1, math.ceil(end / MS))  # simulated milliseconds (the last may be partial)
         self.ops: dict[tuple[str, str], OpStats] = {}
-        self._completions = np.zeros(max(1, math.ceil(end / MS)), dtype=np.int64)  # workload ops done per ms
 
-    def count_completions(self, ends: list[float]) -> None:
-        """Count end times (ns, at most ``end``) into their millisecond (an end at ``end`` exactly
-        goes into the last one)."""
-        k = np.minimum(np.floor_divide(np.asarray(ends), MS).astype(np.int64), self._completions.size - 1)
-        self._completions += np.bincount(k, minlength=self._completions.size)
-
-    @property
-    def completions(self) -> list[int]:
-        """Workload operations completed in each simulated millisecond."""
-        for st in self.ops.values():
-            st._hand_over()
-        return self._completions.tolist()
+    def completions(self, ops) -> list[int]:
+        """Operations named in ``ops`` the workload completed in each simulated millisecond
+        (nested ones, a touch's faults or a read's misses, are left out by the caller)."""
+        total = np.zeros(self.buckets, dtype=np.int64)
+        for (source, op), st in self.ops.items():
+            if source == "workload" and op in ops:
+                total += st.series()[0]
+        return total.tolist()
 
     def stats(self, source: str, op: str) -> OpStats:
         st = self.ops.get((source, op))

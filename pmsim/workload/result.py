@@ -1,8 +1,11 @@
 """A run's result: tidy tables, the summary object, and writing them out all or nothing.
 
 Tables (pandas, one row per run and ...): ``ops`` (operation), ``locks`` (lock
-name), ``cores`` (core), ``counters`` (event counter), ``timeseries``
-(simulated millisecond) and ``run`` (one row). Each row starts with the design,
+name), ``lock_holders`` (lock and the holder's operation), ``cores`` (core),
+``counters`` (event counter), ``timeseries`` (simulated millisecond),
+``op_timeseries`` (operation and simulated millisecond), ``latency`` (operation
+and latency histogram bucket: for CDFs), ``intervals`` (daemon pass) and
+``run`` (one row). Each row starts with the design,
 the workload and the seed. The summary holds only simulated results, identical
 for the same spec and seed; wall-clock time, host and versions are kept apart
 in ``provenance``.
@@ -19,15 +22,17 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 
 from pmsim.errors import ConfigError
 from pmsim.workload.metrics import MS
 
-# Operations a workload issues; a fault happens inside a touch, so it is not counted again.
+# Operations a workload issues; a fault (inside a touch) and a miss (inside a read, write or
+# fault) are nested, so they are not counted again.
 ISSUED_OPS = ("read", "write", "touch", "fsync", "punch_hole", "reclaim", "mmap", "munmap")
-OP_NAMES = ISSUED_OPS[:3] + ("fault",) + ISSUED_OPS[3:]
+OP_NAMES = ISSUED_OPS[:3] + ("fault", "miss") + ISSUED_OPS[3:]
 LOCK_NAMES = ("pm_lock", "pm_qlock", "pte_lock", "vmr_lock", "proc_lock", "page_lock")
 QUANTILES = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p999", 0.999))
 
@@ -115,6 +120,8 @@ def build_result(run, wall_s: float) -> RunResult:
         "duration_ms": spec.duration / 1e6,
         "warmup_ms": spec.warmup / 1e6,
         "total_ops_per_s": total,
+        **({"offered_ops_per_s": len(run.workers) * 1e9 / spec.loop.arrivals.mean}
+           if spec.loop.kind == "open" else {}),
         "ops": {r["op"]: _op_summary(r) for r in workload_ops},
         "daemons": {r["op"]: _op_summary(r) for r in op_rows if r["source"] == "daemon"},
         "locks": {name: _lock_summary(rec.locks.get(name)) for name in LOCK_NAMES},
@@ -125,11 +132,14 @@ def build_result(run, wall_s: float) -> RunResult:
         "rcu": {"callbacks": counters.get("rcu_callbacks", 0),
                 "grace_periods": counters.get("rcu_grace_periods", 0),
                 "max_pending_bytes": rcu.max_pending_bytes if rcu is not None else 0},
+        "timings": {name: _timing(h) for name, h in sorted(rec.histograms.items())},
         "counters": counters,
     }
     for name, st in rec.locks.items():
         if name not in summary["locks"]:
             summary["locks"][name] = _lock_summary(st)
+    holder_rows = [{"lock": name, "op": op, **h} for name, st in sorted(rec.locks.items())
+                   for op, h in st.held_by().items()]
 
     timeseries = _timeseries(run)
     run_row = {"total_ops_per_s": total, "duration_ms": summary["duration_ms"], "warmup_ms": summary["warmup_ms"],
@@ -146,8 +156,14 @@ def build_result(run, wall_s: float) -> RunResult:
                                            "wait_us_p99", "hold_us_mean", "hold_us_p99", "max_queue"]),
         "cores": _frame(ident, core_rows, ["core", "socket", "useful", "spin", "ipi", "idle"]),
         "counters": _frame(ident, [{"name": k, "value": float(v)} for k, v in counters.items()], ["name", "value"]),
+        "lock_holders": _frame(ident, holder_rows, ["lock", "op", "count", "hold_us_mean", "hold_us_p99",
+                                                    "hold_us_max"]),
         "timeseries": _frame(ident, timeseries, ["time_ms", "measured", "ops", "ops_per_s", "pm_qlock_queue",
                                                  "dirty_pages"]),
+        "op_timeseries": _frame(ident, _op_timeseries(run), ["source", "op", "time_ms", "measured", "count",
+                                                             "latency_us_mean", "latency_us_max"]),
+        "latency": _frame(ident, _latency_buckets(meter), ["source", "op", "latency_us", "count"]),
+        "intervals": _frame(ident, _intervals(run), ["source", "op", "start_ms", "end_ms", "finished"]),
         "run": _frame(ident, [run_row], list(run_row)),
     }
     import pmsim
@@ -163,7 +179,7 @@ def _timeseries(run) -> list[dict]:
     """One row per simulated millisecond: operations completed in it, the mean number of
     threads waiting on pm_qlocks over it, the dirty pages at its end (the last may be partial)."""
     end = run.spec.duration
-    counts = run.meter.completions
+    counts = run.meter.completions(ISSUED_OPS)
     q, d = run.series["pm_qlock_queue"], run.series["dirty_pages"]
     rows = []
     for k in range(len(counts)):
@@ -172,6 +188,47 @@ def _timeseries(run) -> list[dict]:
         rows.append({"time_ms": hi / 1e6, "measured": k * MS >= run.spec.warmup, "ops": counts[k],
                      "ops_per_s": counts[k] / (width / 1e9), "pm_qlock_queue": q[k], "dirty_pages": d[k]})
     return rows
+
+
+def _op_timeseries(run) -> list[dict]:
+    """Per (source, operation) and simulated millisecond with a completion: how many completed
+    in it, their mean and longest latency (what a stall looks like over time)."""
+    warmup = run.spec.warmup
+    rows = []
+    for (source, op), st in sorted(run.meter.ops.items()):
+        count, total, longest = st.series()
+        for k in np.flatnonzero(count).tolist():
+            n = int(count[k])
+            rows.append({"source": source, "op": op, "time_ms": min((k + 1) * MS, run.spec.duration) / 1e6,
+                         "measured": k * MS >= warmup, "count": n, "latency_us_mean": _us(total[k] / n),
+                         "latency_us_max": _us(longest[k])})
+    return rows
+
+
+def _latency_buckets(meter) -> list[dict]:
+    """Each operation's latency histogram in the window (16 buckets per octave): its CDF."""
+    rows = []
+    for (source, op), st in meter.seen():
+        upper, counts = st.latency.buckets(16)
+        rows += [{"source": source, "op": op, "latency_us": _us(u), "count": int(c)}
+                 for u, c in zip(upper.tolist(), counts.tolist())]
+    return rows
+
+
+def _intervals(run) -> list[dict]:
+    """Each daemon pass (a writeback fsync of one file, a reclaim) that overlaps the run; one
+    still going at the end ends there, unfinished."""
+    end = run.spec.duration
+    rows = [(op, t0, min(t1, end), True) for op, t0, t1 in run.intervals]
+    rows += [(op, t0, end, False) for op, t0 in run.daemons_running.values()]
+    return [{"source": "daemon", "op": op, "start_ms": t0 / 1e6, "end_ms": t1 / 1e6, "finished": done}
+            for op, t0, t1, done in sorted(rows, key=lambda r: (r[1], r[0]))]
+
+
+def _timing(h) -> dict:
+    """A timed kernel step (``pte_walk``, ``shootdown_vmrs``, ``rcu_grace_period``) in µs."""
+    return {"count": h.count, "us_mean": _us(h.mean()), "us_p99": _us(h.quantile(0.99)),
+            "us_max": _us(h.max if h.count else 0.0)}
 
 
 def _frame(ident: dict, rows: list[dict], columns: list[str]) -> pd.DataFrame:
@@ -194,6 +251,9 @@ def _lock_summary(st) -> dict:
                 "hold_us_mean": 0.0, "hold_us_p99": 0.0, "max_queue": 0}
     s = st.summary()
     s.pop("kind")
+    held_by = st.held_by()
+    if held_by:
+        s["held_by"] = held_by
     return s
 
 

@@ -63,13 +63,14 @@ class WorkloadRun:
                          warmup=spec.warmup, spinlock_kind=ms.spinlock, qlock_wake=ms.qlock_wake)
         self.k = Kernel(self.m, self.design)
         self.meter = OpMeter(spec.warmup, spec.duration)
-        self.k.op_done = self._kernel_op_done
+        self.m.op_done = self._kernel_op_done
         self.files = {fs.name: self._file(fs) for fs in spec.files}
         self.file_list = list(self.files.values())
         self.file_weights = np.array([fs.weight for fs in spec.files], dtype=float)
         self.workers = self._workers()
         self.daemons = self._daemons()
         self.daemons_running: dict = {}  # daemon thread -> (op, start) in progress
+        self.intervals: list = []  # (op, start, end) of each daemon pass that finished
         self.rcu_sections_at_warmup = 0
         self.series = {"pm_qlock_queue": [], "dirty_pages": []}
         self._queue_time = 0.0  # the pm_qlocks' queue-time integral at the last sample
@@ -274,12 +275,16 @@ class WorkloadRun:
                 for f in list(k.files):
                     running[th] = op = ("fsync", th.now)
                     yield from k.fsync(th, f)
-                    self.meter.stats("daemon", "fsync").done(op[1], th.now)
+                    self._daemon_done(op, th.now)
             else:
                 running[th] = op = ("reclaim", th.now)
                 yield from k.reclaim(th)
-                self.meter.stats("daemon", "reclaim").done(op[1], th.now)
+                self._daemon_done(op, th.now)
             del running[th]
+
+    def _daemon_done(self, op: tuple, end: float) -> None:
+        self.meter.stats("daemon", op[0]).done(op[1], end)
+        self.intervals.append((op[0], op[1], end))
 
     def _sampler(self):
         """Each simulated millisecond: the mean number of threads waiting on the pm_qlocks over
@@ -313,7 +318,7 @@ class WorkloadRun:
         t0 = time.perf_counter()
         self.m.run(self.spec.duration)
         wall = time.perf_counter() - t0
-        if len(self.series["dirty_pages"]) < len(self.meter.completions):
+        if len(self.series["dirty_pages"]) < self.meter.buckets:
             self._sample()  # the last millisecond (its sample falls at the very end of the run)
         for w in self.workers:
             if w.current is not None:
