@@ -109,6 +109,27 @@ def _sweep(args) -> int:
     return 1 if len(res.failures) else 0
 
 
+def _plot(args) -> int:
+    from pmsim.plots import write_figures
+    from pmsim.sweeps.api import SweepResult
+
+    res = SweepResult.load(args.results)
+    out = args.out or res.out / "figures"
+    paths = write_figures(res, out, formats=tuple(args.format))
+    print(f"{len(paths)} files in {out}/:")
+    for path in paths:
+        print(f"  {path.name}")
+    return 0
+
+
+def _report(args) -> int:
+    from pmsim.report import write_report
+
+    md, page = write_report(args.results, args.out, figures=not args.no_figures)
+    print(f"report: {md} and {page}" + ("" if args.no_figures else f"; figures in {md.parent / 'figures'}/"))
+    return 0
+
+
 def _experiments(args) -> int:
     from pmsim.sweeps.spec import experiments
     from pmsim.workload.load import preset_question
@@ -180,6 +201,17 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--no-resume", action="store_true", help="discard runs already written and start over")
     sw.add_argument("--quiet", action="store_true", help="no progress bar (batch jobs)")
     sw.set_defaults(func=_sweep)
+    pl = sub.add_parser("plot", help="the standard figures of a finished sweep (PNG and SVG)")
+    pl.add_argument("results", metavar="RESULTS", help="a sweep's output folder (sweeps/NAME, results/...)")
+    pl.add_argument("--out", metavar="DIR", help="where the figures go (default RESULTS/figures)")
+    pl.add_argument("--format", nargs="+", choices=("png", "svg", "pdf"), default=["png", "svg"],
+                    help="file formats (default png svg)")
+    pl.set_defaults(func=_plot)
+    rp = sub.add_parser("report", help="the design-review report of a finished sweep (Markdown and HTML)")
+    rp.add_argument("results", metavar="RESULTS", help="a sweep's output folder (sweeps/NAME, results/...)")
+    rp.add_argument("--out", metavar="DIR", help="where report.md, report.html and figures/ go (default RESULTS)")
+    rp.add_argument("--no-figures", action="store_true", help="the report without drawing the figures")
+    rp.set_defaults(func=_report)
     ex = sub.add_parser("experiments", help="list the experiments and the question each answers")
     ex.set_defaults(func=_experiments)
 

@@ -1,0 +1,328 @@
+"""The design-review report of a sweep: question, set-up, headline numbers with their 95%
+intervals, where each design wins, the hazards quantified, the figures.
+
+Every number is read from the sweep's tables (the aggregate, the paired differences,
+the summary, the manifest's resolved workloads and the provenance) and printed with
+:func:`num` / :func:`ci`, so a test can find each one again in the tables.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+
+from pmsim.report.blocks import Bullets, Figure, Heading, Para, Table
+from pmsim.sweeps.tables import factor_value
+
+THROUGHPUT = "total_ops_per_s"
+# The hazards of a writeback daemon, as (column title, metric, scale, unit).
+HAZARDS = [
+    ("writeback passes done", "daemons.fsync.count", 1, ""),
+    ("pm_qlock held by a pass, mean", "locks.pm_qlock.held_by.fsync.hold_us_mean", 1e-3, "ms"),
+    ("held by a pass, longest", "locks.pm_qlock.held_by.fsync.hold_us_max", 1e-3, "ms"),
+    ("pass still running at the end, age", "daemons.fsync.unfinished_age_us_max", 1e-3, "ms"),
+    ("miss latency p99", "ops.miss.latency_us.p99", 1, "µs"),
+    ("miss latency max", "ops.miss.latency_us.max", 1, "µs"),
+    ("PTE walk (mark_and_clear_dirty_ptes)", "timings.pte_walk.us_mean", 1, "µs"),
+    ("shootdown_vmrs", "timings.shootdown_vmrs.us_mean", 1, "µs"),
+    ("TLB shootdowns per run", "tlb.shootdowns", 1, ""),
+    ("IPIs per run", "tlb.ipis", 1, ""),
+]
+
+
+def num(x: float) -> str:
+    """A number with 4 significant digits (thousands separated), or '-' for a missing one."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    if x == 0:
+        return "0"
+    digits = max(0, 3 - int(math.floor(math.log10(abs(x)))))
+    return f"{x:,.{digits}f}"
+
+
+def ci(mean: float, half: float, scale: float = 1.0) -> str:
+    """``mean ± half`` (scaled), the half-width to the mean's last shown digit."""
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "-"
+    m = num(mean * scale)
+    if half is None or math.isnan(half):
+        return m
+    decimals = len(m.split(".")[1]) if "." in m else 0
+    return f"{m} ± {abs(half) * scale:,.{decimals}f}"
+
+
+class Review:
+    """The numbers of one sweep, indexed for the report."""
+
+    def __init__(self, result):
+        self.res = result
+        self.exp = result.experiment
+        self.base, self.others = self.exp.designs[0], self.exp.designs[1:]
+        self.point_keys = [f for f in self.exp.factors if f != "workload"]
+        self.agg = result.aggregate
+        self.diff = result.differences
+        self.ok = result.summary[result.summary["status"] == "ok"]
+        self.manifest = json.loads((result.out / "manifest.json").read_text())
+
+    # --- lookups --------------------------------------------------------------------------
+    def workloads(self) -> list[str]:
+        return list(dict.fromkeys(self.ok["workload"]))
+
+    def designs_of(self, workload: str) -> list[str]:
+        ran = set(self.ok.loc[self.ok["workload"] == workload, "design"])
+        return [d for d in self.exp.designs if d in ran]
+
+    def points_of(self, workload: str) -> list[dict]:
+        """The factor points (without the workload) the workload ran at, in the sweep's order."""
+        rows = self.ok[self.ok["workload"] == workload]
+        return [dict(zip(self.point_keys, t)) for t in dict.fromkeys(
+            tuple(factor_value(v) for v in r) for r in rows[self.point_keys].itertuples(index=False))]
+
+    def _rows(self, df: pd.DataFrame, workload: str, point: dict, metric: str) -> pd.DataFrame:
+        mask = (df["workload"] == workload) & (df["metric"] == metric)
+        for k, v in point.items():
+            mask &= df[k] == v
+        return df[mask]
+
+    def stat(self, design: str, workload: str, point: dict, metric: str):
+        """(mean, ci95_half, n) of a metric, or None."""
+        rows = self._rows(self.agg, workload, point, metric)
+        rows = rows[rows["design"] == design]
+        return None if rows.empty else (rows["mean"].iloc[0], rows["ci95_half"].iloc[0], rows["n"].iloc[0])
+
+    def difference(self, design: str, workload: str, point: dict, metric: str):
+        rows = self._rows(self.diff, workload, point, metric)
+        rows = rows[rows["design"] == design]
+        return None if rows.empty else rows.iloc[0]
+
+    def main_op(self, workload: str) -> str | None:
+        """The operation the workload issues most (its latency is the one to compare)."""
+        counts = {c.split(".")[1]: self.ok.loc[self.ok["workload"] == workload, c].mean()
+                  for c in self.ok.columns if c.startswith("ops.") and c.endswith(".count")}
+        counts = {op: n for op, n in counts.items() if op not in ("miss", "fault") and n > 0}
+        return max(counts, key=counts.get) if counts else None
+
+    def label(self, point: dict) -> str:
+        """``16 cores`` when the point is a core count (threads alongside), else ``key=value``."""
+        cores = point.get("machine.cores")
+        rest = {k: v for k, v in point.items() if k != "machine.cores"
+                and not (k.endswith(".threads") and v == cores)}
+        parts = [f"{cores} core{'s' if cores != 1 else ''}"] if cores is not None else []
+        parts += [f"{k.split('.')[-1] if k.count('.') else k}={v}" for k, v in rest.items()]
+        return ", ".join(parts) or "the base point"
+
+    def specs(self, workload: str) -> list[dict]:
+        return [r["spec"] for r in self.manifest["runs"] if r["workload"] == workload and r["status"] == "ok"]
+
+
+# --- sections ---------------------------------------------------------------------------------
+def title(rv: Review) -> list:
+    return [Heading(f"Design review: {rv.exp.name}", 1), Para(rv.exp.question or "(no question stated)", quote=True)]
+
+
+def setup(rv: Review) -> list:
+    from pmsim.costs import CostTable, cost_params
+    from pmsim.designs import designs
+    from pmsim.workload.load import preset_question, presets
+
+    known, pre = designs(), presets()
+    blocks = [Heading("Set-up"), Bullets([f"`{d}`: {known[d].summary}" if d in known else f"`{d}`"
+                                          for d in rv.exp.designs])]
+    rows = []
+    for w in rv.workloads():
+        specs = rv.specs(w)
+        s0 = specs[0]
+        stores = sorted({f["store"] for s in specs for f in s["files"]})
+        rows.append([w, ", ".join(rv.designs_of(w)), str(len(rv.points_of(w))),
+                     f"{s0['duration']} ({s0['warmup']} warm-up)", ", ".join(stores),
+                     preset_question(pre[w]) if w in pre else ""])
+    blocks.append(Table(["workload", "designs", "points", "simulated", "stores", "question"], rows, right=9))
+    factors = [f"`{k}`: {', '.join(str(v) for v in vals)}" for k, vals in {**rv.exp.grid, **rv.exp.zip}.items()
+               if k != "workload"]
+    if rv.exp.zip and len(rv.exp.zip) > 1:
+        factors.append(f"advanced together: {', '.join(f'`{k}`' for k in rv.exp.zip)}")
+    all_specs = [r["spec"] for r in rv.manifest["runs"] if r["status"] == "ok"]
+    machine = {k: sorted({str(s["machine"][k]) for s in all_specs}) for k in ("sockets", "spinlock", "qlock_wake")}
+    counts = rv.res.summary["status"].value_counts()
+    prov = rv.res.provenance
+    blocks.append(Bullets([
+        *factors,
+        "machine: " + ", ".join(f"{k} {'/'.join(v)}" for k, v in machine.items()),
+        f"{rv.exp.replications} replications per design and point (seed {rv.exp.seed}); "
+        f"{int(counts.get('ok', 0))} runs finished, {int(counts.get('failed', 0))} failed",
+        f"pmsim {rv.manifest['pmsim_version']} (code digest `{rv.manifest['code_digest']}`); "
+        f"{num(prov['wall_s'].sum())} s of run time on {', '.join(sorted(set(prov['host'])))}",
+    ]))
+    changed: dict[str, dict] = {}
+    for s in all_specs:
+        for name, value in s["machine"]["costs"].items():
+            changed.setdefault(name, {}).setdefault(str(value), set()).add(s["name"])
+    if changed:
+        params, defaults = cost_params(), CostTable()
+        blocks.append(Para("Costs that differ from the defaults (the rest are `pmsim costs`):"))
+        blocks.append(Table(["cost", "default", "used", "workloads"], [
+            [name, f"{num(defaults.value(name))} {params[name].unit}", value, ", ".join(sorted(ws))]
+            for name, values in sorted(changed.items()) for value, ws in values.items()], right=1))
+    else:
+        blocks.append(Para("Every cost is at its default (`pmsim costs` lists them with their sources)."))
+    return blocks
+
+
+def headline(rv: Review) -> list:
+    """Per workload, at its smallest and largest point: throughput and the main operation's p99."""
+    blocks = [Heading("Headline numbers"),
+              Para(f"Mean ± 95% confidence half-width over {rv.exp.replications} replications. The "
+                   f"difference is paired by seed (each replication runs every design on the same random "
+                   f"streams); a difference whose interval excludes 0 is a real one at 95%.")]
+    header = ["workload", "point", *[f"{d} M ops/s" for d in rv.exp.designs],
+              *[f"{d} − {rv.base} M ops/s" for d in rv.others], "op",
+              *[f"{d} p99 µs" for d in rv.exp.designs]]
+    rows = []
+    for w in rv.workloads():
+        pts = rv.points_of(w)
+        op = rv.main_op(w)
+        for p in dict.fromkeys(map(json.dumps, [pts[0], pts[-1]])):
+            p = json.loads(p)
+            row = [w, rv.label(p)]
+            for d in rv.exp.designs:
+                s = rv.stat(d, w, p, THROUGHPUT)
+                row.append(ci(s[0], s[1], 1e-6) if s else "-")
+            for d in rv.others:
+                df = rv.difference(d, w, p, THROUGHPUT)
+                row.append(ci(df["mean"], df["ci95_half"], 1e-6) if df is not None else "-")
+            row.append(op or "-")
+            for d in rv.exp.designs:
+                s = rv.stat(d, w, p, f"ops.{op}.latency_us.p99") if op else None
+                row.append(ci(s[0], s[1]) if s else "-")
+            rows.append(row)
+    blocks.append(Table(header, rows, right=2))
+    return blocks
+
+
+def _classify(rv: Review, design: str, workload: str, metric: str, better_high: bool):
+    """Points where ``design`` is better / worse than the baseline on ``metric`` (the paired
+    interval excludes 0), and where the interval includes 0."""
+    better, worse, same = [], [], []
+    for p in rv.points_of(workload):
+        df = rv.difference(design, workload, p, metric)
+        if df is None or math.isnan(df["ci95_half"]):
+            continue
+        lo, hi = df["ci95_low"], df["ci95_high"]
+        up = lo > 0
+        down = hi < 0
+        (better if (up if better_high else down) else worse if (down if better_high else up) else same).append((p, df))
+    return better, worse, same
+
+
+def _span(rv: Review, items, scale: float, unit: str, ratio: bool) -> str:
+    where = ", ".join(rv.label(p) for p, _ in items)
+    diffs = [ci(df["mean"], df["ci95_half"], scale) for _, df in items]
+    text = f"{where} ({'; '.join(diffs)} {unit}"
+    if ratio:
+        rs = [(df["mean"] + df["baseline_mean"]) / df["baseline_mean"] for _, df in items if df["baseline_mean"]]
+        if rs:
+            text += f"; ×{num(min(rs))}" + (f" to ×{num(max(rs))}" if len(rs) > 1 else "")
+    return text + ")"
+
+
+def wins(rv: Review) -> list:
+    blocks = []
+    for d in rv.others:
+        won: dict[str, list] = {d: [], rv.base: []}
+        same = []
+        for w in rv.workloads():
+            if d not in rv.designs_of(w) or rv.base not in rv.designs_of(w):
+                continue
+            better, worse, tie = _classify(rv, d, w, THROUGHPUT, True)
+            if better:
+                won[d].append(f"`{w}` throughput at {_span(rv, better, 1e-6, 'M ops/s', True)}")
+            if worse:
+                won[rv.base].append(f"`{w}` throughput at {_span(rv, worse, 1e-6, 'M ops/s', True)}")
+            if tie:
+                same.append(f"`{w}` throughput at {', '.join(rv.label(p) for p, _ in tie)}")
+            op = rv.main_op(w)
+            if op:
+                lower, higher, tie = _classify(rv, d, w, f"ops.{op}.latency_us.p99", False)
+                if lower:
+                    won[d].append(f"`{w}` {op} p99 latency at {_span(rv, lower, 1, 'µs', False)}")
+                if higher:
+                    won[rv.base].append(f"`{w}` {op} p99 latency at {_span(rv, higher, 1, 'µs', False)}")
+        for who, other in ((d, rv.base), (rv.base, d)):
+            blocks += [Heading(f"Where {who} wins over {other}"),
+                       Bullets(won[who]) if won[who] else Para(f"Nowhere: no point where {who} is better "
+                                                               f"at 95% confidence.")]
+        if same:
+            blocks += [Heading(f"No difference at 95% between {d} and {rv.base}", 3), Bullets(same)]
+    if blocks:
+        blocks.insert(0, Para(f"From the paired differences ({', '.join(rv.others)} − {rv.base}, 95% intervals); "
+                              "the ratio is the design's mean over the baseline's."))
+    return blocks
+
+
+def hazards(rv: Review) -> list:
+    """The writeback daemon's cost to the others, where a workload has one."""
+    blocks = []
+    for w in rv.workloads():
+        designs = [d for d in rv.designs_of(w) if rv.stat(d, w, rv.points_of(w)[-1], "daemons.fsync.count")]
+        if not designs:
+            continue
+        cols = [h for h in HAZARDS if any(rv.stat(d, w, p, h[1]) for d in designs for p in rv.points_of(w))]
+        rows = []
+        for d in designs:
+            for p in rv.points_of(w):
+                row = [d, rv.label(p)]
+                for _, metric, scale, _ in cols:
+                    s = rv.stat(d, w, p, metric)
+                    row.append(ci(s[0], s[1], scale) if s else "-")
+                rows.append(row)
+        blocks += [Heading(f"`{w}`", 3),
+                   Table(["design", "point", *[f"{t} ({u})" if u else t for t, _, _, u in cols]], rows, right=2)]
+        blocks.append(Para(_hazard_sentence(rv, w, designs[0])))
+    if blocks:
+        blocks.insert(0, Heading("Hazards quantified"))
+        blocks.insert(1, Para(
+            "NEW's writeback (`pm_writeback_pages`) holds `pm_qlock` for the whole pass: the PTE walk, the "
+            "TLB shootdowns and every dirty page's synchronous write, so any miss on the file waits for the "
+            "pass. A pass still running when the run ends has no hold time yet: its age is the column "
+            "'pass still running at the end'. Mean ± 95% half-width over the replications."))
+    return blocks
+
+
+def _hazard_sentence(rv: Review, w: str, d: str) -> str:
+    p = rv.points_of(w)[-1]
+    parts = []
+    hold = rv.stat(d, w, p, "locks.pm_qlock.held_by.fsync.hold_us_max")
+    age = rv.stat(d, w, p, "daemons.fsync.unfinished_age_us_max")
+    miss = rv.stat(d, w, p, "ops.miss.latency_us.max")
+    if hold and hold[0] > 0:
+        parts.append(f"a writeback pass holds `pm_qlock` for up to {ci(hold[0], hold[1], 1e-3)} ms")
+    if age and age[0] > 0:
+        parts.append(f"a pass is still running at the end after {ci(age[0], age[1], 1e-3)} ms")
+    if miss and miss[0] > 0:
+        parts.append(f"the slowest miss takes {ci(miss[0], miss[1])} µs")
+    walk = rv.stat(d, w, p, "timings.pte_walk.us_mean")
+    if walk and walk[0] > 0:
+        parts.append(f"the PTE walk costs {ci(walk[0], walk[1])} µs a pass")
+    ipis = rv.stat(d, w, p, "tlb.ipis")
+    if ipis and ipis[0] > 0:
+        parts.append(f"{ci(ipis[0], ipis[1])} IPIs are sent in the measured window")
+    return (f"On `{d}` at {rv.label(p)}: " + "; ".join(parts) + ".") if parts else \
+        f"On `{d}` at {rv.label(p)}: no writeback pass overlapped the measured window."
+
+
+def figures(rv: Review, paths, base) -> list:
+    blocks = [Heading("Figures")]
+    for path in paths:
+        stem = path.stem
+        kind, _, workload = stem.partition("-")
+        blocks.append(Figure(str(path.relative_to(base)), f"{kind.replace('_', ' ')}: {workload or 'all workloads'}"))
+    return blocks
+
+
+def build(result, figure_paths=(), base=None) -> list:
+    """The report's blocks."""
+    rv = Review(result)
+    return [*title(rv), *setup(rv), *headline(rv), *wins(rv), *hazards(rv),
+            *(figures(rv, figure_paths, base) if figure_paths else [])]

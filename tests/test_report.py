@@ -1,0 +1,193 @@
+"""`pmsim report`: the design-review report renders, and every number in it is the tables'."""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+
+import pytest
+
+import pmsim
+from pmsim.cli import main
+from pmsim.report import write_report
+from pmsim.report.review import HAZARDS, THROUGHPUT
+
+SMALL = {
+    "name": "small_review",
+    "question": "Does the report tell OLD from NEW?",
+    "designs": ["old", "new"],
+    "grid": {"workload": ["read_hits", "writeback_readers"]},
+    "zip": {"machine.cores": [1, 4], "processes.0.threads": [1, 4]},
+    "overrides": {"duration": "12ms", "warmup": "2ms", "files.0.pages": 4096},  # writeback passes of ~2 ms
+    "exclude": [{"design": "old", "workload": "writeback_readers"}],
+    "replications": 2,
+    "seed": 3,
+}
+
+
+@pytest.fixture(scope="module")
+def review(tmp_path_factory):
+    out = tmp_path_factory.mktemp("review")
+    res = pmsim.sweep(SMALL, out, workers=1, progress=False)
+    md, page = write_report(res, figures=False)
+    return res, md.read_text(), page.read_text()
+
+
+def section(md: str, title: str) -> str:
+    """The text under a heading, up to the next heading of the same or a higher level."""
+    m = re.search(rf"^(#+) {re.escape(title)}\n(.*?)(?=^#{{1,{{n}}}} |\Z)".replace("{n}", "3"), md, re.S | re.M)
+    assert m, f"no section {title!r}"
+    return m.group(2)
+
+
+def table(text: str) -> list[dict]:
+    lines = [ln for ln in text.splitlines() if ln.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    return [dict(zip(header, (c.strip() for c in ln.strip("|").split("|")))) for ln in lines[2:]]
+
+
+def value(cell: str) -> tuple[float, float | None, float]:
+    """``1,234.5 ± 0.6`` -> (1234.5, 0.6, half a unit of the last digit shown)."""
+    mean, _, half = cell.partition(" ± ")
+    decimals = len(mean.split(".")[1]) if "." in mean else 0
+    return float(mean.replace(",", "")), (float(half.replace(",", "")) if half else None), 0.5 * 10 ** -decimals
+
+
+def agg(res, design, workload, cores, metric):
+    a = res.aggregate
+    row = a[(a.design == design) & (a.workload == workload) & (a["machine.cores"] == cores) & (a.metric == metric)]
+    assert len(row) == 1, (design, workload, cores, metric)
+    return row.iloc[0]
+
+
+def same(cell: str, mean: float, half: float, scale: float = 1.0) -> None:
+    m, h, tol = value(cell)
+    assert abs(m - mean * scale) <= tol * 1.0001, (cell, mean * scale)
+    if h is not None:
+        assert abs(h - half * scale) <= tol * 1.0001, (cell, half * scale)
+
+
+def cores_of(label: str) -> int:
+    return int(label.split()[0])
+
+
+def test_report_has_every_section(review):
+    res, md, page = review
+    assert md.startswith("# Design review: small_review\n")
+    assert "> Does the report tell OLD from NEW?" in md
+    for title in ("Set-up", "Headline numbers", "Where new wins over old", "Where old wins over new",
+                  "Hazards quantified"):
+        assert f"## {title}\n" in md, title
+    assert "Every cost is at its default" in md
+    assert "2 replications per design and point (seed 3); 12 runs finished, 0 failed" in md
+    setup = table(section(md, "Set-up"))
+    assert {r["workload"]: r["designs"] for r in setup} == {"read_hits": "old, new", "writeback_readers": "new"}
+
+
+def test_headline_numbers_are_the_aggregate_and_the_paired_differences(review):
+    res, md, _ = review
+    rows = table(section(md, "Headline numbers"))
+    assert {(r["workload"], r["point"]) for r in rows} == {(w, f"{c} core{'s' * (c > 1)}")
+                                                          for w in ("read_hits", "writeback_readers") for c in (1, 4)}
+    d = res.differences
+    for r in rows:
+        w, cores = r["workload"], cores_of(r["point"])
+        for design in ("old", "new"):
+            cell = r[f"{design} M ops/s"]
+            if design == "old" and w == "writeback_readers":
+                assert cell == "-"
+                continue
+            a = agg(res, design, w, cores, THROUGHPUT)
+            same(cell, a["mean"], a["ci95_half"], 1e-6)
+            p99 = agg(res, design, w, cores, "ops.read.latency_us.p99")
+            same(r[f"{design} p99 µs"], p99["mean"], p99["ci95_half"])
+        diff = d[(d.workload == w) & (d["machine.cores"] == cores) & (d.metric == THROUGHPUT)]
+        if w == "read_hits":
+            same(r["new − old M ops/s"], diff["mean"].iloc[0], diff["ci95_half"].iloc[0], 1e-6)
+        else:
+            assert diff.empty and r["new − old M ops/s"] == "-"
+
+
+def test_wins_follow_the_paired_intervals(review):
+    res, md, _ = review
+    d = res.differences
+    thr = d[(d.workload == "read_hits") & (d.metric == THROUGHPUT)]
+    new_wins = section(md, "Where new wins over old")
+    old_wins = section(md, "Where old wins over new")
+    faster = [int(c) for c in thr.loc[thr.ci95_low > 0, "machine.cores"]]
+    slower = [int(c) for c in thr.loc[thr.ci95_high < 0, "machine.cores"]]
+    line = next((ln for ln in new_wins.splitlines() if "`read_hits` throughput" in ln), "")
+    assert [cores_of(x) for x in re.findall(r"(\d+ cores?)", line.split("(")[0])] == faster
+    line = next((ln for ln in old_wins.splitlines() if "`read_hits` throughput" in ln), "")
+    assert [cores_of(x) for x in re.findall(r"(\d+ cores?)", line.split("(")[0])] == slower
+    assert faster, "NEW should beat OLD at 4 cores on read hits"
+
+
+def test_hazard_table_is_the_aggregate(review):
+    res, md, _ = review
+    text = section(md, "`writeback_readers`")
+    rows = table(text)
+    assert [(r["design"], cores_of(r["point"])) for r in rows] == [("new", 1), ("new", 4)]
+    titles = {f"{t} ({u})" if u else t: (metric, scale) for t, metric, scale, u in HAZARDS}
+    checked = 0
+    for r in rows:
+        for col, cell in r.items():
+            if col in titles and cell != "-":
+                a = agg(res, "new", "writeback_readers", cores_of(r["point"]), titles[col][0])
+                same(cell, a["mean"], a["ci95_half"], titles[col][1])
+                checked += 1
+    assert checked >= 8
+    held = agg(res, "new", "writeback_readers", 4, "locks.pm_qlock.held_by.fsync.hold_us_max")
+    assert held["mean"] > 1000, "a writeback pass should hold pm_qlock for milliseconds"
+    assert "a writeback pass holds `pm_qlock` for up to" in text
+
+
+def test_html_has_the_markdown_numbers(review):
+    _, md, page = review
+
+    class Cells(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.cells, self.open = [], []
+
+        def handle_starttag(self, tag, attrs):
+            if tag not in ("meta", "img", "br"):
+                self.open.append(tag)
+
+        def handle_endtag(self, tag):
+            assert self.open.pop() == tag, f"</{tag}> closes something else"
+
+        def handle_data(self, data):
+            if self.open and self.open[-1] in ("td", "th"):
+                self.cells.append(data)
+
+    parser = Cells()
+    parser.feed(page)
+    assert parser.open == []
+    md_cells = [c.strip() for ln in md.splitlines() if ln.startswith("|") and not ln.startswith("|--")
+                for c in ln.strip("|").split("|")]
+    assert [c for c in md_cells if c.strip("-:")] == [c for c in parser.cells if c.strip("-:")]
+
+
+def test_non_default_costs_are_listed(tmp_path):
+    exp = {"name": "costs", "designs": ["old"], "workload": "read_hits",
+           "overrides": {"duration": "0.5ms", "warmup": "0.1ms", "machine.cores": 2, "processes.0.threads": 2,
+                         "cacheline_transfer_ns": "150ns"},
+           "replications": 1}
+    res = pmsim.sweep(exp, tmp_path / "c", workers=1, progress=False)
+    md = write_report(res, figures=False)[0].read_text()
+    rows = table(section(md, "Set-up").split("Costs that differ")[1])
+    assert rows == [{"cost": "cacheline_transfer_ns", "default": rows[0]["default"], "used": "150ns",
+                     "workloads": "read_hits"}]
+    from pmsim.costs import CostTable
+    assert value(rows[0]["default"].split()[0])[0] == pytest.approx(CostTable().value("cacheline_transfer_ns"))
+    assert "## Where" not in md  # one design: nothing to compare
+
+
+def test_report_command(review, tmp_path, capsys):
+    res, _, _ = review
+    assert main(["report", str(res.out), "--out", str(tmp_path / "r"), "--no-figures"]) == 0
+    assert "report.md" in capsys.readouterr().out
+    assert (tmp_path / "r" / "report.md").read_text() == (res.out / "report.md").read_text()
+    assert main(["report", str(tmp_path / "nothing")]) == 2
+    assert "holds no finished sweep" in capsys.readouterr().err
