@@ -780,3 +780,23 @@ def test_every_repository_experiment_plans(name):
     runs = plan_runs(e)
     assert len(runs) == sum(not e.excluded(d, p) for p in points(e) for d in e.designs) * e.replications
     assert len({r.run_id for r in runs}) == len(runs)
+
+
+def test_code_digest_covers_the_model_not_the_result_readers(tmp_path, monkeypatch):
+    """A figure or report change must not make a resumed sweep rerun its runs; a model change must."""
+    from pmsim import version
+
+    for rel, text in (("sync/lock.py", "x = 1"), ("data/costs.yaml", "a: 1"), ("plots/fig.py", "y = 1"),
+                      ("report/page.py", "z = 1")):
+        (tmp_path / rel).parent.mkdir(exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    monkeypatch.setattr(version, "PACKAGE", tmp_path)
+    digest = version.code_digest.__wrapped__
+    before = digest()
+    (tmp_path / "plots/fig.py").write_text("y = 2")
+    (tmp_path / "report/page.py").write_text("z = 2")
+    assert digest() == before
+    for rel in ("sync/lock.py", "data/costs.yaml"):
+        (tmp_path / rel).write_text("changed")
+        assert digest() != before, rel
+        before = digest()
