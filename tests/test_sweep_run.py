@@ -9,6 +9,7 @@ import json
 import math
 import multiprocessing
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,7 +30,7 @@ from pmsim.sweeps import api, task
 from pmsim.sweeps.plan import derive_seed, plan_runs
 from pmsim.sweeps.tables import canonical
 from pmsim.sweeps.spec import load_experiment
-from pmsim.sweeps.store import RUN_TABLES
+from pmsim.sweeps.store import GATHERED, RUN_TABLES
 
 if str(Path(__file__).resolve().parent) not in sys.path:  # the fixture's helper module, beside this file
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -110,7 +111,7 @@ def assert_same_results(a: Path, b: Path) -> None:
     """Manifest, summary, aggregate and every per-run file identical, bit for bit (provenance:
     file names only, its wall times and pids differ)."""
     assert json.loads((a / "manifest.json").read_text()) == json.loads((b / "manifest.json").read_text())
-    for name in ("summary.parquet", "aggregate.parquet"):
+    for name in ("summary.parquet", "aggregate.parquet", *(f"tables/{t}.parquet" for t in GATHERED)):
         assert_same_parquet(a / name, b / name, name)
     tables = sorted(p.name for p in (a / "runs").iterdir())
     assert tables == sorted(p.name for p in (b / "runs").iterdir())
@@ -721,5 +722,27 @@ def test_a_written_sweep_loads_back_as_the_same_tables(tmp_path):
 
     exp = load_experiment(tiny(replications=1))
     SweepStore(tmp_path / "out").open(exp, plan_runs(exp))  # a sweep starts again, then is killed
+    with pytest.raises(ConfigError, match="did not finish"):
+        api.SweepResult.load(tmp_path / "out")
+
+
+def test_gathered_tables_keep_a_results_folder_readable_without_its_runs(tmp_path):
+    """DIR/tables/ holds each per-run table of the finished runs (what results/ commits), in the
+    plan's order; the runs' own files can go; a changed gathered table fails the digest."""
+    res = pmsim.sweep(tiny(replications=2), tmp_path / "out", workers=1, progress=False)
+    ids = list(res.summary["run_id"])
+    for name in GATHERED:
+        per_run = [pd.read_parquet(tmp_path / "out" / "runs" / name / f"{r}.parquet") for r in ids]
+        gathered = res.table(name)
+        assert list(dict.fromkeys(gathered["run_id"])) == [r for r, f in zip(ids, per_run) if len(f)], name
+        if any(len(f) for f in per_run):
+            by_hand = pd.concat([f for f in per_run if len(f)], ignore_index=True)
+            assert_frame_equal(gathered, by_hand, check_exact=True, check_dtype=False, obj=name)
+        else:  # e.g. no daemon, no intervals
+            assert gathered.empty and list(gathered.columns) == list(per_run[0].columns), name
+    shutil.rmtree(tmp_path / "out" / "runs")
+    back = api.SweepResult.load(tmp_path / "out")
+    assert_frame_equal(back.table("latency"), res.table("latency"), check_exact=True)
+    res.table("ops").head(1).to_parquet(tmp_path / "out" / "tables" / "ops.parquet", index=False)
     with pytest.raises(ConfigError, match="did not finish"):
         api.SweepResult.load(tmp_path / "out")

@@ -36,7 +36,11 @@ from pmsim.version import code_digest
 RUN_TABLES = ("ops", "locks", "lock_holders", "cores", "counters", "timeseries", "op_timeseries", "latency",
               "intervals", "run")
 SWEEP_TABLES = ("summary", "aggregate", "differences", "provenance")
-TOP_FILES = ("manifest.json", *(f"{t}.parquet" for t in SWEEP_TABLES))
+# The finished runs' per-run tables gathered into one file each under DIR/tables/ (``run``
+# repeats the summary, so it stays per run): what a results folder without runs/ keeps.
+TABLES = "tables"
+GATHERED = tuple(t for t in RUN_TABLES if t != "run")
+TOP_FILES = ("manifest.json", *(f"{t}.parquet" for t in SWEEP_TABLES), TABLES)
 
 
 def _atomic(path: Path, write) -> None:
@@ -53,9 +57,10 @@ def tables_digest(folder: Path) -> str | None:
     """A digest of the result tables' bytes, None if one is missing. Not of the provenance:
     its wall times differ between runs of one sweep, and the manifest is a result too."""
     h = hashlib.blake2b(digest_size=8)
-    for name in SWEEP_TABLES[:-1]:
+    for path in [*(f"{name}.parquet" for name in SWEEP_TABLES[:-1]),
+                 *(f"{TABLES}/{name}.parquet" for name in GATHERED)]:
         try:
-            h.update((folder / f"{name}.parquet").read_bytes())
+            h.update((folder / path).read_bytes())
         except FileNotFoundError:
             return None
     return h.hexdigest()
@@ -122,7 +127,8 @@ class SweepStore:
                     shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
             if not resume:
                 shutil.rmtree(self.runs, ignore_errors=True)
-                for name in TOP_FILES:
+                shutil.rmtree(d / TABLES, ignore_errors=True)
+                for name in TOP_FILES[:-1]:
                     (d / name).unlink(missing_ok=True)
             self.write_manifest(exp, plans)  # first: a folder with runs/ always has its manifest
             for table in (*RUN_TABLES, "summary", "provenance", "failed"):
@@ -204,13 +210,28 @@ class SweepStore:
         tables = {"summary": summary, "aggregate": agg, "differences": diff, "provenance": provenance}
         for name, df in tables.items():
             write_parquet(df, self.dir / f"{name}.parquet")
+        ok = [p.run_id for p in plans if status.get(p.run_id) == "ok"]
+        (self.dir / TABLES).mkdir(exist_ok=True)
+        for name in GATHERED:
+            write_parquet(self._gather(name, ok, factors), self.dir / TABLES / f"{name}.parquet")
         self.write_manifest(exp, plans, status, tables_digest(self.dir))  # last: the set is complete
         return tables
 
+    def _gather(self, name: str, run_ids, factors) -> pd.DataFrame:
+        frames = [pd.read_parquet(self.runs / name / f"{r}.parquet") for r in run_ids]
+        full = [f for f in frames if len(f)]  # empty frames carry no column types
+        return concat_rows(full, factors) if full else (frames[0] if frames else pd.DataFrame(columns=["run_id"]))
+
     def table(self, name: str, run_ids) -> pd.DataFrame:
-        """One per-run table (``ops``, ``locks``, ...) of the given runs, concatenated."""
+        """One per-run table (``ops``, ``locks``, ...) of the given runs: from DIR/tables/ once
+        the sweep has finished, else from each run's file."""
         if name not in RUN_TABLES:
             raise ConfigError(f"table {name!r}: unknown (one of {', '.join(RUN_TABLES)})")
+        gathered = self.dir / TABLES / f"{name}.parquet"
+        if gathered.is_file():
+            df = pd.read_parquet(gathered)
+            return df[df["run_id"].isin(set(run_ids))].reset_index(drop=True)
         frames = [pd.read_parquet(f) for r in run_ids if (f := self.runs / name / f"{r}.parquet").is_file()]
-        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        full = [f for f in frames if len(f)]
+        return pd.concat(full, ignore_index=True) if full else pd.DataFrame()
 
