@@ -1,0 +1,213 @@
+"""Metrics against a factor (cores by default): throughput, latency percentiles, latency
+against load, TLB shootdowns per operation. One line per design (its fixed colour) and per
+variant of the other factors (linestyle), the 95% CI over replications shaded."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from pmsim.plots import data, style
+
+
+def draw_lines(ax, lay: data.Layout, df, colors: dict, scale: float = 1.0, log: bool = False) -> list[float]:
+    """Mean per design and variant against x with its CI as a band (numeric x) or as error
+    bars side by side (points). Each line's label is its design (and variant). On a log
+    axis a CI reaching 0 or below runs off the bottom (see :func:`log_limits`).
+    Returns the plotted means."""
+    df = lay.place(df)
+    means = []
+    variants = lay.variant_values()
+    width = 0.5 / max(len(colors), 1)
+    crowded = len(colors) * len(variants) > 3  # overlapping bands turn to mud: error bars instead
+    k = 0
+    for i, (design, color) in enumerate(colors.items()):
+        for v, sub in df[df["design"] == design].groupby("_v", sort=True):
+            k += 1
+            y = sub["mean"].to_numpy() / scale
+            lo, hi = sub["ci95_low"].to_numpy() / scale, sub["ci95_high"].to_numpy() / scale
+            means.extend(y)
+            if log:
+                floor = np.nanmin(y[y > 0]) / 1e3 if (y > 0).any() else 1e-9
+                lo, hi = style.positive(lo, floor), style.positive(hi, floor)
+            ls, mk = style.LINESTYLES[v % len(style.LINESTYLES)], style.MARKERS[v % len(style.MARKERS)]
+            label = design if len(variants) < 2 else f"{design}, {style.point_text(variants[v])}"
+            x = sub["_x"].to_numpy()
+            if lay.numeric and crowded:  # each line nudged sideways so its error bars stand apart
+                step = 0.012 * (k - (len(colors) * len(variants) + 1) / 2)
+                x = x * 2 ** step if x.min() > 0 else x + step * np.ptp(x)
+                ax.plot(x, y, color=color, ls=ls, marker=mk, label=label, **style.layered(i, len(colors)))
+                ax.errorbar(x, y, yerr=np.nan_to_num(np.vstack([y - lo, hi - y])), color=color, ls="none",
+                            capsize=2, elinewidth=0.9, alpha=0.8)
+            elif lay.numeric:
+                ax.plot(x, y, color=color, ls=ls, marker=mk, label=label, **style.layered(i, len(colors)))
+                if np.isfinite(lo).any():
+                    ax.fill_between(x, lo, hi, color=color, alpha=style.CI_ALPHA, lw=0, label=f"_ci {label}")
+            else:
+                x = x + (i - (len(colors) - 1) / 2) * width
+                yerr = np.vstack([y - lo, hi - y])
+                eb = ax.errorbar(x, y, yerr=np.nan_to_num(yerr), color=color, ls="none", marker=mk, ms=5, capsize=3)
+                eb.lines[0].set_label(label)  # the data line carries the design, as plotted lines do
+    return means
+
+
+def log_limits(ax, means, pad: float = 4.0) -> None:
+    """y limits of a log axis from the means (a factor ``pad`` either side), so a wide or
+    unbounded CI leaves the axes instead of setting its scale."""
+    v = np.asarray([m for m in means if np.isfinite(m) and m > 0])
+    if len(v):
+        ax.set_ylim(v.min() / pad, v.max() * pad)
+        style.plain_log_ticks(ax.yaxis, v.max() / v.min() * pad * pad)
+
+
+def _setup_x(ax, lay: data.Layout, label: bool = True) -> None:
+    ticks, labels = lay.xticks()
+    style.x_axis(ax, ticks, numeric=lay.numeric, labels=labels)
+    if label:
+        ax.set_xlabel(lay.xlabel())
+
+
+def _legend(fig, lay, colors, plotted, bars: bool = False) -> None:
+    """Designs, variants and what the CI means (with the replications n of ``plotted``)."""
+    n = sorted(set(plotted["n"]))
+    n_text = f", n={n[0]}" if len(n) == 1 else (f", n={n[0]}..{n[-1]}" if n else "")
+    handles = style.design_handles(colors) + style.variant_handles(lay.variant_values())
+    bars = bars or len(colors) * len(lay.variant_values()) > 3  # as draw_lines decides
+    if len(plotted):
+        handles.append(style.ci_handle(n_text) if lay.numeric and not bars else
+                       style.Line2D([], [], color="0.3", marker="|", ms=10, mew=1.2, ls="none", label=f"95% CI{n_text}"))
+    style.legend_below(fig, handles)
+
+
+def _title(fig, workload: str, what: str, lay: data.Layout) -> None:
+    style.suptitle(fig, f"{workload}: {what} vs {lay.xlabel()}")
+
+
+def throughput_vs_cores(result, workload: str, x: str | None = None):
+    """Total operations per second (M ops/s) against cores, per design: does it scale?"""
+    lay = data.layout(result, workload, x)
+    colors = style.design_colors(data.designs(result, workload))
+    fig, axes = style.new_figure(1, 1, width=6, height=4)
+    ax = axes[0, 0]
+    tput = data.metric(result, workload, "total_ops_per_s")
+    draw_lines(ax, lay, tput, colors, scale=1e6)
+    _setup_x(ax, lay)
+    ax.set_ylabel("throughput (M ops/s)")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    _title(fig, workload, "throughput", lay)
+    _legend(fig, lay, colors, tput)
+    return fig
+
+
+def latency_vs_cores(result, workload: str, ops=None, quantiles=("p50", "p99"), x: str | None = None):
+    """Latency percentiles (µs, log) of each operation against cores: a row per operation,
+    a column per percentile, rows sharing y so p50 and p99 compare at a glance."""
+    lay = data.layout(result, workload, x)
+    colors = style.design_colors(data.designs(result, workload))
+    ops = list(ops or data.workload_ops(result, workload))
+    fig, axes = style.new_figure(len(ops), len(quantiles), sharex=True, sharey="row", width=3.4 * len(quantiles) + 1,
+                                 height=2.3 * len(ops) + 1.3)
+    plotted = []
+    for r, op in enumerate(ops):
+        row_means = []
+        for c, q in enumerate(quantiles):
+            ax = axes[r, c]
+            ax.set_yscale("log")
+            plotted.append(data.metric(result, workload, f"ops.{op}.latency_us.{q}"))
+            row_means += draw_lines(ax, lay, plotted[-1], colors, log=True)
+            _setup_x(ax, lay, label=r == len(ops) - 1)
+            ax.grid(alpha=0.3, which="both", lw=0.4)
+            if c == 0:
+                ax.set_ylabel(f"{op} latency (µs)")
+            if r == 0:
+                ax.set_title(q)
+        log_limits(axes[r, 0], row_means)
+    _title(fig, workload, "latency", lay)
+    _legend(fig, lay, colors, pd.concat(plotted))
+    return fig
+
+
+def latency_vs_load(result, workload: str, ops=None, quantiles=("p50", "p99"), x: str | None = None):
+    """Latency percentiles (µs) against load, the classic latency-load curve. The load is
+    the offered rate (``offered_ops_per_s``) of an open-loop workload, else the carried
+    throughput; each point is one factor value (the numbers beside the markers), with
+    95% CIs both ways."""
+    lay = data.layout(result, workload, x)
+    colors = style.design_colors(data.designs(result, workload))
+    ops = list(ops or data.workload_ops(result, workload))
+    offered = data.has_metric(result, workload, "offered_ops_per_s")
+    load = data.metric(result, workload, "offered_ops_per_s" if offered else "total_ops_per_s")
+    keys = ["design", *lay.varying]
+    load = load[keys + ["n", "mean", "ci95_low", "ci95_high"]]
+    fig, axes = style.new_figure(len(ops), len(quantiles), sharex=True, sharey="row", width=3.6 * len(quantiles) + 1,
+                                 height=2.4 * len(ops) + 1.3)
+    allx = load["mean"].to_numpy() / 1e6
+    plotted = [load]
+    for r, op in enumerate(ops):
+        row_means = []
+        for c, q in enumerate(quantiles):
+            ax = axes[r, c]
+            lat = data.metric(result, workload, f"ops.{op}.latency_us.{q}")
+            plotted.append(lat)
+            row_means += list(lat["mean"])
+            lat = lat.merge(load, on=keys, suffixes=("", "_x"))
+            _load_curves(ax, lay, lat, colors)
+            ax.set_yscale("log")
+            style.log_if_wide(ax, allx, axis="x", decades=1.0)
+            ax.grid(alpha=0.3, which="both", lw=0.4)
+            if c == 0:
+                ax.set_ylabel(f"{op} latency (µs)")
+            if r == 0:
+                ax.set_title(q)
+            if r == len(ops) - 1:
+                ax.set_xlabel("offered load (M ops/s)" if offered else "throughput (M ops/s)")
+        log_limits(axes[r, 0], row_means)
+    labels = lay.xlabel()
+    style.suptitle(fig, f"{workload}: latency vs {'offered' if offered else 'carried'} load (marker labels: {labels})")
+    _legend(fig, lay, colors, pd.concat(plotted), bars=True)
+    return fig
+
+
+def _load_curves(ax, lay, df, colors) -> None:
+    df = lay.place(df)
+    variants = lay.variant_values()
+    for i, (design, color) in enumerate(colors.items()):
+        offset = [(4, 3), (4, -10), (-12, 3), (-12, -10)][i % 4]  # designs' labels on different sides
+        for v, sub in df[df["design"] == design].groupby("_v", sort=True):
+            x, y = sub["mean_x"].to_numpy() / 1e6, sub["mean"].to_numpy()
+            xerr = np.nan_to_num(np.vstack([x - sub["ci95_low_x"] / 1e6, sub["ci95_high_x"] / 1e6 - x]))
+            yerr = np.nan_to_num(np.vstack([y - sub["ci95_low"], sub["ci95_high"] - y]))
+            yerr[0] = np.minimum(yerr[0], y * 0.999)  # the low end stays positive on the log axis
+            label = design if len(variants) < 2 else f"{design}, {style.point_text(variants[v])}"
+            eb = ax.errorbar(x, y, xerr=xerr, yerr=yerr, color=color, ls=style.LINESTYLES[v % len(style.LINESTYLES)],
+                             marker=style.MARKERS[v % len(style.MARKERS)], capsize=2, elinewidth=0.8,
+                             **style.layered(i, len(colors)))
+            eb.lines[0].set_label(label)
+            names = sub[lay.x] if lay.x else sub["_x"].astype(int).map(lambda i: lay.xticks()[1][i])
+            for xi, yi, t in zip(x, y, names):
+                ax.annotate(f"{t:g}" if isinstance(t, (int, float, np.number)) else str(t), (xi, yi),
+                            xytext=offset, textcoords="offset points", fontsize=7, color=color)
+
+
+def shootdowns_per_op(result, workload: str, x: str | None = None):
+    """TLB shootdowns and IPIs per completed operation against cores: what each operation
+    pays the other cores. Operations are total_ops_per_s times the measured seconds (a sum
+    of the per-operation counts would also count nested operations such as ``miss``)."""
+    lay = data.layout(result, workload, x)
+    colors = style.design_colors(data.designs(result, workload))
+    s = data.ok_summary(result, workload)
+    ops = s["total_ops_per_s"] * data.measured_seconds(s)
+    fig, axes = style.new_figure(1, 2, sharex=True, width=8, height=3.8)
+    plotted = []
+    for ax, (col, what) in zip(axes[0], (("tlb.shootdowns", "shootdowns"), ("tlb.ipis", "IPIs"))):
+        per = (s[col] / ops.where(ops > 0)) if col in s else ops * np.nan
+        plotted.append(data.derived(result, workload, f"{what}_per_op", per))
+        draw_lines(ax, lay, plotted[-1], colors)
+        _setup_x(ax, lay)
+        ax.set_ylabel(f"TLB {what} per operation")
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+    _title(fig, workload, "TLB shootdowns per operation", lay)
+    _legend(fig, lay, colors, pd.concat(plotted))
+    return fig
