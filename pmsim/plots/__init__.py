@@ -86,8 +86,14 @@ def write_figures(result, out_dir, formats=("png", "svg"), dpi: int = 150, figur
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for stem, fig in (standard_figures(result) if figures is None else figures).items():
-        for fmt in formats:
-            path = out / f"{stem}.{fmt}"
-            fig.savefig(path, dpi=dpi, format=fmt)
-            paths.append(path)
+        engine = fig.get_layout_engine()
+        try:
+            for i, fmt in enumerate(formats):
+                path = out / f"{stem}.{fmt}"
+                fig.savefig(path, dpi=dpi, format=fmt)
+                paths.append(path)
+                if i == 0 and engine is not None:  # laid out once: the other formats reuse it
+                    fig.set_layout_engine("none")
+        finally:
+            fig.set_layout_engine(engine)
     return paths

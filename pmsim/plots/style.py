@@ -189,12 +189,14 @@ def log_if_wide(ax, values, axis="y", decades=2.0) -> bool:
 
 def plain_log_ticks(axis, span: float) -> None:
     """Log ticks written as plain numbers (0.2, 1, 50): at 1-2-5 steps when the axis spans
-    under two decades, at every digit under a factor of 4 (else only powers of ten would be
+    under 2.5 decades, at every digit under a factor of 4 (else only powers of ten would be
     labelled, too few to read)."""
-    subs = tuple(range(1, 10)) if span < 4 else (1.0, 2.0, 5.0) if span < 100 else (1.0,)
+    subs = tuple(range(1, 10)) if span < 4 else (1.0, 2.0, 5.0) if span < 300 else (1.0,)
     axis.set_major_locator(LogLocator(base=10, subs=subs))
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     axis.set_minor_formatter(NullFormatter())
+    if len(subs) > 1:  # labelled steps inside each decade already: minor ticks only cost drawing time
+        axis.set_minor_locator(NullLocator())
 
 
 def positive(a, floor):
