@@ -283,10 +283,21 @@ class Machine:
         self._rcu = None
         self.design = None  # the page-map design simulated (named in invariant violations)
         self.op_done = None  # callback(th, op, start): operations nested in others (faults, misses)
+        self.nested: dict = {}  # (thread, op) -> start of a nested operation in progress
 
     def rng(self, name: str):
         """The numpy Generator of the named stream."""
         return self.streams.get(name)
+
+    def nested_start(self, th, op: str) -> None:
+        """A nested operation (a touch's fault, a read's miss) starts on ``th``: one still in
+        progress at the end is reported unfinished, like the operation around it."""
+        self.nested[th, op] = th.now
+
+    def nested_done(self, th, op: str) -> None:
+        t0 = self.nested.pop((th, op))
+        if self.op_done is not None:
+            self.op_done(th, op, t0)
 
     def thread(self, name: str, core: int, proc=None) -> Thread:
         if not 0 <= core < len(self.cores):

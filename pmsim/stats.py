@@ -128,6 +128,8 @@ class Histogram:
             return self.max
         cum = np.cumsum(self._buckets)
         b = int(np.searchsorted(cum, q * self.count, side="left"))
+        if b == 0:  # [0, 0.011): the smallest sample says more than the bucket's midpoint
+            return self.min
         lo, hi = 2.0 ** (b / _SUB) - 1.0, 2.0 ** ((b + 1) / _SUB) - 1.0
         return min(max((lo + hi) / 2, self.min), self.max)
 

@@ -157,6 +157,21 @@ def test_misses_are_nested_in_reads_that_miss():
     assert "miss" not in warm
 
 
+def test_a_miss_stalled_at_the_end_is_unfinished_not_dropped():
+    """Misses stuck behind a writeback pass still running at the end are reported with their
+    age, as the reads around them are: the stall must not vanish from the miss latencies."""
+    spec = load_spec("writeback_readers", ["machine.cores=4", "processes.0.threads=3", "duration=8ms",
+                                           "warmup=1ms"])
+    res = run_workload(spec, "new")
+    ops, fsync = res.summary["ops"], res.summary["daemons"]["fsync"]
+    assert fsync["unfinished"] == 1 and fsync["count"] == 0  # the first pass starts at 5 ms
+    assert ops["miss"]["unfinished"] >= 1
+    assert ops["miss"]["unfinished"] <= ops["read"]["unfinished"] + ops["write"]["unfinished"]
+    assert 1000 < ops["miss"]["unfinished_age_us_max"] <= fsync["unfinished_age_us_max"]
+    qlock = res.summary["locks"]["page_lock"]
+    assert qlock["acquisitions"] > 0  # a page is born locked by its inserter: that is an acquisition
+
+
 def test_writeback_passes_are_intervals_and_their_steps_are_timed():
     """The writeback daemon's passes are the intervals (the last one may be unfinished); NEW
     holds pm_qlock for each whole pass, which lock_holders shows as fsync's holds."""

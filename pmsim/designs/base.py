@@ -167,10 +167,9 @@ class PageMap:
         (None: allocate and insert, or find again after -EEXIST), or a page not up to date
         (lock_page, and readpage if it still is not). Reported as the nested operation
         ``miss``, from the failed lookup until the page is up to date."""
-        t0 = th.now
+        self.machine.nested_start(th, "miss")
         page = yield from self._miss(th, index, page)
-        if self.machine.op_done is not None:
-            self.machine.op_done(th, "miss", t0)
+        self.machine.nested_done(th, "miss")
         return page
 
     def _miss(self, th, index, page):

@@ -114,10 +114,9 @@ class Kernel:
         faults = 0
         while not mm.pte_usable(vmr, off, write):
             faults += 1
-            t0 = th.now
+            self.machine.nested_start(th, "fault")
             ret = yield from self.fault(th, vmr.proc, vmr.base + off, write)
-            if self.machine.op_done is not None:
-                self.machine.op_done(th, "fault", t0)
+            self.machine.nested_done(th, "fault")
             if ret in (mm.EFAULT, mm.EPERM):
                 raise violation(self.machine, th, vmr.foff + off, f"segfault: page {off} of {vmr}")
             th.op = "touch"

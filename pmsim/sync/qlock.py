@@ -52,6 +52,8 @@ class QLock:
         self.line_core = None
         self.acquired_at = machine.env.now
         self.stats = machine.recorder.lock(name, self.kind)
+        if held_by is not None:  # born held: an uncontended acquisition (its release is a hold)
+            self.stats.acquired(self.acquired_at, 0.0, False)
         self._queue_area = 0.0  # integral of len(waiters) over time (ns), up to _queue_since
         self._queue_since = 0.0
         self._pair = c.ns("lock_pair_uncontended_ns")

@@ -325,6 +325,8 @@ class WorkloadRun:
                 self.meter.stats("workload", w.current[0]).running(w.current[1])
         for op, t0 in self.daemons_running.values():
             self.meter.stats("daemon", op).running(t0)
+        for (th, op), t0 in self.m.nested.items():  # a miss or fault the run's end interrupted
+            self.meter.stats("daemon" if th.proc is None else "workload", op).running(t0)
         rcu = self.m._rcu
         if rcu is not None and rcu.read_sections:  # counted as a plain int on the lookup path
             self.m.recorder.counters["rcu_read_sections"] = rcu.read_sections - self.rcu_sections_at_warmup
