@@ -312,12 +312,40 @@ def _hazard_sentence(rv: Review, w: str, d: str) -> str:
         f"On `{d}` at {rv.label(p)}: no writeback pass overlapped the measured window."
 
 
+# What each standard figure shows (pmsim.plots.standard_figures names them KIND-WORKLOAD[-DESIGN]).
+CAPTIONS = {
+    "throughput": "throughput per design with its 95% band",
+    "latency_vs": "p50 and p99 latency of each operation, per design",
+    "latency_vs_load": "p50 and p99 latency against the load",
+    "latency_cdf": "latency CDF of each operation at the largest point",
+    "lock_breakdown": "wait and hold time of each lock",
+    "lock_holds_by_op": "how long each kind of holder keeps each lock",
+    "timings": "timed kernel steps (PTE walk, shootdown_vmrs, RCU grace period)",
+    "cpu_breakdown": "CPU time: useful, spinning, IPI handling, idle",
+    "shootdowns_per_op": "TLB shootdowns and IPIs per operation",
+    "writeback_timeline": "miss latency over simulated time, writeback passes shaded, pm_qlock queue",
+}
+
+
+def _caption(kind: str) -> str:
+    for prefix in sorted(CAPTIONS, key=len, reverse=True):
+        if kind.startswith(prefix):
+            return CAPTIONS[prefix]
+    return kind.replace("_", " ")
+
+
 def figures(rv: Review, paths, base) -> list:
+    """The figures, grouped by workload in the report's order."""
     blocks = [Heading("Figures")]
-    for path in paths:
-        stem = path.stem
-        kind, _, workload = stem.partition("-")
-        blocks.append(Figure(str(path.relative_to(base)), f"{kind.replace('_', ' ')}: {workload or 'all workloads'}"))
+    for w in rv.workloads():
+        mine = [p for p in paths if p.stem.split("-")[1:2] == [w]]
+        if mine:
+            blocks.append(Heading(f"`{w}`", 3))
+        for path in mine:
+            kind, _, rest = path.stem.partition("-")
+            design = rest[len(w) + 1:]
+            blocks.append(Figure(path.relative_to(base).as_posix(),
+                                 f"{w}{f' on {design}' if design else ''}: {_caption(kind)}"))
     return blocks
 
 
