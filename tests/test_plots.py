@@ -58,10 +58,9 @@ def figures(scaling, writeback):
 
 
 def needs(result, *tables):
-    """Skip when the sweep lacks a per-run table (for tables still being added)."""
+    """The sweep has these per-run tables, with rows (a figure drawn from nothing proves nothing)."""
     missing = [t for t in tables if data.run_table(result, t).empty]
-    if missing:
-        pytest.skip(f"no per-run table {', '.join(missing)} yet")
+    assert not missing, f"no rows in the per-run tables {', '.join(missing)}"
 
 
 def lines(ax, label):
@@ -249,8 +248,7 @@ def test_writeback_timeline_of_another_design_and_replication(writeback):
 
 def test_lock_holds_by_op_and_timings_draw_the_summary_means(writeback):
     metric = "locks.pm_qlock.held_by.fsync.hold_us_mean"
-    if not data.has_metric(writeback, "writeback_readers", metric):
-        pytest.skip("no locks.<lock>.held_by.<op> in the summary yet")
+    assert data.has_metric(writeback, "writeback_readers", metric)
     point = {"nvme_write_4k_us": 10, "machine.cores": 8, "processes.0.threads": 7}
     fig = plots.lock_holds_by_op(writeback, "writeback_readers", point)
     (bar,) = [p for p in fig.axes[0].patches if p.get_label() == "new_batched_wb pm_qlock\nfsync"]
@@ -272,8 +270,7 @@ def test_standard_figures_are_the_ones_that_apply(writeback, figures):
     assert "shootdowns_per_op-mmap_churn" in figs and "shootdowns_per_op-cold_misses" not in figs
     assert not [k for k in figs if k.startswith("writeback_timeline")]
     wb = figures["writeback"]
-    if not data.run_table(writeback, "intervals").empty:
-        assert {"writeback_timeline-writeback_readers-new", "writeback_timeline-writeback_readers-new_batched_wb"} <= set(wb)
+    assert {"writeback_timeline-writeback_readers-new", "writeback_timeline-writeback_readers-new_batched_wb"} <= set(wb)
     assert all(isinstance(f, Figure) for f in [*figs.values(), *wb.values()])
 
 
@@ -321,8 +318,8 @@ def test_failed_runs_are_left_out(writeback):
     n = data.derived(broken, "writeback_readers", "x", ops).query("design == 'new' and `machine.cores` == 8 "
                                                                   "and nvme_write_4k_us == 80")["n"]
     assert list(n) == [1]
-    if not data.run_table(writeback, "op_timeseries").empty and not data.run_table(writeback, "intervals").empty:
-        assert "replication 1" in plots.writeback_timeline(broken)._suptitle.get_text()
+    needs(writeback, "op_timeseries", "intervals")
+    assert "replication 1" in plots.writeback_timeline(broken)._suptitle.get_text()
 
 
 def test_write_figures_writes_png_and_svg(points, tmp_path):
