@@ -25,6 +25,8 @@ HAZARDS = [
     ("pass still running at the end, age", "daemons.fsync.unfinished_age_us_max", 1e-3, "ms"),
     ("miss latency p99", "ops.miss.latency_us.p99", 1, "µs"),
     ("miss latency max", "ops.miss.latency_us.max", 1, "µs"),
+    ("misses still waiting at the end", "ops.miss.unfinished", 1, ""),
+    ("oldest waiting miss", "ops.miss.unfinished_age_us_max", 1e-3, "ms"),
     ("PTE walk (mark_and_clear_dirty_ptes)", "timings.pte_walk.us_mean", 1, "µs"),
     ("shootdown_vmrs", "timings.shootdown_vmrs.us_mean", 1, "µs"),
     ("TLB shootdowns per run", "tlb.shootdowns", 1, ""),
@@ -298,10 +300,22 @@ def _hazard_sentence(rv: Review, w: str, d: str) -> str:
     miss = rv.stat(d, w, p, "ops.miss.latency_us.max")
     if hold and hold[0] > 0:
         parts.append(f"a writeback pass holds `pm_qlock` for up to {ci(hold[0], hold[1], 1e-3)} ms")
+    else:  # no pass finished at the largest point: the longest finished one elsewhere
+        held = [(s, q) for q in rv.points_of(w)
+                if (s := rv.stat(d, w, q, "locks.pm_qlock.held_by.fsync.hold_us_max")) and s[0] > 0]
+        if held:
+            s, q = max(held, key=lambda item: item[0][0])
+            parts.append(f"no pass finished within the run (at {rv.label(q)} one held `pm_qlock` for "
+                         f"{ci(s[0], s[1], 1e-3)} ms)")
     if age and age[0] > 0:
         parts.append(f"a pass is still running at the end after {ci(age[0], age[1], 1e-3)} ms")
     if miss and miss[0] > 0:
-        parts.append(f"the slowest miss takes {ci(miss[0], miss[1])} µs")
+        parts.append(f"the slowest miss that completed took {ci(miss[0], miss[1])} µs")
+    waiting = rv.stat(d, w, p, "ops.miss.unfinished")
+    oldest = rv.stat(d, w, p, "ops.miss.unfinished_age_us_max")
+    if waiting and waiting[0] > 0:
+        parts.append(f"{ci(waiting[0], waiting[1])} misses are still waiting at the end, the oldest for "
+                     f"{ci(oldest[0], oldest[1], 1e-3)} ms")
     walk = rv.stat(d, w, p, "timings.pte_walk.us_mean")
     if walk and walk[0] > 0:
         parts.append(f"the PTE walk costs {ci(walk[0], walk[1])} µs a pass")
