@@ -121,6 +121,25 @@ def test_latency_vs_cores_has_a_row_per_op_and_p50_p99_columns(scaling):
     assert "µs" in fig.axes[0].get_ylabel()
 
 
+def test_latency_vs_cores_marks_stalls_the_percentiles_do_not_show(writeback):
+    """At 80 us a page, NEW's writeback pass outlasts the run: misses still waiting at the end
+    are older than the p99 of those that completed, and a marker says so at their age."""
+    fig = plots.latency_vs_cores(writeback, "writeback_readers")
+    ops = data.workload_ops(writeback, "writeback_readers")
+    ax = fig.axes[2 * ops.index("miss") + 1]  # miss p99
+    a = writeback.aggregate
+    pick = (a.workload == "writeback_readers") & (a.design == "new") & (a.nvme_write_4k_us == 80)
+    age = a[pick & (a.metric == "ops.miss.unfinished_age_us_max")].sort_values("machine.cores")
+    p99 = a[pick & (a.metric == "ops.miss.latency_us.p99")].sort_values("machine.cores")
+    stalled = age["mean"].to_numpy() > p99["mean"].to_numpy()
+    assert stalled.any(), "the fixture should stall NEW's misses at 80 us a page"
+    marks = lines(ax, "_unfinished new")
+    assert len(marks) == 1 and hexc(marks[0].get_color()) == style.DESIGN_COLORS["new"].lower()
+    drawn = sorted(marks[0].get_ydata())
+    assert all(any(np.isclose(y, d) for d in drawn) for y in age["mean"].to_numpy()[stalled])
+    assert any("oldest unfinished" in t.get_text() for leg in fig.legends for t in leg.get_texts())
+
+
 def test_latency_vs_load_plots_latency_against_carried_throughput(scaling):
     fig = plots.latency_vs_load(scaling, "cold_misses")
     ax = fig.axes[1]  # read p99

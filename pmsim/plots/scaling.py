@@ -67,7 +67,7 @@ def _setup_x(ax, lay: data.Layout, label: bool = True) -> None:
         ax.set_xlabel(lay.xlabel())
 
 
-def _legend(fig, lay, colors, plotted, bars: bool = False) -> None:
+def _legend(fig, lay, colors, plotted, bars: bool = False, extra=()) -> None:
     """Designs, variants and what the CI means (with the replications n of ``plotted``)."""
     n = sorted(set(plotted["n"]))
     n_text = f", n={n[0]}" if len(n) == 1 else (f", n={n[0]}..{n[-1]}" if n else "")
@@ -76,7 +76,7 @@ def _legend(fig, lay, colors, plotted, bars: bool = False) -> None:
     if len(plotted):
         handles.append(style.ci_handle(n_text) if lay.numeric and not bars else
                        style.Line2D([], [], color="0.3", marker="|", ms=10, mew=1.2, ls="none", label=f"95% CI{n_text}"))
-    style.legend_below(fig, handles)
+    style.legend_below(fig, handles + list(extra))
 
 
 def _title(fig, workload: str, what: str, lay: data.Layout) -> None:
@@ -108,7 +108,7 @@ def latency_vs_cores(result, workload: str, ops=None, quantiles=("p50", "p99"), 
     ops = list(ops or data.workload_ops(result, workload))
     fig, axes = style.new_figure(len(ops), len(quantiles), sharex=True, sharey="row", width=3.4 * len(quantiles) + 1,
                                  height=2.3 * len(ops) + 1.3)
-    plotted = []
+    plotted, stalled = [], False
     for r, op in enumerate(ops):
         row_means = []
         for c, q in enumerate(quantiles):
@@ -116,6 +116,10 @@ def latency_vs_cores(result, workload: str, ops=None, quantiles=("p50", "p99"), 
             ax.set_yscale("log")
             plotted.append(data.metric(result, workload, f"ops.{op}.latency_us.{q}"))
             row_means += draw_lines(ax, lay, plotted[-1], colors, log=True)
+            if c == len(quantiles) - 1:
+                ages = _unfinished(ax, lay, result, workload, op, colors, plotted[-1])
+                row_means += ages
+                stalled = stalled or bool(ages)
             _setup_x(ax, lay, label=r == len(ops) - 1)
             ax.grid(alpha=0.3, which="both", lw=0.4)
             if c == 0:
@@ -124,8 +128,31 @@ def latency_vs_cores(result, workload: str, ops=None, quantiles=("p50", "p99"), 
                 ax.set_title(q)
         log_limits(axes[r, 0], row_means)
     _title(fig, workload, "latency", lay)
-    _legend(fig, lay, colors, pd.concat(plotted))
+    _legend(fig, lay, colors, pd.concat(plotted), extra=[UNFINISHED] if stalled else [])
     return fig
+
+
+UNFINISHED = style.Line2D([], [], color="0.3", marker=">", mfc="none", ls="none",
+                          label="oldest unfinished at the end (mean age)")
+
+
+def _unfinished(ax, lay, result, workload: str, op: str, colors: dict, beside) -> list[float]:
+    """Where operations were still running at the end, and the oldest had run longer than the
+    percentile ``beside`` it: its age (mean over the replications). A stall longer than the
+    run, which the completed operations' percentiles do not show. Returns the ages drawn."""
+    name = f"ops.{op}.unfinished_age_us_max"
+    if not data.has_metric(result, workload, name):
+        return []
+    keys = ["design", "_x", "_v"]
+    df = lay.place(data.metric(result, workload, name))
+    df = df.merge(lay.place(beside)[keys + ["mean"]], on=keys, suffixes=("", "_q"))
+    df = df[df["mean"] > df["mean_q"]]
+    for design, color in colors.items():
+        sub = df[df["design"] == design]
+        if len(sub):
+            ax.plot(sub["_x"], sub["mean"], color=color, marker=">", mfc="none", ms=7, ls="none",
+                    label=f"_unfinished {design}")
+    return list(df["mean"])
 
 
 def latency_vs_load(result, workload: str, ops=None, quantiles=("p50", "p99"), x: str | None = None):
