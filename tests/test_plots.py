@@ -293,6 +293,27 @@ def test_standard_figures_are_the_ones_that_apply(writeback, figures):
     assert all(isinstance(f, Figure) for f in [*figs.values(), *wb.values()])
 
 
+def test_a_whole_writeback_pass_gets_its_own_timeline(writeback, figures):
+    """Besides the largest point (where a pass may outlast the run), the timeline of the run
+    with the most cores in which a pass finished: the stall and its end both show."""
+    from pmsim.plots.timeline import finished_pass_run
+
+    iv = data.run_table(writeback, "intervals", "writeback_readers")
+    s = data.ok_summary(writeback, "writeback_readers")
+    for d in ("new", "new_batched_wb"):
+        point, rep = finished_pass_run(writeback, "writeback_readers", d)
+        run = data.select_point(s, point)
+        run = run[(run.design == d) & (run.replication == rep)]
+        assert len(run) == 1
+        mine = iv[iv.run_id == run.run_id.iloc[0]]
+        assert (mine.finished & (mine.op == "fsync")).any()
+        extra = [k for k in figures["writeback"] if k.startswith(f"writeback_timeline-writeback_readers-{d}-")]
+        if point != data.layout(writeback, "writeback_readers").default_point():
+            assert len(extra) == 1 and style.point_text(point) in figures["writeback"][extra[0]]._suptitle.get_text()
+        else:
+            assert extra == []
+
+
 def _overlaps(a, b):
     return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
 

@@ -31,6 +31,7 @@ from pmsim.plots.scaling import (
 from pmsim.plots.style import DESIGN_COLORS, design_colors
 from pmsim.plots.timeline import (
     designs_with_intervals,
+    finished_pass_run,
     has_intervals,
     writeback_timeline,
 )
@@ -76,6 +77,11 @@ def standard_figures(result) -> dict:
         if has_intervals(result, w) and not data.run_table(result, "op_timeseries", w).empty:
             for d in designs_with_intervals(result, w):
                 figs[f"writeback_timeline-{w}-{d}"] = writeback_timeline(result, w, design=d)
+                whole = finished_pass_run(result, w, d)  # and where a whole pass fits in the run
+                if whole is not None and whole[0] != lay.default_point():
+                    slug = "_".join(style.format_value(k, v).replace(" ", "_") for k, v in whole[0].items())
+                    figs[f"writeback_timeline-{w}-{d}-{slug}"] = writeback_timeline(
+                        result, w, design=d, point=whole[0], replication=whole[1])
     return figs
 
 

@@ -65,9 +65,12 @@ def writeback_timeline(result, workload: str | None = None, design: str | None =
     fig, axes = style.new_figure(2, 1, sharex=True, width=9, height=5.6, height_ratios=[2, 1])
     top, bottom = axes[:, 0]
     busy = lat[lat["count"] > 0]
-    mid = busy["time_ms"].to_numpy() - 0.5  # each row is the millisecond ending at time_ms
-    top.plot(mid, busy["latency_us_max"], color=color, ls="--", lw=0.9, marker="v", ms=3, label=f"{op} max")
-    top.plot(mid, busy["latency_us_mean"], color=color, lw=1.6, marker="o", ms=3, label=f"{op} mean")
+    # Every millisecond of the run, NaN where none completed: the lines break over a stall
+    # rather than drawing a slope across it.
+    every = ts[["time_ms"]].merge(busy, on="time_ms", how="left") if len(ts) else busy
+    mid = every["time_ms"].to_numpy() - 0.5  # each row is the millisecond ending at time_ms
+    top.plot(mid, every["latency_us_max"], color=color, ls="--", lw=0.9, marker="v", ms=3, label=f"{op} max")
+    top.plot(mid, every["latency_us_mean"], color=color, lw=1.6, marker="o", ms=3, label=f"{op} mean")
     top.set_yscale("log")
     if not busy.empty:
         lo, hi = busy["latency_us_mean"].min(), busy["latency_us_max"].max()
@@ -114,6 +117,23 @@ def writeback_timeline(result, workload: str | None = None, design: str | None =
                  f"{style.point_text(point) or 'its one point'}, replication {int(run['replication'])}")
     style.legend_below(fig, handles, ncols=3)
     return fig
+
+
+def finished_pass_run(result, workload: str, design: str):
+    """(point, replication) of the run with the most cores (the last point) in which a
+    writeback pass finished, or None: where the timeline shows a whole pass, not only a stall."""
+    iv = data.run_table(result, "intervals", workload)
+    if iv.empty:
+        return None
+    done = set(iv.loc[(iv["design"] == design) & iv["finished"] & (iv["op"] == "fsync"), "run_id"])
+    lay = data.layout(result, workload)
+    s = data.ok_summary(result, workload)
+    s = s[s["run_id"].isin(done)]
+    for point in reversed(lay.points.to_dict("records")):
+        runs = data.select_point(s, point).sort_values("replication")
+        if len(runs):
+            return point, int(runs["replication"].iloc[0])
+    return None
 
 
 def has_intervals(result, workload: str) -> bool:

@@ -357,9 +357,9 @@ def figures(rv: Review, paths, base) -> list:
             blocks.append(Heading(f"`{w}`", 3))
         for path in mine:
             kind, _, rest = path.stem.partition("-")
-            design = rest[len(w) + 1:]
-            blocks.append(Figure(path.relative_to(base).as_posix(),
-                                 f"{w}{f' on {design}' if design else ''}: {_caption(kind)}"))
+            design, _, where = rest[len(w) + 1:].partition("-")  # a timeline: DESIGN[-POINT]
+            on = (f" on {design}" if design else "") + (f" at {where.replace('_', ' ')}" if where else "")
+            blocks.append(Figure(path.relative_to(base).as_posix(), f"{w}{on}: {_caption(kind)}"))
     return blocks
 
 
