@@ -191,3 +191,21 @@ def test_report_command(review, tmp_path, capsys):
     assert (tmp_path / "r" / "report.md").read_text() == (res.out / "report.md").read_text()
     assert main(["report", str(tmp_path / "nothing")]) == 2
     assert "holds no finished sweep" in capsys.readouterr().err
+
+
+def test_the_committed_report_is_the_committed_tables(tmp_path):
+    """results/design_review/report.md is what pmsim report makes of the committed tables today
+    (a model or report change without regenerating the results fails here), and every figure
+    it shows is committed."""
+    from pathlib import Path
+
+    from pmsim.sweeps.api import SweepResult
+
+    results = Path(__file__).resolve().parents[1] / "results" / "design_review"
+    res = SweepResult.load(results)  # the tables digest holds
+    assert (res.summary["status"] == "ok").all() and len(res.summary) == 350
+    md = write_report(res, tmp_path, figures=False)[0].read_text()
+    committed = (results / "report.md").read_text()
+    assert committed.split("\n## Figures\n")[0].rstrip() == md.rstrip(), "regenerate: pmsim report results/design_review"
+    shown = re.findall(r"!\[[^]]*\]\(([^)]+)\)", committed)
+    assert len(shown) >= 40 and all((results / p).is_file() for p in shown)
