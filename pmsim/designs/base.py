@@ -173,6 +173,7 @@ class PageMap:
         return page
 
     def _miss(self, th, index, page):
+        """pm_load_page past its failed first lookup (kern/src/pagemap.c), as described above."""
         while page is None:
             th.pending += self._page_alloc  # kpage_alloc (MEM_ATOMIC: never sleeps)
             page = Page(index)

@@ -105,7 +105,7 @@ def plan_runs(exp: ExperimentSpec) -> list[RunPlan]:
                 }).encode(), digest_size=8).hexdigest()
                 runs.append(RunPlan(run_id, design, name, replication, seed, point, spec))
     for i, entry in enumerate(exp.exclude):
-        if not any(exp._matches(entry, d, p) for d in exp.designs for p in points(exp)):
+        if not any(exp.matches(entry, d, p) for d in exp.designs for p in points(exp)):
             raise ConfigError(f"experiment {exp.name}: exclude.{i} {entry} matches no run (the zip pairs "
                               "those values differently)")
     if not runs:

@@ -100,8 +100,13 @@ class ExperimentSpec(BaseModel):
         self._check_exclude()
         return self
 
+    @property
+    def choices(self) -> dict[str, list]:
+        """Every value each key of an ``exclude`` entry can take: the designs, the factors'."""
+        return {"design": self.designs, **self.grid, **self.zip}
+
     def _check_exclude(self) -> None:
-        values = {"design": self.designs, **self.grid, **self.zip}
+        values = self.choices
         for i, entry in enumerate(self.exclude):
             if not entry:
                 raise ValueError(f"exclude.{i}: an empty entry would leave out every run")
@@ -115,11 +120,11 @@ class ExperimentSpec(BaseModel):
 
     def excluded(self, design: str, point: dict) -> bool:
         """Whether the run of ``design`` at ``point`` is left out (matches an ``exclude`` entry)."""
-        return any(self._matches(entry, design, point) for entry in self.exclude)
+        return any(self.matches(entry, design, point) for entry in self.exclude)
 
-    def _matches(self, entry: dict, design: str, point: dict) -> bool:
-        at = {"design": design, **point}
-        values = {"design": self.designs, **self.grid, **self.zip}
+    def matches(self, entry: dict, design: str, point: dict) -> bool:
+        """Whether one ``exclude`` entry matches the run of ``design`` at ``point``."""
+        at, values = {"design": design, **point}, self.choices
         return all(at[k] in _any_of(v, values[k]) for k, v in entry.items())
 
     @property
