@@ -746,3 +746,17 @@ def test_gathered_tables_keep_a_results_folder_readable_without_its_runs(tmp_pat
     res.table("ops").head(1).to_parquet(tmp_path / "out" / "tables" / "ops.parquet", index=False)
     with pytest.raises(ConfigError, match="did not finish"):
         api.SweepResult.load(tmp_path / "out")
+
+
+def test_gathered_tables_of_a_factor_mixing_numbers_and_strings(tmp_path):
+    """A cost given as a number at one point and a duration at another: the factor column holds
+    both, which Arrow cannot concatenate; the gathered tables fall back to strings for it."""
+    res = pmsim.sweep(tiny(replications=1, grid={"cacheline_transfer_ns": [40, "60ns"]}), tmp_path / "out",
+                      workers=1, progress=False)
+    assert (res.summary["status"] == "ok").all()
+    assert sorted(res.summary["cacheline_transfer_ns"]) == ["40", "40", "60ns", "60ns"]
+    ops = res.table("ops")
+    assert sorted(set(map(str, ops["cacheline_transfer_ns"]))) == ["40", "60ns"]
+    assert len(set(ops["run_id"])) == 4
+    back = api.SweepResult.load(tmp_path / "out")
+    assert_frame_equal(back.table("ops"), ops, check_exact=True)
