@@ -129,7 +129,7 @@ def finished_pass_run(result, workload: str, design: str):
     lay = data.layout(result, workload)
     s = data.ok_summary(result, workload)
     s = s[s["run_id"].isin(done)]
-    for point in reversed(lay.points.to_dict("records")):
+    for point in reversed(lay.points_list()):
         runs = data.select_point(s, point).sort_values("replication")
         if len(runs):
             return point, int(runs["replication"].iloc[0])
