@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import math
 
-import pandas as pd
 
+from pmsim.plots import data
 from pmsim.report.blocks import Bullets, Figure, Heading, Para, Table
 from pmsim.sweeps.tables import factor_value
 
@@ -63,46 +63,37 @@ class Review:
         self.exp = result.experiment
         self.base, self.others = self.exp.designs[0], self.exp.designs[1:]
         self.point_keys = [f for f in self.exp.factors if f != "workload"]
-        self.agg = result.aggregate
-        self.diff = result.differences
-        self.ok = result.summary[result.summary["status"] == "ok"]
         self.manifest = json.loads((result.out / "manifest.json").read_text())
 
-    # --- lookups --------------------------------------------------------------------------
+    # --- lookups (the figures' own: pmsim.plots.data) ---------------------------------------
     def workloads(self) -> list[str]:
-        return list(dict.fromkeys(self.ok["workload"]))
+        return data.workloads(self.res)
 
     def designs_of(self, workload: str) -> list[str]:
-        ran = set(self.ok.loc[self.ok["workload"] == workload, "design"])
-        return [d for d in self.exp.designs if d in ran]
+        return data.designs(self.res, workload)
 
     def points_of(self, workload: str) -> list[dict]:
         """The factor points (without the workload) the workload ran at, in the sweep's order."""
-        rows = self.ok[self.ok["workload"] == workload]
+        rows = data.ok_summary(self.res, workload)
         return [dict(zip(self.point_keys, t)) for t in dict.fromkeys(
             tuple(factor_value(v) for v in r) for r in rows[self.point_keys].itertuples(index=False))]
 
-    def _rows(self, df: pd.DataFrame, workload: str, point: dict, metric: str) -> pd.DataFrame:
-        mask = (df["workload"] == workload) & (df["metric"] == metric)
-        for k, v in point.items():
-            mask &= df[k] == v
-        return df[mask]
-
     def stat(self, design: str, workload: str, point: dict, metric: str):
         """(mean, ci95_half, n) of a metric, or None."""
-        rows = self._rows(self.agg, workload, point, metric)
+        rows = data.select_point(data.metric(self.res, workload, metric), point)
         rows = rows[rows["design"] == design]
         return None if rows.empty else (rows["mean"].iloc[0], rows["ci95_half"].iloc[0], rows["n"].iloc[0])
 
     def difference(self, design: str, workload: str, point: dict, metric: str):
-        rows = self._rows(self.diff, workload, point, metric)
+        d = self.res.differences
+        rows = data.select_point(d[(d["workload"] == workload) & (d["metric"] == metric)], point)
         rows = rows[rows["design"] == design]
         return None if rows.empty else rows.iloc[0]
 
     def main_op(self, workload: str) -> str | None:
         """The operation the workload issues most (its latency is the one to compare)."""
-        counts = {c.split(".")[1]: self.ok.loc[self.ok["workload"] == workload, c].mean()
-                  for c in self.ok.columns if c.startswith("ops.") and c.endswith(".count")}
+        ok = data.ok_summary(self.res, workload)
+        counts = {c.split(".")[1]: ok[c].mean() for c in ok.columns if c.startswith("ops.") and c.endswith(".count")}
         counts = {op: n for op, n in counts.items() if op not in ("miss", "fault") and n > 0}
         return max(counts, key=counts.get) if counts else None
 
