@@ -19,13 +19,17 @@ from pmsim.lockbench import LockBenchSpec, run_lockbench
 from pmsim.units import parse_dist
 
 
-def bare_simpy(threads: int, hold_mean: float, think_mean: float, duration: float, seed: int) -> tuple[int, float]:
+def bare_simpy(
+    threads: int, hold_mean: float, think_mean: float, duration: float, seed: int
+) -> tuple[int, float]:
     """The simplest SimPy model of one lock: request, hold, release, think."""
     env = simpy.Environment()
     lock = simpy.Resource(env, capacity=1)
     rng = np.random.default_rng(seed)
 
-    def draws(mean):  # block draws, as pmsim's samplers do: a draw costs a list step, not a numpy call
+    def draws(
+        mean,
+    ):  # block draws, as pmsim's samplers do: a draw costs a list step, not a numpy call
         while True:
             yield from rng.exponential(mean, 4096).tolist()
 
@@ -47,9 +51,19 @@ def bare_simpy(threads: int, hold_mean: float, think_mean: float, duration: floa
     return count[0], time.perf_counter() - t0
 
 
-def pmsim_qlock(threads: int, hold: str, think: str, duration: float, seed: int, ideal: bool) -> tuple[int, float]:
-    spec = LockBenchSpec(lock="qlock", threads=threads, hold=parse_dist(hold), think=parse_dist(think),
-                         duration=duration, warmup=0.0, seed=seed, ideal=ideal)
+def pmsim_qlock(
+    threads: int, hold: str, think: str, duration: float, seed: int, ideal: bool
+) -> tuple[int, float]:
+    spec = LockBenchSpec(
+        lock="qlock",
+        threads=threads,
+        hold=parse_dist(hold),
+        think=parse_dist(think),
+        duration=duration,
+        warmup=0.0,
+        seed=seed,
+        ideal=ideal,
+    )
     res = run_lockbench(spec)
     return res["acquisitions"], res["provenance"]["run_wall_s"]
 
@@ -64,8 +78,14 @@ def main() -> None:
     args = ap.parse_args()
     hold, think = f"exp:{args.hold_us}us", f"exp:{args.think_us}us"
     dur = args.duration_ms * 1e6
-    rates = {"bare simpy Resource": [], "pmsim qlock (default costs)": [], "pmsim qlock (--ideal)": []}
-    pmsim_qlock(args.threads, hold, think, dur / 10, 0, ideal=False)  # untimed warm-up (imports, caches)
+    rates = {
+        "bare simpy Resource": [],
+        "pmsim qlock (default costs)": [],
+        "pmsim qlock (--ideal)": [],
+    }
+    pmsim_qlock(
+        args.threads, hold, think, dur / 10, 0, ideal=False
+    )  # untimed warm-up (imports, caches)
     for rep in range(args.reps):
         n, w = bare_simpy(args.threads, args.hold_us * 1e3, args.think_us * 1e3, dur, rep)
         rates["bare simpy Resource"].append(n / w)
@@ -74,11 +94,16 @@ def main() -> None:
         n, w = pmsim_qlock(args.threads, hold, think, dur, rep, ideal=True)
         rates["pmsim qlock (--ideal)"].append(n / w)
     base = rates["bare simpy Resource"]
-    print(f"threads={args.threads} hold={hold} think={think} duration={args.duration_ms}ms reps={args.reps}")
+    print(
+        f"threads={args.threads} hold={hold} think={think} duration={args.duration_ms}ms reps={args.reps}"
+    )
     for name, r in rates.items():
         ratios = [a / b for a, b in zip(r, base)]  # paired within a rep: same machine load
-        print(f"{name:30} {statistics.median(r):12,.0f} acquisitions/wall-s   "
-              f"ratio median {statistics.median(ratios):5.2f} (min {min(ratios):.2f}, max {max(ratios):.2f})")
+        print(
+            f"{name:30} {statistics.median(r):12,.0f} acquisitions/wall-s   "
+            f"ratio median {statistics.median(ratios):5.2f} (min {min(ratios):.2f}, max {max(ratios):.2f})"
+        )
+
 
 if __name__ == "__main__":
     main()

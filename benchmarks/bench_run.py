@@ -49,8 +49,16 @@ def bare_simpy(threads: int, hold_ns: float, duration_ns: float) -> tuple[int, f
 
 def pmsim_run(cores: int, duration_ms: float, seed: int) -> tuple[int, float, float]:
     """(reads, wall seconds of the simulation loop, mean read latency ns) of read_hits on NEW."""
-    spec = load_spec("read_hits", [f"machine.cores={cores}", f"processes.0.threads={cores}",
-                                   f"duration={duration_ms}ms", "warmup=0ms"], seed)
+    spec = load_spec(
+        "read_hits",
+        [
+            f"machine.cores={cores}",
+            f"processes.0.threads={cores}",
+            f"duration={duration_ms}ms",
+            "warmup=0ms",
+        ],
+        seed,
+    )
     res = WorkloadRun(spec, "new").run()
     read = res.summary["ops"]["read"]
     return read["count"], res.provenance["wall_s"], read["latency_us"]["mean"] * 1e3
@@ -73,7 +81,9 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--profile", action="store_true")
     args = ap.parse_args()
-    _, _, hold = pmsim_run(args.cores, 0.5, 0)  # untimed warm-up (imports, caches); the baseline's hold
+    _, _, hold = pmsim_run(
+        args.cores, 0.5, 0
+    )  # untimed warm-up (imports, caches); the baseline's hold
     base, ours, ratios = [], [], []
     for rep in range(args.reps):
         n, w = bare_simpy(args.cores, hold, args.duration_ms * 1e6)
@@ -81,11 +91,17 @@ def main() -> None:
         n, w, _ = pmsim_run(args.cores, args.duration_ms, rep)
         ours.append(n / w)
         ratios.append(ours[-1] / base[-1])
-    print(f"read_hits --design new, {args.cores} cores, {args.duration_ms} ms simulated, {args.reps} reps")
-    print(f"  bare SimPy Resource loop  {statistics.median(base):12,.0f} ops/wall-s (hold {hold:.0f} ns)")
+    print(
+        f"read_hits --design new, {args.cores} cores, {args.duration_ms} ms simulated, {args.reps} reps"
+    )
+    print(
+        f"  bare SimPy Resource loop  {statistics.median(base):12,.0f} ops/wall-s (hold {hold:.0f} ns)"
+    )
     print(f"  pmsim run read_hits       {statistics.median(ours):12,.0f} ops/wall-s")
-    print(f"  ratio (paired per rep)    median {statistics.median(ratios):.2f}  "
-          f"range {min(ratios):.2f}-{max(ratios):.2f}  (target >= 1.0)")
+    print(
+        f"  ratio (paired per rep)    median {statistics.median(ratios):.2f}  "
+        f"range {min(ratios):.2f}-{max(ratios):.2f}  (target >= 1.0)"
+    )
     if args.profile:
         print(profile_summary(args.cores, args.duration_ms))
 

@@ -53,9 +53,15 @@ HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 def experiment(duration_ms: float, replications: int) -> dict:
     """punch_hole on OLD and NEW x 2 file sizes x ``replications``: 4 * replications runs."""
-    return {"name": "bench_sweep", "workload": "punch_hole", "designs": ["old", "new"],
-            "grid": {"files.0.pages": [4096, 8192]}, "overrides": {"duration": f"{duration_ms:g}ms"},
-            "replications": replications, "seed": 1}
+    return {
+        "name": "bench_sweep",
+        "workload": "punch_hole",
+        "designs": ["old", "new"],
+        "grid": {"files.0.pages": [4096, 8192]},
+        "overrides": {"duration": f"{duration_ms:g}ms"},
+        "replications": replications,
+        "seed": 1,
+    }
 
 
 # --- CPU accounting (Linux /proc; zeros elsewhere) ------------------------------------------
@@ -121,8 +127,11 @@ class Meter:
 
 
 # --- one timed sweep ----------------------------------------------------------------------------
-KINDS = {"serial": "serial (workers=1)", "cold": f"workers={WORKERS}, cold",
-         "warm": f"workers={WORKERS}, warm"}
+KINDS = {
+    "serial": "serial (workers=1)",
+    "cold": f"workers={WORKERS}, cold",
+    "warm": f"workers={WORKERS}, warm",
+}
 
 
 def timed_sweep(exp: dict, kind: str, base: Path) -> dict:
@@ -131,21 +140,34 @@ def timed_sweep(exp: dict, kind: str, base: Path) -> dict:
     if kind == "cold":
         stop_forkserver()
     with Meter() as m:
-        res = pmsim.sweep(exp, out, workers=1 if kind == "serial" else WORKERS, progress=False, resume=False)
+        res = pmsim.sweep(
+            exp, out, workers=1 if kind == "serial" else WORKERS, progress=False, resume=False
+        )
     check_ok(res, KINDS[kind])
     prov = res.provenance
     per_worker = prov.groupby("pid")["wall_s"].sum()
-    return {"wall": m.wall, "cpu": m.cpu, "foreign": m.foreign, "steal": m.steal,
-            "runs": len(prov), "run_sum": prov["wall_s"].sum(), "run_mean": prov["wall_s"].mean(),
-            "busiest_worker": per_worker.max(), "n_workers": len(per_worker),
-            "summary_path": out / "summary.parquet", "dir": out}
+    return {
+        "wall": m.wall,
+        "cpu": m.cpu,
+        "foreign": m.foreign,
+        "steal": m.steal,
+        "runs": len(prov),
+        "run_sum": prov["wall_s"].sum(),
+        "run_mean": prov["wall_s"].mean(),
+        "busiest_worker": per_worker.max(),
+        "n_workers": len(per_worker),
+        "summary_path": out / "summary.parquet",
+        "dir": out,
+    }
 
 
 def check_ok(res, what: str) -> None:
     """Stop (exit status 1) if a run failed: its numbers would be missing, not wrong."""
     failed = res.failures
     if len(failed):
-        sys.exit(f"bench_sweep: {len(failed)} runs failed in the {what} sweep, e.g.: {failed['error'].iloc[0]}")
+        sys.exit(
+            f"bench_sweep: {len(failed)} runs failed in the {what} sweep, e.g.: {failed['error'].iloc[0]}"
+        )
 
 
 def pool_kind() -> str:
@@ -169,8 +191,10 @@ def same_summary(a: Path, b: Path) -> str | None:
 def describe(label: str, r: dict) -> str:
     steal = f", steal {r['steal']:.2f}" if r["steal"] >= 0.01 else ""
     busiest = f", busiest worker {r['busiest_worker']:5.2f} s" if r["n_workers"] > 1 else " " * 24
-    return (f"{label:<27} {r['wall']:6.2f} s   {r['runs']} runs simulating {r['run_mean']:.2f} s each{busiest}   "
-            f"CPU {r['cpu']:5.2f} s   others {r['foreign']:.2f} cores{steal}")
+    return (
+        f"{label:<27} {r['wall']:6.2f} s   {r['runs']} runs simulating {r['run_mean']:.2f} s each{busiest}   "
+        f"CPU {r['cpu']:5.2f} s   others {r['foreign']:.2f} cores{steal}"
+    )
 
 
 def med_range(xs: list[float], fmt: str = "{:.2f}") -> str:
@@ -192,16 +216,34 @@ def wait_quiet(max_wait: float, threshold: float = 0.3) -> float:
 # --- main --------------------------------------------------------------------------------------
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--reps", type=int, default=None, help="repetitions (default 3; 2 with --quick)")
-    ap.add_argument("--duration-ms", type=float, default=None,
-                    help="simulated time per run (default 30 ms, about 1-2 s wall; 10 ms with --quick)")
-    ap.add_argument("--replications", type=int, default=2, help="runs = 4 x this (default 2: 8 runs)")
+    ap.add_argument(
+        "--reps", type=int, default=None, help="repetitions (default 3; 2 with --quick)"
+    )
+    ap.add_argument(
+        "--duration-ms",
+        type=float,
+        default=None,
+        help="simulated time per run (default 30 ms, about 1-2 s wall; 10 ms with --quick)",
+    )
+    ap.add_argument(
+        "--replications", type=int, default=2, help="runs = 4 x this (default 2: 8 runs)"
+    )
     ap.add_argument("--quick", action="store_true", help="2 repetitions of shorter runs")
-    ap.add_argument("--warm", action="store_true", help="also time a parallel sweep with the fork server running")
-    ap.add_argument("--tmp", default=None, help="folder for the sweeps' output (default: the system's)")
-    ap.add_argument("--quiet-wait", type=float, default=30.0,
-                    help="before each timed sweep, wait up to this many seconds for the machine's other "
-                         "processes to use under 0.3 cores (default 30; 0 to not wait)")
+    ap.add_argument(
+        "--warm",
+        action="store_true",
+        help="also time a parallel sweep with the fork server running",
+    )
+    ap.add_argument(
+        "--tmp", default=None, help="folder for the sweeps' output (default: the system's)"
+    )
+    ap.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=30.0,
+        help="before each timed sweep, wait up to this many seconds for the machine's other "
+        "processes to use under 0.3 cores (default 30; 0 to not wait)",
+    )
     args = ap.parse_args()
     reps = args.reps or (2 if args.quick else 3)
     duration = args.duration_ms or (10.0 if args.quick else 30.0)
@@ -212,12 +254,16 @@ def main() -> int:
         warm_exp = {**experiment(3.0, 1), "grid": {"files.0.pages": [4096]}}
         pmsim.sweep(warm_exp, base / "warmup", workers=1, progress=False, resume=False)
         kinds = ["serial", "cold"] + (["warm"] if args.warm else [])
-        print(f"pmsim.sweep: punch_hole, designs old+new, files.0.pages 4096/8192, {args.replications} "
-              f"replications ({4 * args.replications} runs), {duration:g} ms simulated per run; workers=1 vs "
-              f"workers={WORKERS}; {reps} reps; {os.cpu_count()} CPUs")
-        print(f"(pmsim's local pool here starts its workers by {pool_kind()}; cold: no fork server left running "
-              f"from an earlier sweep, as for `pmsim sweep --workers {WORKERS}` and a notebook's first sweep; "
-              f"CPU: this process + fork server + workers; others: cores used by other processes meanwhile)")
+        print(
+            f"pmsim.sweep: punch_hole, designs old+new, files.0.pages 4096/8192, {args.replications} "
+            f"replications ({4 * args.replications} runs), {duration:g} ms simulated per run; workers=1 vs "
+            f"workers={WORKERS}; {reps} reps; {os.cpu_count()} CPUs"
+        )
+        print(
+            f"(pmsim's local pool here starts its workers by {pool_kind()}; cold: no fork server left running "
+            f"from an earlier sweep, as for `pmsim sweep --workers {WORKERS}` and a notebook's first sweep; "
+            f"CPU: this process + fork server + workers; others: cores used by other processes meanwhile)"
+        )
         speed = {k: [] for k in kinds[1:]}
         cpu_ratios, run_ratios, foreign, reference = [], [], [], None
         for rep in range(reps):
@@ -231,8 +277,10 @@ def main() -> int:
             for kind in kinds:
                 why = same_summary(reference, r[kind]["summary_path"])
                 if why:
-                    print(f"RESULTS DIFFER: summary.parquet of the {KINDS[kind]} sweep (rep {rep + 1}) is not "
-                          f"the serial one: {why}")
+                    print(
+                        f"RESULTS DIFFER: summary.parquet of the {KINDS[kind]} sweep (rep {rep + 1}) is not "
+                        f"the serial one: {why}"
+                    )
                     return 1
             for kind in kinds[1:]:
                 speed[kind].append(r["serial"]["wall"] / r[kind]["wall"])
@@ -240,7 +288,9 @@ def main() -> int:
             run_ratios.extend(r[k]["run_sum"] / r["serial"]["run_sum"] for k in kinds[1:])
             foreign.extend(r[k]["foreign"] for k in kinds)
             s = speed["cold"][-1]
-            print(f"rep {rep + 1} (order {', '.join(order)}): speedup {s:.2f}x, efficiency {s / WORKERS:.0%}")
+            print(
+                f"rep {rep + 1} (order {', '.join(order)}): speedup {s:.2f}x, efficiency {s / WORKERS:.0%}"
+            )
             for kind in kinds:
                 extra = "" if kind == "serial" else f"   speedup {speed[kind][-1]:.2f}x"
                 print("  " + describe(KINDS[kind], r[kind]) + extra)
@@ -248,15 +298,19 @@ def main() -> int:
                 if rep > 0 or kind != "serial":
                     shutil.rmtree(r[kind]["dir"], ignore_errors=True)
         print(f"summary.parquet identical across all {reps * len(kinds)} sweeps: yes")
-        print(f"runs' simulation time in a pool / serially: {med_range(run_ratios)}; CPU of the cold parallel "
-              f"sweep / the serial one: {med_range(cpu_ratios)}; other processes' load during the sweeps: "
-              f"{med_range(foreign)} cores (of {os.cpu_count()})")
+        print(
+            f"runs' simulation time in a pool / serially: {med_range(run_ratios)}; CPU of the cold parallel "
+            f"sweep / the serial one: {med_range(cpu_ratios)}; other processes' load during the sweeps: "
+            f"{med_range(foreign)} cores (of {os.cpu_count()})"
+        )
         for kind in kinds[2:]:
             print(f"speedup, {KINDS[kind]}: {med_range(speed[kind], '{:.2f}x')}")
         med = statistics.median(speed["cold"])
         verdict = "MET" if med >= TARGET else "NOT MET"
-        print(f"speedup {med_range(speed['cold'], '{:.2f}x')} ({WORKERS} workers, cold, end to end), efficiency "
-              f"{med / WORKERS:.0%}, target >= {TARGET}x: {verdict}")
+        print(
+            f"speedup {med_range(speed['cold'], '{:.2f}x')} ({WORKERS} workers, cold, end to end), efficiency "
+            f"{med / WORKERS:.0%}, target >= {TARGET}x: {verdict}"
+        )
     finally:
         shutil.rmtree(base, ignore_errors=True)
     return 0

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import operator
-from typing import Callable, Sequence, Union
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy.special import logsumexp
@@ -308,8 +308,7 @@ def laplace_exp(mean: float) -> Callable:
         v, w = _gauss_jacobi01(npts, z / mean - 1.0)
         return -z * np.log(v), w
 
-    return _HoldLaplace(lambda lam: 1.0 / (1.0 + mean * lam), quad, mean,
-                        f"laplace_exp({mean!r})")
+    return _HoldLaplace(lambda lam: 1.0 / (1.0 + mean * lam), quad, mean, f"laplace_exp({mean!r})")
 
 
 def laplace_const(value: float) -> Callable:
@@ -322,18 +321,17 @@ def laplace_const(value: float) -> Callable:
     def quad(z: float, n: int):
         return np.array([value]), np.array([1.0])
 
-    return _HoldLaplace(lambda lam: np.exp(-value * lam), quad, value,
-                        f"laplace_const({value!r})")
+    return _HoldLaplace(lambda lam: np.exp(-value * lam), quad, value, f"laplace_const({value!r})")
 
 
 # --------------------------------------------------------------------------
 # exact closed-loop lock model (the simulator's mechanics)
 # --------------------------------------------------------------------------
 
-QuadratureSpec = Union[
-    Callable[[float, int], tuple[Sequence[float], Sequence[float]]],
-    tuple[Sequence[float], Sequence[float]],
-]
+QuadratureSpec = (
+    Callable[[float, int], tuple[Sequence[float], Sequence[float]]]
+    | tuple[Sequence[float], Sequence[float]]
+)
 
 
 def _arrivals_quadrature(n, z, d, nodes, weights):
@@ -410,15 +408,22 @@ def _arrivals_laplace(n, z, d, hold_laplace, tol):
             "closed_lock_exact: the Laplace-transform alternating sum loses "
             f"precision for n={n} (error bound {worst:.2e} > {tol:.1e}); pass "
             "hold_quadrature=(nodes, weights) or a laplace_exp/laplace_const "
-            "transform (these carry an exact quadrature)")
+            "transform (these carry an exact quadrature)"
+        )
     with np.errstate(divide="ignore"):
         return np.log(out)
 
 
-def closed_lock_exact(n: int, think_mean: float, hold_mean: float,
-                      hold_laplace, handoff,
-                      hold_quadrature: QuadratureSpec | None = None,
-                      *, laplace_tol: float = 1e-10) -> dict:
+def closed_lock_exact(
+    n: int,
+    think_mean: float,
+    hold_mean: float,
+    hold_laplace,
+    handoff,
+    hold_quadrature: QuadratureSpec | None = None,
+    *,
+    laplace_tol: float = 1e-10,
+) -> dict:
     """Exact steady state of the simulator's closed-loop lock.
 
     Model: ``n`` threads loop {think ~ Exp(think_mean); request; hold H;
@@ -499,7 +504,7 @@ def closed_lock_exact(n: int, think_mean: float, hold_mean: float,
     for j in range(n):
         base = 0 if j == 0 else j - 1
         m_max = n - 1 if j == 0 else n - j
-        p[j, base: base + m_max + 1] = np.exp(loga[j, : m_max + 1])
+        p[j, base : base + m_max + 1] = np.exp(loga[j, : m_max + 1])
     # tail[i, j] = P(i -> state > j), reverse cumulative sums (positive terms)
     tail = np.zeros((n, n))
     if n > 1:

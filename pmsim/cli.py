@@ -38,21 +38,43 @@ def _lockbench(args) -> int:
     from pmsim.lockbench import LockBenchSpec, run_lockbench
 
     overrides = dict(parse_assignment(s) for s in args.set)
-    res = run_lockbench(LockBenchSpec(
-        lock=args.lock, threads=args.threads, cores=args.cores, hold=args.hold, think=args.think,
-        arrivals=args.arrivals, ideal=args.ideal, overrides=overrides, duration=args.duration,
-        warmup=args.warmup, seed=args.seed, wake=args.wake))
+    res = run_lockbench(
+        LockBenchSpec(
+            lock=args.lock,
+            threads=args.threads,
+            cores=args.cores,
+            hold=args.hold,
+            think=args.think,
+            arrivals=args.arrivals,
+            ideal=args.ideal,
+            overrides=overrides,
+            duration=args.duration,
+            warmup=args.warmup,
+            seed=args.seed,
+            wake=args.wake,
+        )
+    )
     if args.json:
         print(json.dumps(res, indent=2, sort_keys=True))
         return 0
-    print(f"lockbench: {res['lock']}, {res['threads']} threads on {res['cores']} cores, {res['mode']} loop, "
-          f"hold {res['hold']}, {'think ' + str(res['think']) if res['think'] else 'arrivals ' + str(res['arrivals'])}"
-          f"{', ideal' if res['ideal'] else ''}")
-    print(f"  throughput      {res['throughput_per_s']:,.0f} /s  (±{res['ci95_throughput_per_s']:,.0f}, 95% CI)")
-    print(f"  wait            mean {res['mean_wait_s'] * 1e6:.3f} us, p50 {res['p50_wait_s'] * 1e6:.3f} us, "
-          f"p99 {res['p99_wait_s'] * 1e6:.3f} us")
-    print(f"  hold            mean {res['mean_hold_s'] * 1e6:.3f} us; lock utilization {res['lock_utilization']:.3f}")
-    print(f"  spinning cores  {res['mean_spinning_cores']:.2f} (mean); acquisitions {res['acquisitions']:,}")
+    print(
+        f"lockbench: {res['lock']}, {res['threads']} threads on {res['cores']} cores, {res['mode']} loop, "
+        f"hold {res['hold']}, {'think ' + str(res['think']) if res['think'] else 'arrivals ' + str(res['arrivals'])}"
+        f"{', ideal' if res['ideal'] else ''}"
+    )
+    print(
+        f"  throughput      {res['throughput_per_s']:,.0f} /s  (±{res['ci95_throughput_per_s']:,.0f}, 95% CI)"
+    )
+    print(
+        f"  wait            mean {res['mean_wait_s'] * 1e6:.3f} us, p50 {res['p50_wait_s'] * 1e6:.3f} us, "
+        f"p99 {res['p99_wait_s'] * 1e6:.3f} us"
+    )
+    print(
+        f"  hold            mean {res['mean_hold_s'] * 1e6:.3f} us; lock utilization {res['lock_utilization']:.3f}"
+    )
+    print(
+        f"  spinning cores  {res['mean_spinning_cores']:.2f} (mean); acquisitions {res['acquisitions']:,}"
+    )
     return 0
 
 
@@ -89,8 +111,10 @@ def _run(args) -> int:
     else:
         print(format_summary(res.summary))
         p = res.provenance
-        print(f"  ({p['wall_s']:.2f} s wall, {p['sim_ops_per_wall_s']:,.0f} simulated ops per wall second"
-              + (f"; tables in {args.out})" if args.out else ")"))
+        print(
+            f"  ({p['wall_s']:.2f} s wall, {p['sim_ops_per_wall_s']:,.0f} simulated ops per wall second"
+            + (f"; tables in {args.out})" if args.out else ")")
+        )
     return 0
 
 
@@ -99,11 +123,20 @@ def _sweep(args) -> int:
     from pmsim.sweeps.report import format_sweep
 
     try:
-        res = sweep(args.experiment, args.out, workers=args.workers, scheduler=args.scheduler,
-                    scheduler_file=args.scheduler_file, resume=not args.no_resume, progress=not args.quiet)
+        res = sweep(
+            args.experiment,
+            args.out,
+            workers=args.workers,
+            scheduler=args.scheduler,
+            scheduler_file=args.scheduler_file,
+            resume=not args.no_resume,
+            progress=not args.quiet,
+        )
     except KeyboardInterrupt:
-        print("pmsim sweep: interrupted; finished runs are written, run the same command again to resume",
-              file=sys.stderr)
+        print(
+            "pmsim sweep: interrupted; finished runs are written, run the same command again to resume",
+            file=sys.stderr,
+        )
         return 130
     print(format_sweep(res))
     return 1 if len(res.failures) else 0
@@ -126,7 +159,10 @@ def _report(args) -> int:
     from pmsim.report import write_report
 
     md, page = write_report(args.results, args.out, figures=not args.no_figures)
-    print(f"report: {md} and {page}" + ("" if args.no_figures else f"; figures in {md.parent / 'figures'}/"))
+    print(
+        f"report: {md} and {page}"
+        + ("" if args.no_figures else f"; figures in {md.parent / 'figures'}/")
+    )
     return 0
 
 
@@ -165,11 +201,21 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--cores", type=int, help="default: --threads")
     lb.add_argument("--hold", required=True, type=_dist, help="critical-section time, e.g. exp:1us")
     mode = lb.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--think", type=_dist, help="closed loop: time between release and next request")
+    mode.add_argument(
+        "--think", type=_dist, help="closed loop: time between release and next request"
+    )
     mode.add_argument("--arrivals", type=_dist, help="open loop: request interarrival times")
-    lb.add_argument("--ideal", action="store_true", help="zero every lock, cache-line, wake and switch cost")
-    lb.add_argument("--set", action="append", default=[], metavar="COST=VALUE", help="override a cost")
-    lb.add_argument("--wake", choices=("waker_core", "remote_ipi"), help="qlock wake policy (default waker_core)")
+    lb.add_argument(
+        "--ideal", action="store_true", help="zero every lock, cache-line, wake and switch cost"
+    )
+    lb.add_argument(
+        "--set", action="append", default=[], metavar="COST=VALUE", help="override a cost"
+    )
+    lb.add_argument(
+        "--wake",
+        choices=("waker_core", "remote_ipi"),
+        help="qlock wake policy (default waker_core)",
+    )
     lb.add_argument("--duration", type=_time, default=_time("20ms"))
     lb.add_argument("--warmup", type=_time, default=_time("2ms"))
     lb.add_argument("--seed", type=int, default=1)
@@ -180,37 +226,79 @@ def build_parser() -> argparse.ArgumentParser:
     va.add_argument("--quick", action="store_true", help="a subset, in under a minute")
     va.set_defaults(func=_validate)
 
-    ru = sub.add_parser("run", help="simulate a workload (a preset name or a YAML path) on one design")
+    ru = sub.add_parser(
+        "run", help="simulate a workload (a preset name or a YAML path) on one design"
+    )
     ru.add_argument("workload", help="preset name (pmsim workloads) or path to a YAML file")
     ru.add_argument("--design", default="new", help="design name (pmsim designs); default new")
-    ru.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a workload key (dotted: machine.cores=32, duration=20ms) or a cost by name")
+    ru.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a workload key (dotted: machine.cores=32, duration=20ms) or a cost by name",
+    )
     ru.add_argument("--seed", type=int, help="the run's seed (default: the workload's)")
-    ru.add_argument("--out", metavar="DIR", help="write Parquet tables, summary.json and spec.yaml here")
+    ru.add_argument(
+        "--out", metavar="DIR", help="write Parquet tables, summary.json and spec.yaml here"
+    )
     ru.add_argument("--json", action="store_true", help="print the summary as JSON")
     ru.set_defaults(func=_run)
 
     sw = sub.add_parser("sweep", help="run an experiment: designs x factor points x replications")
     sw.add_argument("experiment", help="experiment name (pmsim experiments) or path to a YAML file")
-    sw.add_argument("--out", metavar="DIR", help="output folder (default: the experiment's out, else sweeps/NAME)")
-    sw.add_argument("--workers", type=int, metavar="N", help="local worker processes (default: CPU count; 1 runs "
-                                                              "in this process)")
+    sw.add_argument(
+        "--out",
+        metavar="DIR",
+        help="output folder (default: the experiment's out, else sweeps/NAME)",
+    )
+    sw.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="local worker processes (default: CPU count; 1 runs in this process)",
+    )
     where = sw.add_mutually_exclusive_group()
-    where.add_argument("--scheduler", metavar="ADDRESS", help="run on the Dask cluster at ADDRESS (tcp://host:8786)")
-    where.add_argument("--scheduler-file", metavar="FILE", help="run on the Dask cluster this scheduler file names")
-    sw.add_argument("--no-resume", action="store_true", help="discard runs already written and start over")
+    where.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run on the Dask cluster at ADDRESS (tcp://host:8786)",
+    )
+    where.add_argument(
+        "--scheduler-file", metavar="FILE", help="run on the Dask cluster this scheduler file names"
+    )
+    sw.add_argument(
+        "--no-resume", action="store_true", help="discard runs already written and start over"
+    )
     sw.add_argument("--quiet", action="store_true", help="no progress bar (batch jobs)")
     sw.set_defaults(func=_sweep)
     pl = sub.add_parser("plot", help="the standard figures of a finished sweep (PNG and SVG)")
-    pl.add_argument("results", metavar="RESULTS", help="a sweep's output folder (sweeps/NAME, results/...)")
+    pl.add_argument(
+        "results", metavar="RESULTS", help="a sweep's output folder (sweeps/NAME, results/...)"
+    )
     pl.add_argument("--out", metavar="DIR", help="where the figures go (default RESULTS/figures)")
-    pl.add_argument("--format", nargs="+", choices=("png", "svg", "pdf"), default=["png", "svg"],
-                    help="file formats (default png svg)")
+    pl.add_argument(
+        "--format",
+        nargs="+",
+        choices=("png", "svg", "pdf"),
+        default=["png", "svg"],
+        help="file formats (default png svg)",
+    )
     pl.set_defaults(func=_plot)
-    rp = sub.add_parser("report", help="the design-review report of a finished sweep (Markdown and HTML)")
-    rp.add_argument("results", metavar="RESULTS", help="a sweep's output folder (sweeps/NAME, results/...)")
-    rp.add_argument("--out", metavar="DIR", help="where report.md, report.html and figures/ go (default RESULTS)")
-    rp.add_argument("--no-figures", action="store_true", help="the report without drawing the figures")
+    rp = sub.add_parser(
+        "report", help="the design-review report of a finished sweep (Markdown and HTML)"
+    )
+    rp.add_argument(
+        "results", metavar="RESULTS", help="a sweep's output folder (sweeps/NAME, results/...)"
+    )
+    rp.add_argument(
+        "--out",
+        metavar="DIR",
+        help="where report.md, report.html and figures/ go (default RESULTS)",
+    )
+    rp.add_argument(
+        "--no-figures", action="store_true", help="the report without drawing the figures"
+    )
     rp.set_defaults(func=_report)
     ex = sub.add_parser("experiments", help="list the experiments and the question each answers")
     ex.set_defaults(func=_experiments)

@@ -40,8 +40,14 @@ def cost_params() -> dict[str, CostParam]:
     out = {}
     for e in yaml.safe_load(text)["parameters"]:
         out[e["name"]] = CostParam(
-            e["name"], e["group"], e["unit"], float(e["default"]),
-            (float(e["range"][0]), float(e["range"][1])), e["role"], e["source"], e["doc"],
+            e["name"],
+            e["group"],
+            e["unit"],
+            float(e["default"]),
+            (float(e["range"][0]), float(e["range"][1])),
+            e["role"],
+            e["source"],
+            e["doc"],
         )
     return out
 
@@ -60,7 +66,9 @@ class CostTable:
         for name, raw in (overrides or {}).items():
             values[name] = self._parse(name, raw)
         self._values = values
-        self.read: set[str] = set()  # names the model has read: an override of anything else did nothing
+        self.read: set[str] = (
+            set()
+        )  # names the model has read: an override of anything else did nothing
         ghz = values["cpu_clock_ghz"]
         if ghz <= 0:
             raise ConfigError(f"cost cpu_clock_ghz: must be > 0, got {ghz!r}")
@@ -113,8 +121,11 @@ class CostTable:
         """Refuse overrides in ``explicit`` that the model built so far never read."""
         unused = sorted(n for n in explicit if n not in self.read)
         if unused:
-            raise ConfigError(f"cost {unused[0]!r} does not affect {what} (it is never read), got "
-                              f"{explicit[unused[0]]!r}" + (f"; also unused: {', '.join(unused[1:])}" if unused[1:] else ""))
+            raise ConfigError(
+                f"cost {unused[0]!r} does not affect {what} (it is never read), got "
+                f"{explicit[unused[0]]!r}"
+                + (f"; also unused: {', '.join(unused[1:])}" if unused[1:] else "")
+            )
 
     def overridden(self) -> dict[str, float]:
         """Parameters whose value differs from the default."""
@@ -147,8 +158,12 @@ def markdown_table() -> str:
     for p in cost_params().values():
         by_group.setdefault(p.group, []).append(p)
     for group, ps in by_group.items():
-        lines += [f"## {group}", "", "| name | default | unit | range | role | meaning | source |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            f"## {group}",
+            "",
+            "| name | default | unit | range | role | meaning | source |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for p in ps:
             lines.append(
                 f"| `{p.name}` | {p.default:g} | {p.unit} | {p.range[0]:g} – {p.range[1]:g} | {p.role} "

@@ -28,7 +28,9 @@ BATCHES = 20
 
 def ideal_overrides() -> dict[str, float]:
     """Every lock, cache-line, wake and context-switch cost set to zero (``--ideal``)."""
-    return {n: 0.0 for n, p in cost_params().items() if p.group in IDEAL_GROUPS and p.role == "input"}
+    return {
+        n: 0.0 for n, p in cost_params().items() if p.group in IDEAL_GROUPS and p.role == "input"
+    }
 
 
 @dataclass
@@ -48,7 +50,9 @@ class LockBenchSpec:
 
     def check(self) -> None:
         if self.lock not in LOCK_KINDS:
-            raise ConfigError(f"--lock: unknown lock {self.lock!r} (one of {', '.join(LOCK_KINDS)})")
+            raise ConfigError(
+                f"--lock: unknown lock {self.lock!r} (one of {', '.join(LOCK_KINDS)})"
+            )
         if self.threads < 1:
             raise ConfigError(f"--threads: must be >= 1, got {self.threads}")
         if self.cores is not None and self.cores < 1:
@@ -58,9 +62,13 @@ class LockBenchSpec:
         if self.arrivals is not None and self.arrivals.mean <= 0:
             raise ConfigError(f"--arrivals: mean interarrival must be > 0, got {self.arrivals}")
         if self.wake is not None and self.lock != "qlock":
-            raise ConfigError(f"--wake {self.wake}: only the qlock has a wake policy, not --lock {self.lock}")
+            raise ConfigError(
+                f"--wake {self.wake}: only the qlock has a wake policy, not --lock {self.lock}"
+            )
         if self.duration <= self.warmup:
-            raise ConfigError(f"--duration ({format_time(self.duration)}) must exceed --warmup ({format_time(self.warmup)})")
+            raise ConfigError(
+                f"--duration ({format_time(self.duration)}) must exceed --warmup ({format_time(self.warmup)})"
+            )
 
     def costs(self) -> CostTable:
         overrides = ideal_overrides() if self.ideal else {}
@@ -89,8 +97,14 @@ def run_lockbench(spec: LockBenchSpec) -> dict:
     spec.check()
     wall0 = time.perf_counter()
     ncores = spec.cores or spec.threads
-    m = Machine(cores=ncores, costs=spec.costs(), seed=spec.seed, warmup=spec.warmup,
-                spinlock_kind="ttas", qlock_wake=spec.wake or "waker_core")
+    m = Machine(
+        cores=ncores,
+        costs=spec.costs(),
+        seed=spec.seed,
+        warmup=spec.warmup,
+        spinlock_kind="ttas",
+        qlock_wake=spec.wake or "waker_core",
+    )
     env = m.env
     lock = m.qlock("lockbench") if spec.lock == "qlock" else m.spinlock("lockbench", spec.lock)
     m.costs.check_all_read(spec.overrides, f"lockbench --lock {spec.lock}")
@@ -115,7 +129,9 @@ def run_lockbench(spec: LockBenchSpec) -> dict:
     def worker(th, i):
         """Closed loop: think, then a request; open loop: take the next request. Then the
         kernel path: acquire, hold, release. (One function: this loop is the benchmark's hot path.)"""
-        think = spec.think.sampler(m.rng(f"lockbench.think.{i}")) if spec.think is not None else None
+        think = (
+            spec.think.sampler(m.rng(f"lockbench.think.{i}")) if spec.think is not None else None
+        )
         hold = spec.hold.sampler(m.rng(f"lockbench.hold.{i}"))
         acquire, release = lock.acquire, lock.release
         while True:
@@ -191,4 +207,3 @@ def run_lockbench(spec: LockBenchSpec) -> dict:
         "cpu": cpu,
         "provenance": {"wall_s": time.perf_counter() - wall0, "run_wall_s": run_wall},
     }
-

@@ -42,8 +42,18 @@ def _spent_event(env: simpy.Environment) -> simpy.Event:
 class Core:
     """One CPU core: which thread runs on it, who waits for it, and where its time went."""
 
-    __slots__ = ("index", "socket", "thread", "queue", "useful", "spin", "ipi",
-                 "busy_until", "ipi_until", "spin_since")
+    __slots__ = (
+        "index",
+        "socket",
+        "thread",
+        "queue",
+        "useful",
+        "spin",
+        "ipi",
+        "busy_until",
+        "ipi_until",
+        "spin_since",
+    )
 
     def __init__(self, index: int, socket: int):
         self.index = index
@@ -57,7 +67,7 @@ class Core:
         self.ipi_until = 0.0
         self.spin_since: float | None = None
 
-    def take(self, thread: "Thread"):
+    def take(self, thread: Thread):
         """Run ``thread`` here, waiting FIFO behind earlier claimants (a generator)."""
         if self.thread is None:
             self.thread = thread
@@ -89,17 +99,33 @@ class Core:
     def meter(self, now: float) -> tuple[float, float, float]:
         """(useful, spin, ipi) ns up to ``now``, excluding pre-charged time after ``now``."""
         spin = self.spin + (now - self.spin_since if self.spin_since is not None else 0.0)
-        return (self.useful - max(0.0, self.busy_until - now), spin,
-                self.ipi - max(0.0, self.ipi_until - now))
+        return (
+            self.useful - max(0.0, self.busy_until - now),
+            spin,
+            self.ipi - max(0.0, self.ipi_until - now),
+        )
 
 
 class Thread:
     """A simulated kernel thread (a process's thread making syscalls and faults)."""
 
-    __slots__ = ("machine", "env", "name", "core", "proc", "pending", "stolen",
-                 "in_kernel", "idle_at", "deferred_wakes", "spinlocks_held", "op", "_work_done")
+    __slots__ = (
+        "machine",
+        "env",
+        "name",
+        "core",
+        "proc",
+        "pending",
+        "stolen",
+        "in_kernel",
+        "idle_at",
+        "deferred_wakes",
+        "spinlocks_held",
+        "op",
+        "_work_done",
+    )
 
-    def __init__(self, machine: "Machine", name: str, core: Core, proc=None):
+    def __init__(self, machine: Machine, name: str, core: Core, proc=None):
         self.machine = machine
         self.env = machine.env
         self.name = name
@@ -222,8 +248,12 @@ class Thread:
         thread can resume.
         """
         if self.spinlocks_held:  # Akaros pre_block_check: never sleep holding a spinlock
-            raise violation(self.machine, self, None,
-                            f"{self.name} blocks holding {self.spinlocks_held} spinlock(s) (pre_block_check)")
+            raise violation(
+                self.machine,
+                self,
+                None,
+                f"{self.name} blocks holding {self.spinlocks_held} spinlock(s) (pre_block_check)",
+            )
         env = self.env
         core = self.core
         if (self.pending or self.stolen) and self._must_sync_at_idle():
@@ -259,20 +289,33 @@ class Thread:
 class Machine:
     """Owns the SimPy environment, the cores, the random streams, the recorder and the costs."""
 
-    def __init__(self, cores: int = 1, sockets: int = 1, costs: CostTable | None = None,
-                 seed: int = 0, warmup: float = 0.0, spinlock_kind: str = "ttas",
-                 qlock_wake: str = "waker_core"):
+    def __init__(
+        self,
+        cores: int = 1,
+        sockets: int = 1,
+        costs: CostTable | None = None,
+        seed: int = 0,
+        warmup: float = 0.0,
+        spinlock_kind: str = "ttas",
+        qlock_wake: str = "waker_core",
+    ):
         if cores < 1:
             raise ConfigError(f"machine.cores: must be >= 1, got {cores!r}")
         if sockets < 1 or sockets > cores:
-            raise ConfigError(f"machine.sockets: must be between 1 and cores ({cores}), got {sockets!r}")
-        from pmsim.sync.spinlock import SPINLOCK_KINDS
+            raise ConfigError(
+                f"machine.sockets: must be between 1 and cores ({cores}), got {sockets!r}"
+            )
         from pmsim.sync.qlock import WAKE_POLICIES
+        from pmsim.sync.spinlock import SPINLOCK_KINDS
 
         if spinlock_kind not in SPINLOCK_KINDS:
-            raise ConfigError(f"machine.spinlock: unknown kind {spinlock_kind!r} (one of {', '.join(SPINLOCK_KINDS)})")
+            raise ConfigError(
+                f"machine.spinlock: unknown kind {spinlock_kind!r} (one of {', '.join(SPINLOCK_KINDS)})"
+            )
         if qlock_wake not in WAKE_POLICIES:
-            raise ConfigError(f"machine.qlock_wake: unknown policy {qlock_wake!r} (one of {', '.join(WAKE_POLICIES)})")
+            raise ConfigError(
+                f"machine.qlock_wake: unknown policy {qlock_wake!r} (one of {', '.join(WAKE_POLICIES)})"
+            )
         self.env = simpy.Environment()
         self.costs = costs if costs is not None else CostTable()
         self.cores = [Core(i, i * sockets // cores) for i in range(cores)]

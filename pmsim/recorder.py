@@ -15,9 +15,18 @@ from pmsim.stats import Histogram
 class LockStats:
     """Acquisitions, contention, wait and hold times and the longest queue of one lock."""
 
-    __slots__ = ("name", "kind", "acquisitions", "contended", "wait", "hold_by", "max_queue", "recorder")
+    __slots__ = (
+        "name",
+        "kind",
+        "acquisitions",
+        "contended",
+        "wait",
+        "hold_by",
+        "max_queue",
+        "recorder",
+    )
 
-    def __init__(self, recorder: "Recorder", name: str, kind: str):
+    def __init__(self, recorder: Recorder, name: str, kind: str):
         self.recorder = recorder
         self.name = name
         self.kind = kind
@@ -70,9 +79,16 @@ class LockStats:
 
     def held_by(self) -> dict:
         """Per holder operation (``other`` for a thread outside any): holds and their times."""
-        return {op or "other": {"count": h.count, "hold_us_mean": h.mean() / 1e3,
-                                "hold_us_p99": h.quantile(0.99) / 1e3, "hold_us_max": (h.max if h.count else 0.0) / 1e3}
-                for op, h in sorted(self.hold_by.items(), key=lambda kv: kv[0] or "other") if h.count}
+        return {
+            op or "other": {
+                "count": h.count,
+                "hold_us_mean": h.mean() / 1e3,
+                "hold_us_p99": h.quantile(0.99) / 1e3,
+                "hold_us_max": (h.max if h.count else 0.0) / 1e3,
+            }
+            for op, h in sorted(self.hold_by.items(), key=lambda kv: kv[0] or "other")
+            if h.count
+        }
 
 
 class Recorder:
@@ -140,7 +156,12 @@ class Recorder:
         useful = sum(b[0] - a[0] for a, b in zip(m0, m1)) / total
         spin = sum(b[1] - a[1] for a, b in zip(m0, m1)) / total
         ipi = sum(b[2] - a[2] for a, b in zip(m0, m1)) / total
-        return {"useful": useful, "spin": spin, "ipi": ipi, "idle": max(0.0, 1.0 - useful - spin - ipi)}
+        return {
+            "useful": useful,
+            "spin": spin,
+            "ipi": ipi,
+            "idle": max(0.0, 1.0 - useful - spin - ipi),
+        }
 
     def per_core(self) -> list[dict]:
         t0, m0 = self.start_meters
@@ -149,5 +170,7 @@ class Recorder:
         out = []
         for i, (a, b) in enumerate(zip(m0, m1)):
             u, s, p = ((b[k] - a[k]) / w if w > 0 else 0.0 for k in range(3))
-            out.append({"core": i, "useful": u, "spin": s, "ipi": p, "idle": max(0.0, 1 - u - s - p)})
+            out.append(
+                {"core": i, "useful": u, "spin": s, "ipi": p, "idle": max(0.0, 1 - u - s - p)}
+            )
         return out

@@ -60,7 +60,7 @@ class Histogram:
         else:
             self._buckets[: counts.size] += counts
 
-    def merge(self, other: "Histogram") -> None:
+    def merge(self, other: Histogram) -> None:
         self._fold()
         other._fold()
         self._count += other._count
@@ -140,8 +140,11 @@ class Histogram:
         if per_octave <= 0 or _SUB % per_octave:
             raise ValueError(f"per_octave must divide {_SUB}, not {per_octave}")
         step = _SUB // per_octave
-        counts = np.add.reduceat(self._buckets, np.arange(0, self._buckets.size, step)) if self.count else \
-            np.zeros(0, dtype=np.int64)
+        counts = (
+            np.add.reduceat(self._buckets, np.arange(0, self._buckets.size, step))
+            if self.count
+            else np.zeros(0, dtype=np.int64)
+        )
         upper = 2.0 ** ((np.arange(counts.size) + 1) * step / _SUB) - 1.0
         keep = counts > 0
         return np.minimum(upper[keep], self._max), counts[keep]

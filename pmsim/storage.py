@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import heapq
 
-
 from pmsim.errors import ConfigError
 from pmsim.units import Distribution
 
@@ -25,7 +24,12 @@ STORE_KINDS = ("tmpfs", "nvme", "hdd", "network")
 DEVICE_COSTS = {
     "nvme": ("nvme_read_4k_us", "nvme_write_4k_us", "nvme_latency_sigma", "nvme_queue_depth"),
     "hdd": ("hdd_read_4k_ms", "hdd_write_4k_ms", "hdd_latency_sigma", "hdd_queue_depth"),
-    "network": ("network_fs_read_ms", "network_fs_write_ms", "network_latency_sigma", "network_queue_depth"),
+    "network": (
+        "network_fs_read_ms",
+        "network_fs_write_ms",
+        "network_latency_sigma",
+        "network_queue_depth",
+    ),
 }
 
 
@@ -34,7 +38,9 @@ class BackingStore:
 
     def __init__(self, machine, name: str, kind: str):
         if kind not in STORE_KINDS:
-            raise ConfigError(f"backing store {name}: unknown kind {kind!r} (one of {', '.join(STORE_KINDS)})")
+            raise ConfigError(
+                f"backing store {name}: unknown kind {kind!r} (one of {', '.join(STORE_KINDS)})"
+            )
         c = machine.costs
         self.machine = machine
         self.name = name
@@ -47,9 +53,11 @@ class BackingStore:
             read, write, shape, depth = DEVICE_COSTS[kind]
             sigma = c.value(shape)
             self.read = Distribution("lognormal", (c.ns(read), sigma), f"{kind} read").sampler(
-                machine.rng(f"io.{name}.read"))
+                machine.rng(f"io.{name}.read")
+            )
             self.write = Distribution("lognormal", (c.ns(write), sigma), f"{kind} write").sampler(
-                machine.rng(f"io.{name}.write"))
+                machine.rng(f"io.{name}.write")
+            )
             self.depth = int(c.value(depth))
             if self.depth < 1:
                 raise ConfigError(f"cost {depth}: must be >= 1, got {self.depth}")

@@ -16,7 +16,14 @@ import numpy as np
 
 from pmsim.errors import ConfigError
 
-NS_PER = {"ns": 1.0, "us": 1e3, "µs": 1e3, "μs": 1e3, "ms": 1e6, "s": 1e9}  # micro sign and Greek mu
+NS_PER = {
+    "ns": 1.0,
+    "us": 1e3,
+    "µs": 1e3,
+    "μs": 1e3,
+    "ms": 1e6,
+    "s": 1e9,
+}  # micro sign and Greek mu
 _DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*(ns|us|µs|μs|ms|s)\s*$")
 
 
@@ -49,7 +56,7 @@ class Sampler:
 
     __slots__ = ("_dist", "_rng", "_block", "_buf")
 
-    def __init__(self, dist: "Distribution", rng: np.random.Generator, block: int = 4096):
+    def __init__(self, dist: Distribution, rng: np.random.Generator, block: int = 4096):
         self._dist, self._rng, self._block = dist, rng, block
         self._buf: list[float] = []
 
@@ -151,7 +158,9 @@ def parse_dist(text, what: str = "distribution") -> Distribution:
         try:
             sigma = float(args[1])
         except ValueError:
-            raise ConfigError(f"{what}: malformed lognormal shape {args[1]!r} in {text!r}") from None
+            raise ConfigError(
+                f"{what}: malformed lognormal shape {args[1]!r} in {text!r}"
+            ) from None
         if not (math.isfinite(sigma) and sigma >= 0):
             raise ConfigError(f"{what}: lognormal shape must be >= 0 in {text!r}")
         params: tuple[float, ...] = (mean, sigma)

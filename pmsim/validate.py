@@ -45,25 +45,57 @@ def _row(check, case, metric, sim, hw95, exact, note="") -> Row:
 
 
 def _bench(lock, n, hold, think=None, arrivals=None, sets=None, duration=60e6, warmup=3e6, seed=1):
-    return run_lockbench(LockBenchSpec(
-        lock=lock, threads=n, hold=parse_dist(hold), think=parse_dist(think) if think else None,
-        arrivals=parse_dist(arrivals) if arrivals else None, ideal=True, overrides=sets or {},
-        duration=duration, warmup=warmup, seed=seed))
+    return run_lockbench(
+        LockBenchSpec(
+            lock=lock,
+            threads=n,
+            hold=parse_dist(hold),
+            think=parse_dist(think) if think else None,
+            arrivals=parse_dist(arrivals) if arrivals else None,
+            ideal=True,
+            overrides=sets or {},
+            duration=duration,
+            warmup=warmup,
+            seed=seed,
+        )
+    )
 
 
 def check_repairman(quick: bool) -> list[Row]:
     """Closed loop, exponential hold S and think Z, ideal locks: exact M/M/1//N (MVA)."""
     rows = []
-    cases = [(4, 1, 10), (16, 1, 10)] if quick else [(1, 1, 10), (4, 1, 10), (11, 1, 10), (16, 1, 10), (32, 1, 10), (8, 2, 4)]
+    cases = (
+        [(4, 1, 10), (16, 1, 10)]
+        if quick
+        else [(1, 1, 10), (4, 1, 10), (11, 1, 10), (16, 1, 10), (32, 1, 10), (8, 2, 4)]
+    )
     for lock in ("ttas", "ticket", "mcs", "qlock"):
         for n, s, z in cases:
             x, r = analytic.mva_repairman(n, s * US, z * US)
-            res = _bench(lock, n, f"exp:{s}us", think=f"exp:{z}us", duration=(30e6 if quick else 80e6))
+            res = _bench(
+                lock, n, f"exp:{s}us", think=f"exp:{z}us", duration=(30e6 if quick else 80e6)
+            )
             case = f"{lock} N={n} S={s}us Z={z}us"
-            rows.append(_row("repairman (MVA)", case, "X /us", res["throughput_per_s"] / 1e6,
-                             res["ci95_throughput_per_s"] / 1e6, x * 1e3))
-            rows.append(_row("repairman (MVA)", case, "wait us", res["mean_wait_s"] * 1e6,
-                             res["ci95_mean_wait_s"] * 1e6, (r - s * US) / US))
+            rows.append(
+                _row(
+                    "repairman (MVA)",
+                    case,
+                    "X /us",
+                    res["throughput_per_s"] / 1e6,
+                    res["ci95_throughput_per_s"] / 1e6,
+                    x * 1e3,
+                )
+            )
+            rows.append(
+                _row(
+                    "repairman (MVA)",
+                    case,
+                    "wait us",
+                    res["mean_wait_s"] * 1e6,
+                    res["ci95_mean_wait_s"] * 1e6,
+                    (r - s * US) / US,
+                )
+            )
     return rows
 
 
@@ -76,10 +108,21 @@ def check_open(quick: bool) -> list[Row]:
         mm1 = analytic.mm1(rho / US, 1 * US)
         md1 = analytic.md1(rho / US, 1 * US)
         dur = (60e6 if quick else 250e6) * (1 if rho < 0.7 else 2)
-        for name, hold, exact in (("M/M/1", "exp:1us", mm1["Wq"]), ("M/D/1", "const:1us", md1["Wq"])):
+        for name, hold, exact in (
+            ("M/M/1", "exp:1us", mm1["Wq"]),
+            ("M/D/1", "const:1us", md1["Wq"]),
+        ):
             res = _bench("mcs", 64, hold, arrivals=f"exp:{gap:.6g}us", duration=dur, warmup=5e6)
-            rows.append(_row(name, f"rho={rho} S=1us", "Wq us", res["mean_wait_s"] * 1e6,
-                             res["ci95_mean_wait_s"] * 1e6, exact / US))
+            rows.append(
+                _row(
+                    name,
+                    f"rho={rho} S=1us",
+                    "Wq us",
+                    res["mean_wait_s"] * 1e6,
+                    res["ci95_mean_wait_s"] * 1e6,
+                    exact / US,
+                )
+            )
     return rows
 
 
@@ -103,12 +146,26 @@ def check_ticket(quick: bool) -> list[Row]:
         for n in _spinlock_cases(quick):
             exact = analytic.closed_lock_exact(n, z, s, laplace, lambda k: c * k / 2)
             chain = analytic.bw_ticket_chain(n, s, z, c)
-            res = _bench("ticket", n, hold, think="exp:12800ns",
-                         sets={"ticket_handoff_per_waiter_ns": c}, duration=(40e6 if quick else 120e6))
+            res = _bench(
+                "ticket",
+                n,
+                hold,
+                think="exp:12800ns",
+                sets={"ticket_handoff_per_waiter_ns": c},
+                duration=(40e6 if quick else 120e6),
+            )
             sim_speedup = res["throughput_per_s"] / 1e9 * z
-            rows.append(_row("ticket (Boyd-Wickizer)", f"n={n} {hold} z=12800 c=100ns", "speedup", sim_speedup,
-                             res["ci95_throughput_per_s"] / 1e9 * z, exact["speedup"],
-                             f"BW chain {chain['speedup']:.2f}"))
+            rows.append(
+                _row(
+                    "ticket (Boyd-Wickizer)",
+                    f"n={n} {hold} z=12800 c=100ns",
+                    "speedup",
+                    sim_speedup,
+                    res["ci95_throughput_per_s"] / 1e9 * z,
+                    exact["speedup"],
+                    f"BW chain {chain['speedup']:.2f}",
+                )
+            )
     return rows
 
 
@@ -116,13 +173,27 @@ def check_mcs_flat(quick: bool) -> list[Row]:
     """MCS past saturation: throughput flat at 1/(S + hand-off), exactly."""
     rows = []
     s, z, h = 400.0, 3200.0, 100.0
-    for n in ([16, 64] if quick else [16, 32, 64, 128]):
-        res = _bench("mcs", n, "exp:400ns", think="exp:3200ns", sets={"spinlock_handoff_ns": h},
-                     duration=(20e6 if quick else 60e6))
+    for n in [16, 64] if quick else [16, 32, 64, 128]:
+        res = _bench(
+            "mcs",
+            n,
+            "exp:400ns",
+            think="exp:3200ns",
+            sets={"spinlock_handoff_ns": h},
+            duration=(20e6 if quick else 60e6),
+        )
         exact = analytic.closed_lock_exact(n, z, s, analytic.laplace_exp(s), lambda k: h)
-        rows.append(_row("MCS flat past saturation", f"n={n} s=400 z=3200 h=100 ns", "X /us",
-                         res["throughput_per_s"] / 1e6, res["ci95_throughput_per_s"] / 1e6, exact["X"] * 1e3,
-                         f"1/(s+h) = {1e3 / (s + h):.4f}"))
+        rows.append(
+            _row(
+                "MCS flat past saturation",
+                f"n={n} s=400 z=3200 h=100 ns",
+                "X /us",
+                res["throughput_per_s"] / 1e6,
+                res["ci95_throughput_per_s"] / 1e6,
+                exact["X"] * 1e3,
+                f"1/(s+h) = {1e3 / (s + h):.4f}",
+            )
+        )
     return rows
 
 
@@ -136,7 +207,7 @@ def check_ttas(quick: bool) -> list[Row]:
     rows = []
     s, z, c = 400.0, 12800.0, 100.0
     reps = 6
-    for n in ([32] if quick else [32, 48]):
+    for n in [32] if quick else [32, 48]:
         exact = analytic.closed_lock_exact(n, z, s, analytic.laplace_exp(s), lambda k: c * k / 2)
         kw = dict(sets={"ticket_handoff_per_waiter_ns": c}, duration=(30e6 if quick else 80e6))
         diffs, ratios = [], []
@@ -144,14 +215,31 @@ def check_ttas(quick: bool) -> list[Row]:
             tt = _bench("ttas", n, "exp:400ns", think="exp:12800ns", seed=rep + 1, **kw)
             tk = _bench("ticket", n, "exp:400ns", think="exp:12800ns", seed=rep + 1, **kw)
             if rep == 0:
-                rows.append(_row("TTAS collapse", f"n={n} s=400 z=12800 c=100 ns", "speedup",
-                                 tt["throughput_per_s"] / 1e9 * z, tt["ci95_throughput_per_s"] / 1e9 * z,
-                                 exact["speedup"]))
+                rows.append(
+                    _row(
+                        "TTAS collapse",
+                        f"n={n} s=400 z=12800 c=100 ns",
+                        "speedup",
+                        tt["throughput_per_s"] / 1e9 * z,
+                        tt["ci95_throughput_per_s"] / 1e9 * z,
+                        exact["speedup"],
+                    )
+                )
             diffs.append((tt["p99_wait_s"] - tk["p99_wait_s"]) * 1e6)
             ratios.append(tt["p99_wait_s"] / tk["p99_wait_s"])
         d, hw = mean_ci(diffs, level=0.999)
-        rows.append(Row("TTAS unfair waits", f"n={n}, {reps} paired reps", "p99 wait ttas-ticket us", d, 0.0, hw,
-                        d - hw > 0, f"p99 ratio {sum(ratios) / reps:.2f}; passes if the CI is above 0"))
+        rows.append(
+            Row(
+                "TTAS unfair waits",
+                f"n={n}, {reps} paired reps",
+                "p99 wait ttas-ticket us",
+                d,
+                0.0,
+                hw,
+                d - hw > 0,
+                f"p99 ratio {sum(ratios) / reps:.2f}; passes if the CI is above 0",
+            )
+        )
     return rows
 
 
@@ -193,12 +281,31 @@ def check_cacheline(quick: bool) -> list[Row]:
         if quick and n not in (16, 192):
             continue
         x = _hammer_line(n)
-        rows.append(Row("cache line saturation", f"N={n} cores, one line", "atomics /ns", x, 1 / occ,
-                        1e-3 / occ, abs(x - 1 / occ) <= 1e-3 / occ, "exact: 1/contended_atomic_per_contender_ns"))
+        rows.append(
+            Row(
+                "cache line saturation",
+                f"N={n} cores, one line",
+                "atomics /ns",
+                x,
+                1 / occ,
+                1e-3 / occ,
+                abs(x - 1 / occ) <= 1e-3 / occ,
+                "exact: 1/contended_atomic_per_contender_ns",
+            )
+        )
         pair = 2 * n / x
-        rows.append(Row("cache line vs perfbook", f"N={n} cores, refcnt inc+dec", "ns per pair", pair,
-                        published, 0.3 * published, abs(pair - published) <= 0.3 * published,
-                        "hardware data; tolerance +-30%"))
+        rows.append(
+            Row(
+                "cache line vs perfbook",
+                f"N={n} cores, refcnt inc+dec",
+                "ns per pair",
+                pair,
+                published,
+                0.3 * published,
+                abs(pair - published) <= 0.3 * published,
+                "hardware data; tolerance +-30%",
+            )
+        )
     return rows
 
 

@@ -21,8 +21,13 @@ def code_digest() -> str:
     """16 hex digits over every source and data file of the package (names and contents),
     except the result readers'."""
     h = hashlib.blake2b(digest_size=8)
-    for path in sorted(p for p in PACKAGE.rglob("*") if p.suffix in (".py", ".yaml") and p.is_file()
-                       and p.relative_to(PACKAGE).parts[0] not in READERS):
+    for path in sorted(
+        p
+        for p in PACKAGE.rglob("*")
+        if p.suffix in (".py", ".yaml")
+        and p.is_file()
+        and p.relative_to(PACKAGE).parts[0] not in READERS
+    ):
         h.update(path.relative_to(PACKAGE).as_posix().encode() + b"\0")
         h.update(path.read_bytes() + b"\0")
     return h.hexdigest()

@@ -91,14 +91,31 @@ def dask_cluster(folder, n_workers: int = 2, timeout: float = 60.0):
 
     def start(args, log_name):
         log = logs.enter_context(open(folder / log_name, "wb"))  # noqa: SIM115 - closed in finally
-        p = subprocess.Popen([sys.executable, "-m", "dask", *args], cwd=work, env=env,
-                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        p = subprocess.Popen(
+            [sys.executable, "-m", "dask", *args],
+            cwd=work,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         procs.append(p)
         return p
 
     try:
-        scheduler = start(["scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                           "--scheduler-file", str(sched_file)], "scheduler.log")
+        scheduler = start(
+            [
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--no-dashboard",
+                "--scheduler-file",
+                str(sched_file),
+            ],
+            "scheduler.log",
+        )
         deadline = time.monotonic() + timeout
         while True:  # the file is written once the scheduler listens; wait until it parses
             try:
@@ -107,19 +124,38 @@ def dask_cluster(folder, n_workers: int = 2, timeout: float = 60.0):
             except (OSError, ValueError):
                 pass
             if scheduler.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"dask scheduler did not start (exit {scheduler.poll()}):\n"
-                                   f"{_tail(folder / 'scheduler.log')}")
+                raise RuntimeError(
+                    f"dask scheduler did not start (exit {scheduler.poll()}):\n"
+                    f"{_tail(folder / 'scheduler.log')}"
+                )
             time.sleep(0.05)
-        workers = [start(["worker", "--scheduler-file", str(sched_file), "--nthreads", "1", "--no-nanny",
-                          "--host", "127.0.0.1", "--no-dashboard", "--local-directory", str(folder / f"scratch{i}")],
-                         f"worker{i}.log")
-                   for i in range(n_workers)]
+        workers = [
+            start(
+                [
+                    "worker",
+                    "--scheduler-file",
+                    str(sched_file),
+                    "--nthreads",
+                    "1",
+                    "--no-nanny",
+                    "--host",
+                    "127.0.0.1",
+                    "--no-dashboard",
+                    "--local-directory",
+                    str(folder / f"scratch{i}"),
+                ],
+                f"worker{i}.log",
+            )
+            for i in range(n_workers)
+        ]
         cluster = DaskCluster(str(sched_file), scheduler, workers, folder)
         with Client(scheduler_file=str(sched_file), timeout="30s") as client:
             try:
                 client.wait_for_workers(n_workers, timeout=timeout)
             except TimeoutError:
-                raise RuntimeError(f"{n_workers} dask workers did not register:\n{cluster.log_tail()}") from None
+                raise RuntimeError(
+                    f"{n_workers} dask workers did not register:\n{cluster.log_tail()}"
+                ) from None
 
             def where_pmsim():  # nested, so Dask pickles it by value
                 import sys as _sys
@@ -133,10 +169,14 @@ def dask_cluster(folder, n_workers: int = 2, timeout: float = 60.0):
             on_scheduler = client.run_on_scheduler(where_pmsim)
             on_workers = client.run(where_pmsim)
             if len(on_workers) != n_workers:
-                raise RuntimeError(f"expected {n_workers} workers, the scheduler knows {sorted(on_workers)}")
+                raise RuntimeError(
+                    f"expected {n_workers} workers, the scheduler knows {sorted(on_workers)}"
+                )
             for who, got in [("scheduler", on_scheduler), *on_workers.items()]:
                 if tuple(got) != here:
-                    raise RuntimeError(f"dask {who} runs {got}, not this test's interpreter and pmsim {here}")
+                    raise RuntimeError(
+                        f"dask {who} runs {got}, not this test's interpreter and pmsim {here}"
+                    )
         yield cluster
     finally:
         _stop(procs[1:])  # the workers first: a worker whose scheduler went away first may hang

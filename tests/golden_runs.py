@@ -21,8 +21,11 @@ EXTRA = {
     "read_hits@mcs": ("read_hits", ["machine.spinlock=mcs"], ("old", "new")),
     "read_hits@2sockets": ("read_hits", ["machine.sockets=2"], ("old", "new")),
     "punch_hole@remote_ipi": ("punch_hole", ["machine.qlock_wake=remote_ipi"], ("new",)),
-    "cold_misses@open": ("cold_misses", ["loop.kind=open", "loop.think=null", "loop.arrivals=exp:20us"],
-                         ("old", "new")),
+    "cold_misses@open": (
+        "cold_misses",
+        ["loop.kind=open", "loop.think=null", "loop.arrivals=exp:20us"],
+        ("old", "new"),
+    ),
     "mixed@8cores": ("mixed", ["machine.cores=8"], ("new", "new_batched_wb")),
 }
 
@@ -68,9 +71,16 @@ def run_case(preset: str, overrides: list[str], design: str) -> dict:
 
     res = run_workload(load_spec(preset, overrides), design)
     s = res.summary
-    ops = {op: [o["count"], o["latency_us"]["mean"], o["latency_us"]["p99"]] for op, o in s["ops"].items()}
-    return {"total_ops_per_s": s["total_ops_per_s"], "ops": ops, "summary": digest(s),
-            "tables": tables_digest(res.tables)}
+    ops = {
+        op: [o["count"], o["latency_us"]["mean"], o["latency_us"]["p99"]]
+        for op, o in s["ops"].items()
+    }
+    return {
+        "total_ops_per_s": s["total_ops_per_s"],
+        "ops": ops,
+        "summary": digest(s),
+        "tables": tables_digest(res.tables),
+    }
 
 
 LOCKBENCH = {f"lockbench/{lock}": lock for lock in ("ttas", "ticket", "mcs", "qlock")}
@@ -81,8 +91,17 @@ def run_lockbench_case(lock: str) -> dict:
     from pmsim.lockbench import LockBenchSpec, run_lockbench
     from pmsim.units import parse_dist
 
-    res = run_lockbench(LockBenchSpec(lock=lock, threads=12, cores=8, hold=parse_dist("exp:400ns"),
-                                      think=parse_dist("exp:2us"), duration=3e6, warmup=0.5e6))
+    res = run_lockbench(
+        LockBenchSpec(
+            lock=lock,
+            threads=12,
+            cores=8,
+            hold=parse_dist("exp:400ns"),
+            think=parse_dist("exp:2us"),
+            duration=3e6,
+            warmup=0.5e6,
+        )
+    )
     res.pop("provenance")
     return {"throughput_per_s": res["throughput_per_s"], "summary": digest(res)}
 
@@ -104,7 +123,9 @@ def main() -> None:
         return
     want = json.loads(FIXTURE.read_text())
     bad = [c for c in got if got[c] != want.get(c)]
-    print(f"{len(got) - len(bad)} of {len(got)} cases identical" + (f"; differ: {bad}" if bad else ""))
+    print(
+        f"{len(got) - len(bad)} of {len(got)} cases identical" + (f"; differ: {bad}" if bad else "")
+    )
 
 
 if __name__ == "__main__":

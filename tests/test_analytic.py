@@ -53,8 +53,16 @@ def test_repairman_n16_six_digits():
         assert abs(x - 0.977698) <= 0.5e-6
 
 
-@pytest.mark.parametrize("n,s,z", [(1, 1.0, 10.0), (7, 3.0, 5.0), (11, 400.0, 3200.0),
-                                   (64, 400.0, 12800.0), (256, 400.0, 12800.0)])
+@pytest.mark.parametrize(
+    "n,s,z",
+    [
+        (1, 1.0, 10.0),
+        (7, 3.0, 5.0),
+        (11, 400.0, 3200.0),
+        (64, 400.0, 12800.0),
+        (256, 400.0, 12800.0),
+    ],
+)
 def test_mva_equals_closed_form(n, s, z):
     a, b = mva_repairman(n, s, z), mm1n_exact(n, s, z)
     assert a == pytest.approx(b, rel=1e-11)
@@ -154,10 +162,19 @@ def test_bw_consistency():
 # --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("n,s,z", [(1, 1.0, 10.0), (2, 400.0, 3200.0), (11, 1.0, 10.0),
-                                   (11, 400.0, 3200.0), (16, 400.0, 3200.0),
-                                   (64, 1.0, 10.0), (64, 400.0, 25600.0),
-                                   (64, 40.0, 12800.0)])
+@pytest.mark.parametrize(
+    "n,s,z",
+    [
+        (1, 1.0, 10.0),
+        (2, 400.0, 3200.0),
+        (11, 1.0, 10.0),
+        (11, 400.0, 3200.0),
+        (16, 400.0, 3200.0),
+        (64, 1.0, 10.0),
+        (64, 400.0, 25600.0),
+        (64, 40.0, 12800.0),
+    ],
+)
 def test_closed_lock_ideal_exponential_is_mm1n(n, s, z):
     x, r = mm1n_exact(n, s, z)
     res = closed_lock_exact(n, z, s, laplace_exp(s), lambda j: 0.0)
@@ -302,35 +319,40 @@ def test_closed_lock_ticket_worse_than_ideal_and_mcs():
 LAP = laplace_exp(1.0)
 
 
-@pytest.mark.parametrize("call", [
-    lambda: mva_repairman(0, 1.0, 10.0),
-    lambda: mva_repairman(-3, 1.0, 10.0),
-    lambda: mva_repairman(2.5, 1.0, 10.0),
-    lambda: mva_repairman(4, -1.0, 10.0),
-    lambda: mva_repairman(4, 1.0, -10.0),
-    lambda: mm1n_exact(0, 1.0, 10.0),
-    lambda: mm1n_exact(4, -1.0, 10.0),
-    lambda: mm1n_exact(4, 1.0, -1.0),
-    lambda: mm1(1.0, 1.0),
-    lambda: mm1(1.5, 1.0),
-    lambda: mm1(-0.1, 1.0),
-    lambda: mm1(0.5, -1.0),
-    lambda: mg1_wq(1.0, 1.0, 0.5),
-    lambda: mg1_wq(0.5, 1.0, -0.5),
-    lambda: md1(2.0, 0.5),
-    lambda: bw_ticket_chain(0, 400.0, 12800.0, 100.0),
-    lambda: bw_ticket_chain(8, 400.0, -1.0, 100.0),
-    lambda: bw_ticket_chain(8, 400.0, 12800.0, -100.0),
-    lambda: closed_lock_exact(0, 10.0, 1.0, LAP, 0.0),
-    lambda: closed_lock_exact(4, -10.0, 1.0, LAP, 0.0),
-    lambda: closed_lock_exact(4, 10.0, -1.0, LAP, 0.0),
-    lambda: closed_lock_exact(4, 10.0, 1.0, LAP, -1.0),
-    lambda: closed_lock_exact(4, 10.0, 1.0, LAP, lambda j: -1.0 * j),
-    lambda: closed_lock_exact(4, 10.0, 1.0, None, 0.0),
-    lambda: closed_lock_exact(4, 10.0, 1.0, None, 0.0, hold_quadrature=([1.0, -1.0], [0.5, 0.5])),
-    lambda: laplace_exp(-1.0),
-    lambda: laplace_const(-1.0),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: mva_repairman(0, 1.0, 10.0),
+        lambda: mva_repairman(-3, 1.0, 10.0),
+        lambda: mva_repairman(2.5, 1.0, 10.0),
+        lambda: mva_repairman(4, -1.0, 10.0),
+        lambda: mva_repairman(4, 1.0, -10.0),
+        lambda: mm1n_exact(0, 1.0, 10.0),
+        lambda: mm1n_exact(4, -1.0, 10.0),
+        lambda: mm1n_exact(4, 1.0, -1.0),
+        lambda: mm1(1.0, 1.0),
+        lambda: mm1(1.5, 1.0),
+        lambda: mm1(-0.1, 1.0),
+        lambda: mm1(0.5, -1.0),
+        lambda: mg1_wq(1.0, 1.0, 0.5),
+        lambda: mg1_wq(0.5, 1.0, -0.5),
+        lambda: md1(2.0, 0.5),
+        lambda: bw_ticket_chain(0, 400.0, 12800.0, 100.0),
+        lambda: bw_ticket_chain(8, 400.0, -1.0, 100.0),
+        lambda: bw_ticket_chain(8, 400.0, 12800.0, -100.0),
+        lambda: closed_lock_exact(0, 10.0, 1.0, LAP, 0.0),
+        lambda: closed_lock_exact(4, -10.0, 1.0, LAP, 0.0),
+        lambda: closed_lock_exact(4, 10.0, -1.0, LAP, 0.0),
+        lambda: closed_lock_exact(4, 10.0, 1.0, LAP, -1.0),
+        lambda: closed_lock_exact(4, 10.0, 1.0, LAP, lambda j: -1.0 * j),
+        lambda: closed_lock_exact(4, 10.0, 1.0, None, 0.0),
+        lambda: closed_lock_exact(
+            4, 10.0, 1.0, None, 0.0, hold_quadrature=([1.0, -1.0], [0.5, 0.5])
+        ),
+        lambda: laplace_exp(-1.0),
+        lambda: laplace_const(-1.0),
+    ],
+)
 def test_invalid_arguments(call):
     with pytest.raises(ValueError):
         call()

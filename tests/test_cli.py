@@ -6,8 +6,9 @@ import sys
 
 def test_a_closed_pipe_ends_quietly():
     # `pmsim costs | head -1`: the reader goes away; pmsim must not print a traceback.
-    p = subprocess.Popen([sys.executable, "-m", "pmsim", "costs"], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "pmsim", "costs"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     p.stdout.close()
     err = p.stderr.read().decode()
     rc = p.wait(timeout=60)

@@ -76,7 +76,9 @@ def test_unknown_name_without_a_close_match():
     assert "did you mean" not in str(ei.value)
 
 
-@pytest.mark.parametrize("raw", [-1, -0.001, "-1", "-1us", float("nan"), float("inf"), "inf", "nan", "1e999"])
+@pytest.mark.parametrize(
+    "raw", [-1, -0.001, "-1", "-1us", float("nan"), float("inf"), "inf", "nan", "1e999"]
+)
 def test_negative_or_non_finite_rejected(raw):
     with pytest.raises(ConfigError) as ei:
         CostTable({"context_switch_us": raw})
@@ -122,15 +124,28 @@ def test_time_strings_accepted_for_time_params(name, raw, value, ns):
     assert c.overridden() == {name: pytest.approx(value)}
 
 
-@given(name=st.sampled_from(TIME_PARAMS), x=st.floats(0, 1e6), unit=st.sampled_from(["ns", "us", "ms", "s"]))
+@given(
+    name=st.sampled_from(TIME_PARAMS),
+    x=st.floats(0, 1e6),
+    unit=st.sampled_from(["ns", "us", "ms", "s"]),
+)
 def test_any_duration_string_sets_the_same_ns(name, x, unit):
     c = CostTable({name: f"{x!r}{unit}"})
     assert c.ns(name) == pytest.approx(x * NS_PER[unit], rel=1e-9, abs=1e-12)
 
 
-@pytest.mark.parametrize("name, raw", [("rcu_cb_thresh", "3us"), ("hdd_latency_sigma", "1ms"),
-                                       ("cpu_clock_ghz", "3GHz"), ("context_switch_us", "3 parsecs"),
-                                       ("ipi_send_ns", None), ("ipi_send_ns", [1]), ("ipi_send_ns", "fast")])
+@pytest.mark.parametrize(
+    "name, raw",
+    [
+        ("rcu_cb_thresh", "3us"),
+        ("hdd_latency_sigma", "1ms"),
+        ("cpu_clock_ghz", "3GHz"),
+        ("context_switch_us", "3 parsecs"),
+        ("ipi_send_ns", None),
+        ("ipi_send_ns", [1]),
+        ("ipi_send_ns", "fast"),
+    ],
+)
 def test_non_numbers_rejected(name, raw):
     with pytest.raises(ConfigError) as ei:
         CostTable({name: raw})

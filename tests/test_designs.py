@@ -18,7 +18,14 @@ DOCS = Path(__file__).resolve().parents[1] / "docs" / "designs.md"
 
 def test_the_registry_finds_every_design_module():
     found = designs()
-    assert set(found) == {"old", "new", "new_batched_wb", "new_sync_shootdown", "old_mcs", "old_remove_contig"}
+    assert set(found) == {
+        "old",
+        "new",
+        "new_batched_wb",
+        "new_sync_shootdown",
+        "old_mcs",
+        "old_remove_contig",
+    }
     for name, cls in found.items():
         assert issubclass(cls, PageMap) and cls.name == name and cls.summary
 
@@ -49,7 +56,9 @@ def test_operations_outside_the_list_are_refused():
 def test_variants_override_only_what_differs():
     new, old = get_design("new"), get_design("old")
     assert get_design("old_mcs").pm_lock_kind == "mcs" and old.pm_lock_kind is None
-    assert get_design("new_sync_shootdown").shootdown_mode == "sync" and new.shootdown_mode == "async"
+    assert (
+        get_design("new_sync_shootdown").shootdown_mode == "sync" and new.shootdown_mode == "async"
+    )
     assert get_design("old_remove_contig").punch_hole_fn == "pm_remove_contig"
     own = {n for n, v in vars(get_design("new_batched_wb")).items() if callable(v)}
     assert own == {"queue_writeback", "flush_queued_writebacks", "pm_writeback_pages"}

@@ -80,17 +80,39 @@ def _run(design: str, seed: int, flat: bool, cores: int, per_core: int, monkeypa
     for f in files:
         for idx, slot in sorted(f.pm.tree.slots.items()):
             page = slot.page
-            state.append((f.name, idx, slot.refcnt, slot.removal,
-                          None if page is None else (page.index, page.flags, page.freed)))
+            state.append(
+                (
+                    f.name,
+                    idx,
+                    slot.refcnt,
+                    slot.removal,
+                    None if page is None else (page.index, page.flags, page.freed),
+                )
+            )
         for key, line in sorted(f.pm.tree.lines.items()):
-            state.append((f.name, key, line.free_at, getattr(line.owner, "index", None),
-                          list(line.written)))
+            state.append(
+                (f.name, key, line.free_at, getattr(line.owner, "index", None), list(line.written))
+            )
     rec = m.recorder
-    locks = {name: (st.acquisitions, st.contended, st.wait.count, st.wait.mean(), st.hold.mean(),
-                    st.max_queue) for name, st in rec.locks.items()}
-    return {"trace": trace, "state": state, "meters": [c.meter(m.env.now) for c in m.cores],
-            "counters": sorted(rec.counters.items()), "locks": sorted(locks.items()),
-            "general_steps": calls[0]}
+    locks = {
+        name: (
+            st.acquisitions,
+            st.contended,
+            st.wait.count,
+            st.wait.mean(),
+            st.hold.mean(),
+            st.max_queue,
+        )
+        for name, st in rec.locks.items()
+    }
+    return {
+        "trace": trace,
+        "state": state,
+        "meters": [c.meter(m.env.now) for c in m.cores],
+        "counters": sorted(rec.counters.items()),
+        "locks": sorted(locks.items()),
+        "general_steps": calls[0],
+    }
 
 
 @pytest.mark.parametrize("design", NEW_DESIGNS)

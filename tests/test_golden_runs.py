@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from golden_runs import FIXTURE, LOCKBENCH, cases, run_case, run_lockbench_case
 
 WANT = json.loads(FIXTURE.read_text())

@@ -54,16 +54,19 @@ RW = PROT_READ | PROT_WRITE
 # =========================================================================== the table
 # Sub-sequences several rows share.
 OLD_LOAD_MISS = [
-    "+pm_lock", "-pm_lock",  # pm_find_page @a4d7239a misses: spin_lock(pm_lock) (2.2 OLD; 2.5 step 1)
+    "+pm_lock",
+    "-pm_lock",  # pm_find_page @a4d7239a misses: spin_lock(pm_lock) (2.2 OLD; 2.5 step 1)
     "*page_lock",  # kpage_alloc; sem_init(&pg_sem, 0): locked before it is visible (2.5 step 2.3)
-    "+pm_lock", "-pm_lock",  # pm_insert_page @a4d7239a: radix_insert under pm_lock (2.3 OLD)
+    "+pm_lock",
+    "-pm_lock",  # pm_insert_page @a4d7239a: radix_insert under pm_lock (2.3 OLD)
     "readpage",  # load_locked_page: pm_op->readpage, no PM lock held (2.5 step 4.1; 6.1)
     "-page_lock",  # unlock_page: sem_up(pg_sem) (2.5 step 4.4)
 ]
 NEW_LOAD_MISS = [
     "rcu",  # pm_find_page @HEAD misses: rcu_read_lock only (2.2 NEW)
     "*page_lock",  # sem_init(&pg_sem, 0) (2.5 step 2.3)
-    "+pm_qlock", "-pm_qlock",  # pm_insert_page @HEAD: qlock(pm_qlock) (2.3 NEW; 6.2)
+    "+pm_qlock",
+    "-pm_qlock",  # pm_insert_page @HEAD: qlock(pm_qlock) (2.3 NEW; 6.2)
     "readpage",  # load_locked_page, outside the PM locks (6.2 "pm_load_page miss")
     "-page_lock",  # unlock_page
 ]
@@ -72,14 +75,23 @@ NEW_LOAD_MISS = [
 NEW_WB_MARK_AND_SHOOT = [
     "+pm_qlock",  # pm_writeback_pages: qlock(pm_qlock) (2.13 step 1)
     "+pm_lock",  # mark_and_clear_dirty_ptes: spin_lock(pm_lock) (2.11 step 1)
-    "+pte_lock@A", "-pte_lock@A",  # vA1 (PROT_WRITE|MAP_SHARED): whole-VMR walk under pte_lock; vP private: skipped
-    "+pte_lock@B", "-pte_lock@B",  # vB
-    "+pte_lock@A", "-pte_lock@A",  # vA2; vR read-only: skipped (2.11 step 2)
+    "+pte_lock@A",
+    "-pte_lock@A",  # vA1 (PROT_WRITE|MAP_SHARED): whole-VMR walk under pte_lock; vP private: skipped
+    "+pte_lock@B",
+    "-pte_lock@B",  # vB
+    "+pte_lock@A",
+    "-pte_lock@A",  # vA2; vR read-only: skipped (2.11 step 2)
     "-pm_lock",
     "+pm_lock",  # shootdown_vmrs: spin_lock(pm_lock) (2.12)
-    "tlbshootdown", "+proc_lock@A", "-proc_lock@A",  # vA1 flagged: proc_tlbshootdown(A) (3.4: under proc_lock)
-    "tlbshootdown", "+proc_lock@B", "-proc_lock@B",  # vB
-    "tlbshootdown", "+proc_lock@A", "-proc_lock@A",  # vA2: A again, no de-dup by process (2.12 step 2)
+    "tlbshootdown",
+    "+proc_lock@A",
+    "-proc_lock@A",  # vA1 flagged: proc_tlbshootdown(A) (3.4: under proc_lock)
+    "tlbshootdown",
+    "+proc_lock@B",
+    "-proc_lock@B",  # vB
+    "tlbshootdown",
+    "+proc_lock@A",
+    "-proc_lock@A",  # vA2: A again, no de-dup by process (2.12 step 2)
     "-pm_lock",
 ]
 NEW_WB = NEW_WB_MARK_AND_SHOOT + [
@@ -90,16 +102,20 @@ NEW_WB = NEW_WB_MARK_AND_SHOOT + [
 ]
 BATCHED_WB = NEW_WB_MARK_AND_SHOOT + [
     "-pm_qlock",  # new_batched_wb: queue_writeback only collects; qunlock first
-    "+file_qlock", "writepages", "-file_qlock",  # flush_queued_writebacks after qunlock: one bulk write
+    "+file_qlock",
+    "writepages",
+    "-file_qlock",  # flush_queued_writebacks after qunlock: one bulk write
 ]
 SYNC_METADATA = [
-    "+file_qlock", "-file_qlock",  # gtfs writeback_file -> sync_metadata: qlock(&f->qlock), always (4.5 step 1)
+    "+file_qlock",
+    "-file_qlock",  # gtfs writeback_file -> sync_metadata: qlock(&f->qlock), always (4.5 step 1)
 ]
 
 EXPECTED: dict[tuple[str, str], list[str]] = {
     # ---- read() of a resident page: fs_file_read -> pm_load_page hit -> pm_put_page (4.2) ----
     ("old", "read_hit"): [
-        "+pm_lock", "-pm_lock",  # pm_find_page under pm_lock (2.2 OLD; 6.1 "pm_load_page hit"); put: no lock
+        "+pm_lock",
+        "-pm_lock",  # pm_find_page under pm_lock (2.2 OLD; 6.1 "pm_load_page hit"); put: no lock
     ],
     ("new", "read_hit"): [
         "rcu",  # pm_find_page: RCU read side, no lock (2.2 NEW; 6.2 "pm_load_page hit: none")
@@ -108,88 +124,152 @@ EXPECTED: dict[tuple[str, str], list[str]] = {
     ("old", "read_miss"): OLD_LOAD_MISS,
     ("new", "read_miss"): NEW_LOAD_MISS,
     ("new", "read_miss_network"): [  # gtfs exists only at HEAD (99d1ef50 is after a4d7239a)
-        "rcu", "*page_lock", "+pm_qlock", "-pm_qlock",
-        "+file_qlock", "readpage", "-file_qlock",  # gtfs_pm_readpage -> gtfs_fsf_read: qlock(&f->qlock) (3.8)
+        "rcu",
+        "*page_lock",
+        "+pm_qlock",
+        "-pm_qlock",
+        "+file_qlock",
+        "readpage",
+        "-file_qlock",  # gtfs_pm_readpage -> gtfs_fsf_read: qlock(&f->qlock) (3.8)
         "-page_lock",
     ],
     # ---- read() of a page another thread is loading: steps of the second reader (2.5 step 3) ----
     ("old", "read_wait"): [
-        "+pm_lock", "-pm_lock",  # pm_find_page hits a page without PG_UPTODATE
+        "+pm_lock",
+        "-pm_lock",  # pm_find_page hits a page without PG_UPTODATE
         "+page_lock",  # lock_page = sem_down(pg_sem): sleeps until the loader's unlock_page (6.1 "page loading elsewhere")
         "-page_lock",  # PG_UPTODATE now set: unlock_page, return
     ],
     ("new", "read_wait"): ["rcu", "+page_lock", "-page_lock"],
     # ---- write() of a non-resident page: the miss, then write_metadata (4.2 fs_file_write) ----
-    ("old", "write_miss"): OLD_LOAD_MISS + [
-        "+file_qlock", "-file_qlock",  # write_metadata: qlock(&f->qlock) sets FSF_DIRTY, length, mtime
+    ("old", "write_miss"): OLD_LOAD_MISS
+    + [
+        "+file_qlock",
+        "-file_qlock",  # write_metadata: qlock(&f->qlock) sets FSF_DIRTY, length, mtime
     ],
     ("new", "write_miss"): NEW_LOAD_MISS + ["+file_qlock", "-file_qlock"],
     # ---- page fault, page resident (__hpf, 4.1; 6.1/6.2 "page fault (hit)") ----
     ("old", "fault_hit"): [
         "+vmr_lock",  # __hpf: spin_lock(vmr_lock); find_vmr (4.1 step 1)
-        "+pm_lock", "-pm_lock",  # pm_load_page_nowait -> pm_find_page, nested in vmr_lock (2.6; 4.1 step 5.3)
-        "+pte_lock", "-pte_lock",  # map_page_at_addr (4.1 step 6)
+        "+pm_lock",
+        "-pm_lock",  # pm_load_page_nowait -> pm_find_page, nested in vmr_lock (2.6; 4.1 step 5.3)
+        "+pte_lock",
+        "-pte_lock",  # map_page_at_addr (4.1 step 6)
         "-vmr_lock",  # pm_put_page (no lock); spin_unlock(vmr_lock) (4.1 steps 7, 8)
     ],
     ("new", "fault_hit"): ["+vmr_lock", "rcu", "+pte_lock", "-pte_lock", "-vmr_lock"],
     # ---- page fault miss, single-core process (PROC_RUNNING_S): load blocking, refault (4.1 step 5.4) ----
     ("old", "fault_miss_scp"): [
-        "+vmr_lock", "+pm_lock", "-pm_lock",  # __hpf: pm_load_page_nowait -> -EAGAIN
+        "+vmr_lock",
+        "+pm_lock",
+        "-pm_lock",  # __hpf: pm_load_page_nowait -> -EAGAIN
         "-vmr_lock",  # foc_incref; spin_unlock(vmr_lock)
-        "+proc_lock", "-proc_lock",  # __hpf_load_page: RUNNING_S -> WAITING under proc_lock
+        "+proc_lock",
+        "-proc_lock",  # __hpf_load_page: RUNNING_S -> WAITING under proc_lock
         *OLD_LOAD_MISS,  # pm_load_page (blocking)
-        "+proc_lock", "-proc_lock",  # proc_wakeup(p): spin_lock(proc_lock) (kern/src/process.c: proc_wakeup)
-        "+vmr_lock", "+pm_lock", "-pm_lock", "+pte_lock", "-pte_lock", "-vmr_lock",  # refault: a hit
+        "+proc_lock",
+        "-proc_lock",  # proc_wakeup(p): spin_lock(proc_lock) (kern/src/process.c: proc_wakeup)
+        "+vmr_lock",
+        "+pm_lock",
+        "-pm_lock",
+        "+pte_lock",
+        "-pte_lock",
+        "-vmr_lock",  # refault: a hit
     ],
-    ("new", "fault_miss_scp"): [  # 6.2 "page fault (miss, SCP)"; proc_wakeup from 4.1 and the C code
-        "+vmr_lock", "rcu", "-vmr_lock",
-        "+proc_lock", "-proc_lock",
+    (
+        "new",
+        "fault_miss_scp",
+    ): [  # 6.2 "page fault (miss, SCP)"; proc_wakeup from 4.1 and the C code
+        "+vmr_lock",
+        "rcu",
+        "-vmr_lock",
+        "+proc_lock",
+        "-proc_lock",
         *NEW_LOAD_MISS,
-        "+proc_lock", "-proc_lock",  # proc_wakeup(p)
-        "+vmr_lock", "rcu", "+pte_lock", "-pte_lock", "-vmr_lock",
+        "+proc_lock",
+        "-proc_lock",  # proc_wakeup(p)
+        "+vmr_lock",
+        "rcu",
+        "+pte_lock",
+        "-pte_lock",
+        "-vmr_lock",
     ],
     # ---- page fault miss, multicore process (PROC_RUNNING_M): -EAGAIN, then SYS_populate_va (4.1) ----
     ("old", "fault_miss_mcp"): [
-        "+vmr_lock", "+pm_lock", "-pm_lock", "-vmr_lock",  # __hpf: nowait misses; unlock
-        "+proc_lock", "-proc_lock",  # __hpf_load_page: RUNNING_M -> -EAGAIN, reflected to user space
-        "+vmr_lock", "+pm_lock", "-pm_lock",  # populate_va: spin_lock(vmr_lock); populate_pm_va: nowait misses
+        "+vmr_lock",
+        "+pm_lock",
+        "-pm_lock",
+        "-vmr_lock",  # __hpf: nowait misses; unlock
+        "+proc_lock",
+        "-proc_lock",  # __hpf_load_page: RUNNING_M -> -EAGAIN, reflected to user space
+        "+vmr_lock",
+        "+pm_lock",
+        "-pm_lock",  # populate_va: spin_lock(vmr_lock); populate_pm_va: nowait misses
         "-vmr_lock",  # "might block here, can't hold the spinlock"
         *OLD_LOAD_MISS,  # pm_load_page
         "+vmr_lock",  # re-take vmr_lock; vmr_history unchanged
-        "+pte_lock", "-pte_lock",  # map_page_at_addr
+        "+pte_lock",
+        "-pte_lock",  # map_page_at_addr
         "-vmr_lock",  # pm_put_page; populate_va: spin_unlock(vmr_lock)
     ],
     ("new", "fault_miss_mcp"): [
-        "+vmr_lock", "rcu", "-vmr_lock",
-        "+proc_lock", "-proc_lock",
-        "+vmr_lock", "rcu", "-vmr_lock",
+        "+vmr_lock",
+        "rcu",
+        "-vmr_lock",
+        "+proc_lock",
+        "-proc_lock",
+        "+vmr_lock",
+        "rcu",
+        "-vmr_lock",
         *NEW_LOAD_MISS,
-        "+vmr_lock", "+pte_lock", "-pte_lock", "-vmr_lock",
+        "+vmr_lock",
+        "+pte_lock",
+        "-pte_lock",
+        "-vmr_lock",
     ],
     # ---- truncate / hole punch of whole pages 0..11 (4.3): write_metadata, then the PM removal ----
     ("old", "punch_hole"): [
-        "+file_qlock", "-file_qlock",  # fs_file_truncate: write_metadata first (4.3 step 1)
-        "+pm_lock", "-pm_lock",  # pm_remove_or_zero_pages @a4d7239a: the whole walk under pm_lock (2.8 OLD; 6.1)
+        "+file_qlock",
+        "-file_qlock",  # fs_file_truncate: write_metadata first (4.3 step 1)
+        "+pm_lock",
+        "-pm_lock",  # pm_remove_or_zero_pages @a4d7239a: the whole walk under pm_lock (2.8 OLD; 6.1)
     ],
     ("new", "punch_hole"): [
-        "+file_qlock", "-file_qlock",
+        "+file_qlock",
+        "-file_qlock",
         "+pm_qlock",  # pm_remove_or_zero_pages @HEAD: qlock(pm_qlock) (2.8 NEW)
-        *["+pm_lock", "-pm_lock"] * 12,  # __remove_or_zero_cb -> pm_has_vmr_with_page per resident page (2.7; 6.2)
+        *["+pm_lock", "-pm_lock"]
+        * 12,  # __remove_or_zero_cb -> pm_has_vmr_with_page per resident page (2.7; 6.2)
         "-pm_qlock",
     ],
     ("old_remove_contig", "punch_hole"): [  # pm_remove_contig @a4d7239a (2.9; 6.1)
-        "+file_qlock", "-file_qlock",
+        "+file_qlock",
+        "-file_qlock",
         "+pm_lock",  # atomic_swap(pm_removal); spin_lock(pm_lock); pinned scan; pass 1 (2.9 steps 0-2)
-        "+pte_lock@A", "-pte_lock@A",  # pass 2, vA1: __pm_mark_not_present under pte_lock (2.9 step 3)
-        "+pte_lock@B", "-pte_lock@B",  # vB
-        "+pte_lock@A", "-pte_lock@A",  # vA2 (A already in ptr_store)
-        "tlbshootdown", "+proc_lock@A", "-proc_lock@A",  # shootdown_and_reset_ptrstore, pm_lock held
-        "tlbshootdown", "+proc_lock@B", "-proc_lock@B",  # ("lock ordering: pm (RCU) -> proc lock")
-        "+pte_lock@A", "-pte_lock@A",  # pass 3: __pm_mark_dirty_pgs_unmap / __pm_mark_unmap (2.9 step 4)
-        "+pte_lock@B", "-pte_lock@B",
-        "+pte_lock@A", "-pte_lock@A",
-        "-pm_lock", *["writepage"] * 10, "+pm_lock",  # pass 4: a PTR_ARR_LEN batch, pm_lock dropped (2.9 step 5)
-        "-pm_lock", *["writepage"] * 2, "+pm_lock",  # goto handle_dirty: the other 2 dirty pages
+        "+pte_lock@A",
+        "-pte_lock@A",  # pass 2, vA1: __pm_mark_not_present under pte_lock (2.9 step 3)
+        "+pte_lock@B",
+        "-pte_lock@B",  # vB
+        "+pte_lock@A",
+        "-pte_lock@A",  # vA2 (A already in ptr_store)
+        "tlbshootdown",
+        "+proc_lock@A",
+        "-proc_lock@A",  # shootdown_and_reset_ptrstore, pm_lock held
+        "tlbshootdown",
+        "+proc_lock@B",
+        "-proc_lock@B",  # ("lock ordering: pm (RCU) -> proc lock")
+        "+pte_lock@A",
+        "-pte_lock@A",  # pass 3: __pm_mark_dirty_pgs_unmap / __pm_mark_unmap (2.9 step 4)
+        "+pte_lock@B",
+        "-pte_lock@B",
+        "+pte_lock@A",
+        "-pte_lock@A",
+        "-pm_lock",
+        *["writepage"] * 10,
+        "+pm_lock",  # pass 4: a PTR_ARR_LEN batch, pm_lock dropped (2.9 step 5)
+        "-pm_lock",
+        *["writepage"] * 2,
+        "+pm_lock",  # goto handle_dirty: the other 2 dirty pages
         "-pm_lock",  # pass 5 removes; spin_unlock; atomic_set(pm_removal, 0) (2.9 steps 6, 7)
     ],
     # ---- NEW writeback (4.5): pm_writeback_pages (2.13), and fsync = gtfs writeback_file ----
@@ -200,38 +280,77 @@ EXPECTED: dict[tuple[str, str], list[str]] = {
     # ---- NEW memory pressure: pm_free_unused_pages (2.14; 6.2) on pages 0..3 (see _reclaim) ----
     ("new", "reclaim"): [
         "+pm_qlock",  # qlock (2.14 step 1)
-        "+pm_lock", "-pm_lock",  # page 0: CAS page -> NULL, then pm_has_vmr_with_page: no VMR -> freed
+        "+pm_lock",
+        "-pm_lock",  # page 0: CAS page -> NULL, then pm_has_vmr_with_page: no VMR -> freed
         # page 1: slot refcount 1 (a reader between load and put): skipped before any lock
-        "+pm_lock", "-pm_lock",  # page 2: a VMR covers it -> WRITE_ONCE restores it
-        "+pm_lock", "-pm_lock",  # page 3: no VMR, PG_DIRTY ->
-        "+file_qlock", "writepage", "-file_qlock",  # writepage with the qlock held, then free (2.14 step 5)
+        "+pm_lock",
+        "-pm_lock",  # page 2: a VMR covers it -> WRITE_ONCE restores it
+        "+pm_lock",
+        "-pm_lock",  # page 3: no VMR, PG_DIRTY ->
+        "+file_qlock",
+        "writepage",
+        "-file_qlock",  # writepage with the qlock held, then free (2.14 step 5)
         "-pm_qlock",
     ],
     # ---- mmap of a file (4.4 do_mmap) ----
     ("old", "mmap_shared_rw"): [
-        "+file_qlock", "-file_qlock",  # foc_dev_mmap -> tree_chan_mmap: qlock(&f->qlock), sets FSF_DIRTY (4.4 step 1)
-        "+pm_lock", "-pm_lock",  # pm_add_vmr while !vm_ready (2.1; 4.4 step 2)
-        "+vmr_lock", "-vmr_lock",  # vmr_insert; vm_ready = true (4.4 step 3)
+        "+file_qlock",
+        "-file_qlock",  # foc_dev_mmap -> tree_chan_mmap: qlock(&f->qlock), sets FSF_DIRTY (4.4 step 1)
+        "+pm_lock",
+        "-pm_lock",  # pm_add_vmr while !vm_ready (2.1; 4.4 step 2)
+        "+vmr_lock",
+        "-vmr_lock",  # vmr_insert; vm_ready = true (4.4 step 3)
     ],
-    ("new", "mmap_shared_rw"): ["+file_qlock", "-file_qlock", "+pm_lock", "-pm_lock", "+vmr_lock", "-vmr_lock"],
+    ("new", "mmap_shared_rw"): [
+        "+file_qlock",
+        "-file_qlock",
+        "+pm_lock",
+        "-pm_lock",
+        "+vmr_lock",
+        "-vmr_lock",
+    ],
     ("old", "mmap_private_ro"): [
-        "+file_qlock", "-file_qlock",  # tree_chan_mmap qlocks f->qlock on every mmap; only FSF_DIRTY is conditional
-        "+pm_lock", "-pm_lock",
-        "+vmr_lock", "-vmr_lock",
+        "+file_qlock",
+        "-file_qlock",  # tree_chan_mmap qlocks f->qlock on every mmap; only FSF_DIRTY is conditional
+        "+pm_lock",
+        "-pm_lock",
+        "+vmr_lock",
+        "-vmr_lock",
     ],
-    ("new", "mmap_private_ro"): ["+file_qlock", "-file_qlock", "+pm_lock", "-pm_lock", "+vmr_lock", "-vmr_lock"],
+    ("new", "mmap_private_ro"): [
+        "+file_qlock",
+        "-file_qlock",
+        "+pm_lock",
+        "-pm_lock",
+        "+vmr_lock",
+        "-vmr_lock",
+    ],
     # ---- munmap of a whole shared writable VMR with two PTEs (4.4 __do_munmap) ----
     ("old", "munmap"): [
         "+vmr_lock",  # munmap: spin_lock(vmr_lock)
-        "+pte_lock", "-pte_lock",  # __munmap_pte walk: dirty -> PG_DIRTY, clear Present (4.4 step 2)
-        "tlbshootdown", "+proc_lock", "-proc_lock",  # proc_tlbshootdown once (step 3)
-        "+pte_lock", "-pte_lock",  # __vmr_free_pgs walk (step 4)
-        "+pm_lock", "-pm_lock",  # destroy_vmr -> pm_remove_vmr (2.1)
+        "+pte_lock",
+        "-pte_lock",  # __munmap_pte walk: dirty -> PG_DIRTY, clear Present (4.4 step 2)
+        "tlbshootdown",
+        "+proc_lock",
+        "-proc_lock",  # proc_tlbshootdown once (step 3)
+        "+pte_lock",
+        "-pte_lock",  # __vmr_free_pgs walk (step 4)
+        "+pm_lock",
+        "-pm_lock",  # destroy_vmr -> pm_remove_vmr (2.1)
         "-vmr_lock",
     ],
     ("new", "munmap"): [
-        "+vmr_lock", "+pte_lock", "-pte_lock", "tlbshootdown", "+proc_lock", "-proc_lock",
-        "+pte_lock", "-pte_lock", "+pm_lock", "-pm_lock", "-vmr_lock",
+        "+vmr_lock",
+        "+pte_lock",
+        "-pte_lock",
+        "tlbshootdown",
+        "+proc_lock",
+        "-proc_lock",
+        "+pte_lock",
+        "-pte_lock",
+        "+pm_lock",
+        "-pm_lock",
+        "-vmr_lock",
     ],
 }
 
@@ -244,52 +363,106 @@ NESTING: dict[tuple[str, str], dict] = {
     # 2.5: the new page is locked before the insert; readpage runs with no PM lock
     ("old", "read_miss"): {"+pm_lock": [(), ("page_lock",)], "readpage": ("page_lock",)},
     ("new", "read_miss"): {"+pm_qlock": ("page_lock",), "readpage": ("page_lock",)},
-    ("new", "read_miss_network"): {"+file_qlock": ("page_lock",), "readpage": ("page_lock", "file_qlock")},
+    ("new", "read_miss_network"): {
+        "+file_qlock": ("page_lock",),
+        "readpage": ("page_lock", "file_qlock"),
+    },
     # the waiter sleeps on the page lock holding nothing
     ("old", "read_wait"): {"+page_lock": ()},
     ("new", "read_wait"): {"+page_lock": ()},
     ("old", "write_miss"): {"+file_qlock": ()},
     # 4.1: vmr_lock is dropped before proc_lock and the blocking load
-    ("old", "fault_miss_scp"): {"+proc_lock": (), "readpage": ("page_lock",), "+pte_lock": ("vmr_lock",)},
-    ("new", "fault_miss_scp"): {"+proc_lock": (), "+pm_qlock": ("page_lock",), "readpage": ("page_lock",)},
-    ("old", "fault_miss_mcp"): {"+pm_lock": [("vmr_lock",), ("vmr_lock",), (), ("page_lock",)],
-                                "+proc_lock": (), "readpage": ("page_lock",), "+pte_lock": ("vmr_lock",)},
-    ("new", "fault_miss_mcp"): {"+pm_qlock": ("page_lock",), "readpage": ("page_lock",),
-                                "+pte_lock": ("vmr_lock",)},
+    ("old", "fault_miss_scp"): {
+        "+proc_lock": (),
+        "readpage": ("page_lock",),
+        "+pte_lock": ("vmr_lock",),
+    },
+    ("new", "fault_miss_scp"): {
+        "+proc_lock": (),
+        "+pm_qlock": ("page_lock",),
+        "readpage": ("page_lock",),
+    },
+    ("old", "fault_miss_mcp"): {
+        "+pm_lock": [("vmr_lock",), ("vmr_lock",), (), ("page_lock",)],
+        "+proc_lock": (),
+        "readpage": ("page_lock",),
+        "+pte_lock": ("vmr_lock",),
+    },
+    ("new", "fault_miss_mcp"): {
+        "+pm_qlock": ("page_lock",),
+        "readpage": ("page_lock",),
+        "+pte_lock": ("vmr_lock",),
+    },
     # 2.8: NEW's per-page pm_lock round trips sit inside the qlock
     ("old", "punch_hole"): {"+pm_lock": ()},
     ("new", "punch_hole"): {"+pm_lock": ("pm_qlock",)},
     # 2.9: pte_lock and proc_lock under pm_lock; writeback with pm_lock dropped
-    ("old_remove_contig", "punch_hole"): {"+pte_lock@A": ("pm_lock",), "+pte_lock@B": ("pm_lock",),
-                                          "+proc_lock@A": ("pm_lock",), "+proc_lock@B": ("pm_lock",),
-                                          "writepage": ()},
+    ("old_remove_contig", "punch_hole"): {
+        "+pte_lock@A": ("pm_lock",),
+        "+pte_lock@B": ("pm_lock",),
+        "+proc_lock@A": ("pm_lock",),
+        "+proc_lock@B": ("pm_lock",),
+        "writepage": (),
+    },
     # 2.11 - 2.13: pm_qlock -> pm_lock -> pte_lock / proc_lock; writepage (f->qlock) under pm_qlock
-    ("new", "pm_writeback_pages"): {"+pm_lock": ("pm_qlock",),
-                                    "+pte_lock@A": ("pm_qlock", "pm_lock"), "+pte_lock@B": ("pm_qlock", "pm_lock"),
-                                    "+proc_lock@A": ("pm_qlock", "pm_lock"), "+proc_lock@B": ("pm_qlock", "pm_lock"),
-                                    "+file_qlock": ("pm_qlock",), "writepage": ("pm_qlock", "file_qlock")},
-    ("new_batched_wb", "pm_writeback_pages"): {"+pte_lock@A": ("pm_qlock", "pm_lock"),
-                                               "+file_qlock": (), "writepages": ("file_qlock",)},
+    ("new", "pm_writeback_pages"): {
+        "+pm_lock": ("pm_qlock",),
+        "+pte_lock@A": ("pm_qlock", "pm_lock"),
+        "+pte_lock@B": ("pm_qlock", "pm_lock"),
+        "+proc_lock@A": ("pm_qlock", "pm_lock"),
+        "+proc_lock@B": ("pm_qlock", "pm_lock"),
+        "+file_qlock": ("pm_qlock",),
+        "writepage": ("pm_qlock", "file_qlock"),
+    },
+    ("new_batched_wb", "pm_writeback_pages"): {
+        "+pte_lock@A": ("pm_qlock", "pm_lock"),
+        "+file_qlock": (),
+        "writepages": ("file_qlock",),
+    },
     # 2.14: pm_lock per page and the dirty page's writepage inside the qlock
     ("new", "reclaim"): {"+pm_lock": ("pm_qlock",), "writepage": ("pm_qlock", "file_qlock")},
     # 4.4: pm_add_vmr is not nested in vmr_lock; munmap nests everything in vmr_lock
     ("old", "mmap_shared_rw"): {"+file_qlock": (), "+pm_lock": (), "+vmr_lock": ()},
-    ("old", "munmap"): {"+pte_lock": ("vmr_lock",), "+proc_lock": ("vmr_lock",), "+pm_lock": ("vmr_lock",)},
-    ("new", "munmap"): {"+pte_lock": ("vmr_lock",), "+proc_lock": ("vmr_lock",), "+pm_lock": ("vmr_lock",)},
+    ("old", "munmap"): {
+        "+pte_lock": ("vmr_lock",),
+        "+proc_lock": ("vmr_lock",),
+        "+pm_lock": ("vmr_lock",),
+    },
+    ("new", "munmap"): {
+        "+pte_lock": ("vmr_lock",),
+        "+proc_lock": ("vmr_lock",),
+        "+pm_lock": ("vmr_lock",),
+    },
 }
 
 # What-if variants and the design they change; a variant's own rows in EXPECTED are the paths
 # where it differs.
-VARIANT_BASE = {"old_remove_contig": "old", "old_mcs": "old", "new_batched_wb": "new",
-                "new_sync_shootdown": "new"}
-FAMILIES = {"old": ("old", "old_remove_contig", "old_mcs"),
-            "new": ("new", "new_batched_wb", "new_sync_shootdown")}
+VARIANT_BASE = {
+    "old_remove_contig": "old",
+    "old_mcs": "old",
+    "new_batched_wb": "new",
+    "new_sync_shootdown": "new",
+}
+FAMILIES = {
+    "old": ("old", "old_remove_contig", "old_mcs"),
+    "new": ("new", "new_batched_wb", "new_sync_shootdown"),
+}
 
 # Lock-order edges (held -> taken) the reference names (5.2 item 7; 6.1; 6.2; 3.8).
 DOCUMENTED_EDGES = {
-    "old": {("vmr_lock", "pm_lock"), ("vmr_lock", "pte_lock"), ("pm_lock", "pte_lock"), ("pm_lock", "proc_lock")},
-    "new": {("vmr_lock", "pte_lock"), ("pm_qlock", "pm_lock"), ("pm_lock", "pte_lock"), ("pm_lock", "proc_lock"),
-            ("pm_qlock", "file_qlock")},
+    "old": {
+        ("vmr_lock", "pm_lock"),
+        ("vmr_lock", "pte_lock"),
+        ("pm_lock", "pte_lock"),
+        ("pm_lock", "proc_lock"),
+    },
+    "new": {
+        ("vmr_lock", "pte_lock"),
+        ("pm_qlock", "pm_lock"),
+        ("pm_lock", "pte_lock"),
+        ("pm_lock", "proc_lock"),
+        ("pm_qlock", "file_qlock"),
+    },
 }
 
 
@@ -660,7 +833,9 @@ def test_nesting(trace, key):
             assert all(h == want for h in got), (step, got)
 
 
-VARIANT_KEYS = [(v, p) for v, b in VARIANT_BASE.items() for p in design_paths(b) if (v, p) not in EXPECTED]
+VARIANT_KEYS = [
+    (v, p) for v, b in VARIANT_BASE.items() for p in design_paths(b) if (v, p) not in EXPECTED
+]
 
 
 @pytest.mark.parametrize("key", VARIANT_KEYS, ids=_ids(VARIANT_KEYS))
@@ -687,8 +862,11 @@ def test_no_spinlock_held_while_blocking(trace, design):
             events, left = trace.walk(name)
             assert left == [], (path, name, left)
             for step, held in events:
-                blocking = (step in ("block", "readpage", "writepage", "writepages")  # sem_down may sleep;
-                            or step[0] == "+" and trace.kinds.get(step[1:]) == "qlock")  # sem_init(, 0) does not
+                blocking = (
+                    step in ("block", "readpage", "writepage", "writepages")  # sem_down may sleep;
+                    or step[0] == "+"
+                    and trace.kinds.get(step[1:]) == "qlock"
+                )  # sem_init(, 0) does not
                 if blocking:
                     spins = [h for h in held if trace.kinds[h] == "spin"]
                     assert spins == [], f"{path}: {name} does {step} holding {spins}"
@@ -707,7 +885,9 @@ def test_lock_order_graph_is_acyclic(trace, family):
             kinds.update({_base(k): v for k, v in trace.kinds.items()})
             for name in trace.threads():
                 for step, held in trace.walk(name)[0]:
-                    if step[0] == "+":  # (a lock created held is invisible to others: no edge into it)
+                    if (
+                        step[0] == "+"
+                    ):  # (a lock created held is invisible to others: no edge into it)
                         edges |= {(_base(h), _base(step[1:])) for h in held}
     assert DOCUMENTED_EDGES[family] <= edges
     assert not [(a, b) for a, b in edges if kinds[a] == "spin" and kinds[b] == "qlock"]

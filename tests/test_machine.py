@@ -27,12 +27,15 @@ def test_machine_rng_is_the_same_generator_for_one_name():
     assert m.rng("x") is m.rng("x")
 
 
-@pytest.mark.parametrize("kwargs, needle", [
-    ({"cores": 0}, "machine.cores"),
-    ({"cores": 2, "sockets": 3}, "machine.sockets"),
-    ({"cores": 2, "spinlock_kind": "bakery"}, "bakery"),
-    ({"cores": 2, "qlock_wake": "teleport"}, "teleport"),
-])
+@pytest.mark.parametrize(
+    "kwargs, needle",
+    [
+        ({"cores": 0}, "machine.cores"),
+        ({"cores": 2, "sockets": 3}, "machine.sockets"),
+        ({"cores": 2, "spinlock_kind": "bakery"}, "bakery"),
+        ({"cores": 2, "qlock_wake": "teleport"}, "teleport"),
+    ],
+)
 def test_bad_machine_settings(kwargs, needle):
     with pytest.raises(ConfigError, match=needle):
         Machine(**kwargs)
@@ -43,10 +46,13 @@ def test_sockets_split_cores_evenly():
     assert [c.socket for c in m.cores] == [0, 0, 0, 0, 1, 1, 1, 1]
 
 
-@pytest.mark.parametrize("work, until, useful", [
-    (800.0, 3000.0, 0.0),  # busy only during warm-up: the measured window is idle
-    (1500.0, 2000.0, 0.5),  # work straddling the end of warm-up is split there
-])
+@pytest.mark.parametrize(
+    "work, until, useful",
+    [
+        (800.0, 3000.0, 0.0),  # busy only during warm-up: the measured window is idle
+        (1500.0, 2000.0, 0.5),  # work straddling the end of warm-up is split there
+    ],
+)
 def test_warmup_is_excluded_from_cpu_fractions(work, until, useful):
     m = Machine(cores=1, warmup=1000.0)
     th = m.thread("t", 0)

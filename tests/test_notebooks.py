@@ -29,14 +29,23 @@ def test_the_notebooks_are_there():
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
 def test_committed_without_outputs(notebook):
     nb = json.loads(notebook.read_text(encoding="utf-8"))
-    dirty = [f"cell {i} ({cell.get('id', '?')})" for i, cell in enumerate(nb["cells"])
-             if cell["cell_type"] == "code"
-             and (cell.get("outputs") or cell.get("execution_count") is not None
-                  or "execution" in cell.get("metadata", {}))]
-    assert not dirty, (f"{notebook.relative_to(ROOT)} is committed with outputs, execution counts or "
-                       f"execution times in {', '.join(dirty)}: clear all outputs before committing")
-    assert nb["metadata"].get("kernelspec", {}).get("name") == "python3", \
+    dirty = [
+        f"cell {i} ({cell.get('id', '?')})"
+        for i, cell in enumerate(nb["cells"])
+        if cell["cell_type"] == "code"
+        and (
+            cell.get("outputs")
+            or cell.get("execution_count") is not None
+            or "execution" in cell.get("metadata", {})
+        )
+    ]
+    assert not dirty, (
+        f"{notebook.relative_to(ROOT)} is committed with outputs, execution counts or "
+        f"execution times in {', '.join(dirty)}: clear all outputs before committing"
+    )
+    assert nb["metadata"].get("kernelspec", {}).get("name") == "python3", (
         f"{notebook.relative_to(ROOT)}: kernelspec must be python3 (nbmake runs that kernel)"
+    )
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
@@ -48,15 +57,32 @@ def test_runs_small(notebook, tmp_path):
     env["PMSIM_NB_SCALE"] = "small"
     env["TMPDIR"] = str(tmp_path)  # the design review's sweep folder (tempfile) lands here
     env.pop("PMSIM_NB_OUT", None)
-    cmd = [sys.executable, "-m", "pytest", "--nbmake", "--nbmake-timeout=200", "-p", "no:cacheprovider",
-           "-q", str(notebook)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "--nbmake",
+        "--nbmake-timeout=200",
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        str(notebook),
+    ]
     try:
         proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     except subprocess.TimeoutExpired as e:
-        out = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
-        pytest.fail(f"{notebook.name} did not finish in {e.timeout} s (small scale should take seconds):\n"
-                    f"{ANSI.sub('', out)[-TAIL:]}")
+        out = (
+            (e.stdout or b"").decode(errors="replace")
+            if isinstance(e.stdout, bytes)
+            else (e.stdout or "")
+        )
+        pytest.fail(
+            f"{notebook.name} did not finish in {e.timeout} s (small scale should take seconds):\n"
+            f"{ANSI.sub('', out)[-TAIL:]}"
+        )
     out = ANSI.sub("", proc.stdout + proc.stderr)
-    assert proc.returncode == 0, (f"{notebook.name} failed at PMSIM_NB_SCALE=small (exit status "
-                                  f"{proc.returncode}); rerun it with:\n  PMSIM_NB_SCALE=small {' '.join(cmd[:-1])} "
-                                  f"{notebook.relative_to(ROOT)}\n--- output tail ---\n{out[-TAIL:]}")
+    assert proc.returncode == 0, (
+        f"{notebook.name} failed at PMSIM_NB_SCALE=small (exit status "
+        f"{proc.returncode}); rerun it with:\n  PMSIM_NB_SCALE=small {' '.join(cmd[:-1])} "
+        f"{notebook.relative_to(ROOT)}\n--- output tail ---\n{out[-TAIL:]}"
+    )

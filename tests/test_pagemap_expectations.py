@@ -42,8 +42,11 @@ def read_hits_per_s(design: str, cores: int, hot: bool = False) -> float:
 @pytest.fixture(scope="module")
 def curves():
     cores = (1, 4, 16, 32)
-    return {(d, hot): {n: read_hits_per_s(d, n, hot) for n in cores}
-            for d in ("old", "new") for hot in (False, True)}
+    return {
+        (d, hot): {n: read_hits_per_s(d, n, hot) for n in cores}
+        for d in ("old", "new")
+        for hot in (False, True)
+    }
 
 
 def test_old_read_hits_stop_scaling(curves):
@@ -84,6 +87,7 @@ def test_a_new_miss_stalls_behind_writeback_and_a_hit_does_not():
             t0 = th.now
             yield from gen
             times[name] = (t0, th.now)
+
         m.env.process(body())
 
     a, b, c = m.thread("wb", 0), m.thread("miss", 1), m.thread("hit", 2)

@@ -66,6 +66,7 @@ def setup(design, nr_pages=64, store="tmpfs", warm=(), cores=2):
 
 def start(m, gen_fn, at=T0):
     """Run the generator ``gen_fn()`` from simulated time ``at``."""
+
     def body():
         yield m.env.timeout(at)
         yield from gen_fn()
@@ -128,9 +129,16 @@ def miss_readpage_at(c, design):
     (one level created, one node allocated) and the item store (an RMW on a new line)."""
     n = c.ns
     miss = n("lock_pair_uncontended_ns") if is_old(design) else n("rcu_read_section_ns")
-    return (T0 + n("syscall_entry_exit_ns") + miss + n("page_alloc_ns") / 2
-            + n("lock_pair_uncontended_ns") + n("radix_lookup_ns_per_level") + n("slab_alloc_ns")
-            + n("cacheline_transfer_ns"))
+    return (
+        T0
+        + n("syscall_entry_exit_ns")
+        + miss
+        + n("page_alloc_ns") / 2
+        + n("lock_pair_uncontended_ns")
+        + n("radix_lookup_ns_per_level")
+        + n("slab_alloc_ns")
+        + n("cacheline_transfer_ns")
+    )
 
 
 def punch_entered_at(c):
@@ -156,8 +164,14 @@ def test_refcount_overflowing_11_bits_on_find_stops_the_run(design):
     f.pm.tree.slots[7].refcnt = REFCNT_MAX
     th = m.thread("a", 0)
     start(m, lambda: k.read(th, f, 7))
-    expect_violation(m, t=find_cas_at(c, design), op="read", design=design, page=7,
-                     detail=f"slot refcount overflows {REFCNT_MAX}")
+    expect_violation(
+        m,
+        t=find_cas_at(c, design),
+        op="read",
+        design=design,
+        page=7,
+        detail=f"slot refcount overflows {REFCNT_MAX}",
+    )
 
 
 @pytest.mark.parametrize("design", OLD_NEW)
@@ -187,8 +201,14 @@ def test_put_of_a_page_whose_slot_refcount_is_zero_stops_the_run(design):
     pm.pm_load_page = load_then_lose_ref
     th = m.thread("a", 0)
     start(m, lambda: k.read(th, f, 3))
-    expect_violation(m, t=put_checked_at(c, design), op="read", design=design, page=3,
-                     detail="slot refcount would go negative")
+    expect_violation(
+        m,
+        t=put_checked_at(c, design),
+        op="read",
+        design=design,
+        page=3,
+        detail="slot refcount would go negative",
+    )
 
 
 # --- row 2: the page in the slot is the page being put or loaded; pg_tree_slot == tree_slot
@@ -199,8 +219,14 @@ def test_found_page_with_a_wrong_back_pointer_stops_the_run(design):
     f.pm.tree.slots[5].page.slot = f.pm.tree.slots[6]
     th = m.thread("a", 0)
     start(m, lambda: k.read(th, f, 5))
-    expect_violation(m, t=find_cas_at(c, design), op="read", design=design, page=5,
-                     detail="page->pg_tree_slot != tree_slot after find")
+    expect_violation(
+        m,
+        t=find_cas_at(c, design),
+        op="read",
+        design=design,
+        page=5,
+        detail="page->pg_tree_slot != tree_slot after find",
+    )
 
 
 @pytest.mark.parametrize("design", OLD_NEW)
@@ -221,8 +247,14 @@ def test_put_of_a_page_its_slot_no_longer_holds_stops_the_run(design):
     pm.pm_load_page = load_then_swap
     th = m.thread("a", 0)
     start(m, lambda: k.read(th, f, 3))
-    expect_violation(m, t=put_checked_at(c, design), op="read", design=design, page=3,
-                     detail="the slot does not hold this page")
+    expect_violation(
+        m,
+        t=put_checked_at(c, design),
+        op="read",
+        design=design,
+        page=3,
+        detail="the slot does not hold this page",
+    )
 
 
 # --- row 3: a page held by a caller has a slot refcount > 0
@@ -241,8 +273,14 @@ def test_load_of_a_found_page_without_a_slot_ref_stops_the_run(design):
     pm.pm_find_page = find_then_lose_ref
     th = m.thread("a", 0)
     start(m, lambda: k.read(th, f, 9))
-    expect_violation(m, t=find_returned_at(c, design), op="read", design=design, page=9,
-                     detail="found page without a slot ref")
+    expect_violation(
+        m,
+        t=find_returned_at(c, design),
+        op="read",
+        design=design,
+        page=9,
+        detail="found page without a slot ref",
+    )
 
 
 # --- row 4: readpage succeeds and sets PG_UPTODATE
@@ -259,8 +297,9 @@ def test_readpage_that_does_not_set_uptodate_stops_the_run(design):
     th = m.thread("a", 0)
     start(m, lambda: k.read(th, f, 11))
     t = miss_readpage_at(c, design) + c.ns("page_zero_4k_ns") + c.ns("tmpfs_readpage_sleep_us")
-    expect_violation(m, t=t, op="read", design=design, page=11,
-                     detail="readpage returned without PG_UPTODATE")
+    expect_violation(
+        m, t=t, op="read", design=design, page=11, detail="readpage returned without PG_UPTODATE"
+    )
 
 
 # --- row 5: PG_LOCKED is clear when sem_down(pg_sem) returns
@@ -277,8 +316,14 @@ def test_page_lock_taken_while_pg_locked_is_set_stops_the_run(design):
     start(m, lambda: k.read(th, f, 4))
     # NEW syncs its find's CAS when sem_down starts; OLD synced it at spin_unlock.
     t = find_cas_at(c, design) + c.ns("cas_remote_ns")
-    expect_violation(m, t=t, op="read", design=design, page=4,
-                     detail="PG_LOCKED set when sem_down(pg_sem) returned")
+    expect_violation(
+        m,
+        t=t,
+        op="read",
+        design=design,
+        page=4,
+        detail="PG_LOCKED set when sem_down(pg_sem) returned",
+    )
 
 
 # --- row 6: a PM page has PG_PAGEMAP cleared before it is freed
@@ -302,8 +347,14 @@ def test_freeing_a_page_that_still_has_pg_pagemap_stops_the_run(design):
     # in pm_has_vmr_with_page; the CAS is still charged when page_decref runs.
     locks = 1 if is_old(design) else 2
     t = punch_entered_at(c) + locks * n("lock_pair_uncontended_ns") + n("radix_walk_ns_per_slot")
-    expect_violation(m, t=t, op="punch_hole", design=design, page=6,
-                     detail="page_decref of a page with PG_PAGEMAP set")
+    expect_violation(
+        m,
+        t=t,
+        op="punch_hole",
+        design=design,
+        page=6,
+        detail="page_decref of a page with PG_PAGEMAP set",
+    )
 
 
 # --- row 7: while the qlock (OLD: pm_lock) is held, every radix item has a non-NULL page
@@ -316,8 +367,14 @@ def test_radix_item_without_a_page_in_remove_or_zero_stops_the_run(design):
     th = m.thread("a", 0)
     start(m, lambda: k.punch_hole(th, f, 0, 8))
     lock = "pm_lock" if is_old(design) else "qlock"
-    expect_violation(m, t=punch_entered_at(c), op="punch_hole", design=design, page=2,
-                     detail=f"radix item without a page {'under' if is_old(design) else 'while the'} {lock}")
+    expect_violation(
+        m,
+        t=punch_entered_at(c),
+        op="punch_hole",
+        design=design,
+        page=2,
+        detail=f"radix item without a page {'under' if is_old(design) else 'while the'} {lock}",
+    )
 
 
 @pytest.mark.parametrize("design", NEW_DESIGNS)
@@ -332,8 +389,14 @@ def test_radix_item_without_a_page_in_writeback_stops_the_run(design):
     th = m.thread("a", 0)
     start(m, lambda: k.fsync(th, f))
     t = T0 + c.ns("syscall_entry_exit_ns") + 4 * c.ns("lock_pair_uncontended_ns")
-    expect_violation(m, t=t, op="fsync", design=design, page=3,
-                     detail="radix item without a page while the qlock is held")
+    expect_violation(
+        m,
+        t=t,
+        op="fsync",
+        design=design,
+        page=3,
+        detail="radix item without a page while the qlock is held",
+    )
 
 
 @pytest.mark.parametrize("design", NEW_DESIGNS)
@@ -343,8 +406,14 @@ def test_radix_item_without_a_page_in_free_unused_stops_the_run(design):
     f.pm.tree.slots[12].page = None
     th = m.thread("a", 0)
     start(m, lambda: k.reclaim(th))
-    expect_violation(m, t=T0 + c.ns("syscall_entry_exit_ns"), op="reclaim", design=design, page=12,
-                     detail="radix item without a page while the qlock is held")
+    expect_violation(
+        m,
+        t=T0 + c.ns("syscall_entry_exit_ns"),
+        op="reclaim",
+        design=design,
+        page=12,
+        detail="radix item without a page while the qlock is held",
+    )
 
 
 @pytest.mark.parametrize("design", NEW_DESIGNS)
@@ -399,8 +468,14 @@ def test_destroy_of_a_page_map_with_a_slot_still_in_use_stops_the_run(design):
     c, m, k, f = setup(design, warm=[2, 5])
     f.pm.tree.slots[5].refcnt = 1  # a leaked reference
     _release_at_t0(m, k, f)
-    expect_violation(m, t=c.ns("rcu_gp_min_period_ms"), op=None, design=design, page=5,
-                     detail="pm_destroy: slot refcount 1 != 0")
+    expect_violation(
+        m,
+        t=c.ns("rcu_gp_min_period_ms"),
+        op=None,
+        design=design,
+        page=5,
+        detail="pm_destroy: slot refcount 1 != 0",
+    )
     assert 5 in f.pm.tree.slots and 2 not in f.pm.tree.slots  # page 2 went first
 
 
@@ -411,8 +486,14 @@ def test_destroy_that_leaves_an_item_in_the_tree_stops_the_run(design):
     c, m, k, f = setup(design, warm=[2, 5])
     f.pm.tree.resident[5] = False
     _release_at_t0(m, k, f)
-    expect_violation(m, t=c.ns("rcu_gp_min_period_ms"), op=None, design=design, page="-",
-                     detail="radix_tree_destroy: tree not empty")
+    expect_violation(
+        m,
+        t=c.ns("rcu_gp_min_period_ms"),
+        op=None,
+        design=design,
+        page="-",
+        detail="radix_tree_destroy: tree not empty",
+    )
 
 
 # --- row 9: the page index range does not wrap
@@ -424,8 +505,14 @@ def test_empty_or_backwards_range_in_remove_or_zero_stops_the_run(design, nr):
     c, m, k, f = setup(design, warm=[20])
     th = m.thread("a", 0)
     start(m, lambda: k.punch_hole(th, f, 20, nr))
-    expect_violation(m, t=punch_entered_at(c), op="punch_hole", design=design, page=20,
-                     detail="pages wraps or is empty")
+    expect_violation(
+        m,
+        t=punch_entered_at(c),
+        op="punch_hole",
+        design=design,
+        page=20,
+        detail="pages wraps or is empty",
+    )
 
 
 @pytest.mark.parametrize("design", OLD_NEW)
@@ -435,8 +522,14 @@ def test_range_that_wraps_as_unsigned_long_in_remove_or_zero_stops_the_run(desig
     c, m, k, f = setup(design, warm=[20, 30])
     th = m.thread("a", 0)
     start(m, lambda: k.punch_hole(th, f, 20, 2**64 - 1))
-    expect_violation(m, t=punch_entered_at(c), op="punch_hole", design=design, page=20,
-                     detail="pages wraps or is empty")
+    expect_violation(
+        m,
+        t=punch_entered_at(c),
+        op="punch_hole",
+        design=design,
+        page=20,
+        detail="pages wraps or is empty",
+    )
     assert {20, 30} <= set(f.pm.tree.slots)
 
 
@@ -448,8 +541,14 @@ def test_backwards_range_in_remove_contig_stops_the_run_under_pm_lock():
     th = m.thread("a", 0)
     start(m, lambda: k.punch_hole(th, f, 20, -1))
     t = punch_entered_at(c) + c.ns("cacheline_transfer_ns")
-    expect_violation(m, t=t, op="punch_hole", design=design, page=20,
-                     detail="pm_remove_contig: range of -1 pages wraps")
+    expect_violation(
+        m,
+        t=t,
+        op="punch_hole",
+        design=design,
+        page=20,
+        detail="pm_remove_contig: range of -1 pages wraps",
+    )
 
 
 def test_empty_range_in_remove_contig_returns_at_once():
@@ -634,10 +733,14 @@ def test_blocking_while_holding_a_spinlock_stops_the_run(design):
 # --- issue part 5: every violation names the time, the operation, the design, the page
 CONTEXT_CASES = {
     # case: (scenario -> (machine, expected t), the fields the message must carry)
-    "block_holding_spinlock": (lambda: _readpage_under_pm_lock("new"),
-                               {"op": "read", "design": "new", "page": "-"}),  # Thread.block knows no page
-    "qunlock_no_waiter": (lambda: _punch_with_corrupt_qlock("new", _lose_a_waiter),
-                          {"op": "punch_hole", "design": "new"}),
+    "block_holding_spinlock": (
+        lambda: _readpage_under_pm_lock("new"),
+        {"op": "read", "design": "new", "page": "-"},
+    ),  # Thread.block knows no page
+    "qunlock_no_waiter": (
+        lambda: _punch_with_corrupt_qlock("new", _lose_a_waiter),
+        {"op": "punch_hole", "design": "new"},
+    ),
     "rcu_gp_counters": (_rcu_gp_overtaken, {}),  # a kthread's check: no operation, design or page
 }
 
@@ -741,6 +844,7 @@ def soak(design: str, seed: int) -> dict:
         vmrs[p].append(k.map_now(p, files[0], lo, 8, RW, False))
     freed_in_use = []  # (file, index, slot refcount) of PM pages freed while in use
     for f in files:
+
         def decref_spy(th, page, f=f, decref=f.pm.page_decref):
             if page.slot is not None and page.slot.refcnt:
                 freed_in_use.append((f.name, page.index, page.slot.refcnt))
@@ -789,16 +893,34 @@ def soak(design: str, seed: int) -> dict:
     for th, p in threads:
         m.env.process(worker(th, p))
     m.run(SOAK_STOP + SOAK_MARGIN)
-    return {"m": m, "k": k, "files": files, "procs": procs, "ran": ran, "ops": set(ops),
-            "nthreads": len(threads), "done": done, "nwarm": nwarm,
-            "freed_in_use": freed_in_use}
+    return {
+        "m": m,
+        "k": k,
+        "files": files,
+        "procs": procs,
+        "ran": ran,
+        "ops": set(ops),
+        "nthreads": len(threads),
+        "done": done,
+        "nwarm": nwarm,
+        "freed_in_use": freed_in_use,
+    }
 
 
 def fingerprint(run: dict) -> tuple:
     """Everything a run measured: counters, every lock's statistics, the final page maps."""
     rec = run["m"].recorder
-    locks = {name: (st.acquisitions, st.contended, st.wait.count, st.wait.mean(), st.hold.mean(),
-                    st.max_queue) for name, st in rec.locks.items()}
+    locks = {
+        name: (
+            st.acquisitions,
+            st.contended,
+            st.wait.count,
+            st.wait.mean(),
+            st.hold.mean(),
+            st.max_queue,
+        )
+        for name, st in rec.locks.items()
+    }
     pms = [(sorted(f.pm.tree.slots), f.pm.num_pages) for f in run["files"]]
     return tuple(sorted(rec.counters.items())), tuple(sorted(locks.items())), tuple(map(str, pms))
 

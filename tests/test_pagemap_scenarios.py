@@ -61,12 +61,14 @@ def setup(design, cores=4, store="tmpfs", warm=(), dirty=(), nr_pages=NR_PAGES, 
 
 def reader(m, k, th, f, idx, at=0.0, log=None):
     """A thread that sleeps until ``at``, then read()s page ``idx``; logs (start, finish)."""
+
     def body():
         if at:
             yield m.env.timeout(at)
         t0 = th.now
         yield from k.read(th, f, idx)
         log[th.name] = (t0, th.now)
+
     return m.env.process(body())
 
 
@@ -99,7 +101,9 @@ def find_hit(c, design, cas, pm_lock_remote=False):
     if another core took it last), lookup and CAS under it. NEW: an RCU read section,
     the lookup and the CAS, no lock."""
     if design == "old":
-        lock = c.ns("lock_pair_uncontended_ns") + (c.ns("cacheline_transfer_ns") if pm_lock_remote else 0)
+        lock = c.ns("lock_pair_uncontended_ns") + (
+            c.ns("cacheline_transfer_ns") if pm_lock_remote else 0
+        )
         return lock + lookup(c) + cas
     return c.ns("rcu_read_section_ns") + lookup(c) + cas
 
@@ -113,8 +117,12 @@ def find_miss(c, design):
 
 def read_hit(c, design, cas, put, pm_lock_remote=False):
     """read() of one up-to-date resident page: syscall, find, copy, put (4.2)."""
-    return (c.ns("syscall_entry_exit_ns") + find_hit(c, design, cas, pm_lock_remote)
-            + c.ns("page_copy_4k_ns") + put)
+    return (
+        c.ns("syscall_entry_exit_ns")
+        + find_hit(c, design, cas, pm_lock_remote)
+        + c.ns("page_copy_4k_ns")
+        + put
+    )
 
 
 def insert_uncontended(c, lock_remote):
@@ -166,8 +174,12 @@ def loader_until_readpage(c, design):
     """Time from a loader's read() entry to its readpage's IO being issued, when nothing
     contends: syscall, missing find, half of kpage_alloc, uncontended insert (its lock's
     line was last on this core in OLD; untouched in NEW)."""
-    return (c.ns("syscall_entry_exit_ns") + find_miss(c, design) + c.ns("page_alloc_ns") / 2
-            + insert_uncontended(c, lock_remote=False))
+    return (
+        c.ns("syscall_entry_exit_ns")
+        + find_miss(c, design)
+        + c.ns("page_alloc_ns") / 2
+        + insert_uncontended(c, lock_remote=False)
+    )
 
 
 @pytest.mark.parametrize("design", ["old", "new"])
@@ -201,7 +213,9 @@ def test_second_loader_waits_on_the_page_lock(design):
     assert rec.counters["io_reads"] == 1
     assert rec.counters["pm_insert_eexist"] == 0
     pl = rec.locks["page_lock"]
-    assert pl.acquisitions == 2 and pl.contended == 1  # A's page is born locked; B's lock_page waits
+    assert (
+        pl.acquisitions == 2 and pl.contended == 1
+    )  # A's page is born locked; B's lock_page waits
     assert pages["A"] is pages["B"] is f.pm.tree.slots[0].page
     assert f.pm.tree.slots[0].refcnt == 0
     assert f.pm.num_pages == 2
@@ -232,22 +246,39 @@ def test_second_loader_takes_the_eexist_path_new():
     t_qlock = c.ns("syscall_entry_exit_ns") + find_miss(c, "new") + half_alloc  # both reach qlock
     # A: uncontended insert, tmpfs readpage (zero, then sleep 1 us), unlock (no waiter),
     # copy, put on its own line.
-    a_done = (t_qlock + insert_uncontended(c, lock_remote=False) + c.ns("page_zero_4k_ns")
-              + c.ns("tmpfs_readpage_sleep_us") + xfer + c.ns("page_copy_4k_ns") + local)
+    a_done = (
+        t_qlock
+        + insert_uncontended(c, lock_remote=False)
+        + c.ns("page_zero_4k_ns")
+        + c.ns("tmpfs_readpage_sleep_us")
+        + xfer
+        + c.ns("page_copy_4k_ns")
+        + local
+    )
     assert log["A"][1] == approx(a_done)
     b_owns_qlock = t_qlock + c.ns("context_switch_us") + pair
-    assert t_qlock + insert_uncontended(c, lock_remote=False) < b_owns_qlock  # qunlock during B's save
+    assert (
+        t_qlock + insert_uncontended(c, lock_remote=False) < b_owns_qlock
+    )  # qunlock during B's save
     assert a_done < b_owns_qlock + lookup(c)  # A's page is up to date before B looks again
     # B: the lookup finds the slot taken (-EEXIST), qunlock, free its page, find A's page
     # (A's put left the line on core 0: remote CAS), copy, put (now local).
-    b_done = (b_owns_qlock + lookup(c) + half_alloc + find_hit(c, "new", remote)
-              + c.ns("page_copy_4k_ns") + local)
+    b_done = (
+        b_owns_qlock
+        + lookup(c)
+        + half_alloc
+        + find_hit(c, "new", remote)
+        + c.ns("page_copy_4k_ns")
+        + local
+    )
     assert log["B"][1] == approx(b_done)
     rec = m.recorder
     assert rec.counters["pm_insert_eexist"] == 1
     assert rec.counters["io_reads"] == 1
     assert rec.locks["pm_qlock"].acquisitions == 2 and rec.locks["pm_qlock"].contended == 1
-    assert rec.locks["page_lock"].acquisitions == 2  # both pages born locked (B's freed after -EEXIST)
+    assert (
+        rec.locks["page_lock"].acquisitions == 2
+    )  # both pages born locked (B's freed after -EEXIST)
     assert rec.locks["page_lock"].contended == 0
     assert pages["A"] is pages["B"] is f.pm.tree.slots[0].page
     assert f.pm.num_pages == 2 and f.pm.tree.slots[0].refcnt == 0
@@ -270,7 +301,9 @@ def test_second_loader_takes_the_eexist_path_old():
     # A's readpage starts at least one uncontended load path in, and A's read() ends with
     # unlock (sem_up to B: a kernel message), copy and a put on B's line.
     a_done = log["A"][1]
-    assert a_done >= loader_until_readpage(c, "old") + c.ns("nvme_read_4k_us") + xfer + c.ns("kmsg_send_ns")
+    assert a_done >= loader_until_readpage(c, "old") + c.ns("nvme_read_4k_us") + xfer + c.ns(
+        "kmsg_send_ns"
+    )
     b_done = a_done + c.ns("context_switch_us") + 2 * xfer + c.ns("page_copy_4k_ns") + xfer
     assert log["B"][1] == approx(b_done)
 
@@ -284,7 +317,9 @@ def writeback_scenario(design, d, t_other=5_000.0):
     """Pages 0..d-1 warm and dirty, page WB_HIT_PAGE warm and clean, FSF_DIRTY set. W fsyncs
     at t=0 (core 0); at ``t_other`` M read()s the absent page WB_MISS_PAGE (core 1) and H
     read()s the warm page (core 2). Returns (costs, machine, log, fsync's qlock release)."""
-    c, m, k, f = setup(design, cores=3, store="nvme", warm=list(range(d)) + [WB_HIT_PAGE], dirty=range(d))
+    c, m, k, f = setup(
+        design, cores=3, store="nvme", warm=list(range(d)) + [WB_HIT_PAGE], dirty=range(d)
+    )
     f.dirty = True
     w, mth, h = m.thread("W", 0), m.thread("M", 1), m.thread("H", 2)
     log = {}
@@ -318,21 +353,37 @@ def writeback_qlock_held_until(c, d):
     every slot up to the last resident one), then per dirty page a flags atomic and one
     synchronous NVMe write."""
     walk = (WB_HIT_PAGE + 1) * c.ns("radix_walk_ns_per_slot")
-    return (c.ns("syscall_entry_exit_ns") + 4 * c.ns("lock_pair_uncontended_ns") + walk
-            + d * (c.ns("cacheline_transfer_ns") + c.ns("nvme_write_4k_us")))
+    return (
+        c.ns("syscall_entry_exit_ns")
+        + 4 * c.ns("lock_pair_uncontended_ns")
+        + walk
+        + d * (c.ns("cacheline_transfer_ns") + c.ns("nvme_write_4k_us"))
+    )
 
 
 def miss_after_qlock(c):
     """A miss from the moment it owns pm_qlock: lookup, the item's store (untouched line),
     qunlock, NVMe readpage, unlock_page (flags atomic), copy, put (own line)."""
-    return (lookup(c) + c.ns("cacheline_transfer_ns") + c.ns("nvme_read_4k_us")
-            + c.ns("cacheline_transfer_ns") + c.ns("page_copy_4k_ns") + c.ns("cas_uncontended_ns"))
+    return (
+        lookup(c)
+        + c.ns("cacheline_transfer_ns")
+        + c.ns("nvme_read_4k_us")
+        + c.ns("cacheline_transfer_ns")
+        + c.ns("page_copy_4k_ns")
+        + c.ns("cas_uncontended_ns")
+    )
 
 
 def miss_uncontended(c):
     """A whole read() miss on NVMe when pm_qlock is free but was last released on another core."""
-    return (c.ns("syscall_entry_exit_ns") + find_miss(c, "new") + c.ns("page_alloc_ns") / 2
-            + c.ns("lock_pair_uncontended_ns") + c.ns("cacheline_transfer_ns") + miss_after_qlock(c))
+    return (
+        c.ns("syscall_entry_exit_ns")
+        + find_miss(c, "new")
+        + c.ns("page_alloc_ns") / 2
+        + c.ns("lock_pair_uncontended_ns")
+        + c.ns("cacheline_transfer_ns")
+        + miss_after_qlock(c)
+    )
 
 
 @pytest.mark.parametrize("d", [2, 4, 8])
@@ -357,7 +408,9 @@ def test_new_writeback_delays_a_miss_by_d_writes_but_not_a_hit(d):
     assert hold_range(m.recorder, "pm_qlock")[1] == approx(release - w_acquired)
     # The hit: the uncontended time, done long before the writeback ends.
     h_start, h_done = log["H"]
-    assert h_done - h_start == approx(read_hit(c, "new", cas=c.ns("cas_remote_ns"), put=c.ns("cas_uncontended_ns")))
+    assert h_done - h_start == approx(
+        read_hit(c, "new", cas=c.ns("cas_remote_ns"), put=c.ns("cas_uncontended_ns"))
+    )
     assert h_done < release
 
 
@@ -390,8 +443,12 @@ def test_batched_writeback_does_not_delay_the_miss(d):
     assert m_done - m_start == approx(miss_uncontended(c))
     assert m_done - m_start < d * c.ns("nvme_write_4k_us") + c.ns("nvme_read_4k_us")
     walk = (WB_HIT_PAGE + 1) * c.ns("radix_walk_ns_per_slot")
-    qunlock = (c.ns("syscall_entry_exit_ns") + 4 * c.ns("lock_pair_uncontended_ns") + walk
-               + d * c.ns("cacheline_transfer_ns"))
+    qunlock = (
+        c.ns("syscall_entry_exit_ns")
+        + 4 * c.ns("lock_pair_uncontended_ns")
+        + walk
+        + d * c.ns("cacheline_transfer_ns")
+    )
     assert log["W"][1] == approx(qunlock + c.ns("nvme_write_4k_us"))
     assert m.recorder.locks["pm_qlock"].contended == 0
 
@@ -446,7 +503,11 @@ def test_mark_and_clear_dirty_ptes_scales_with_size_not_dirty_count():
     """Sixteen times the mapped size with the same dirty count multiplies the walk; sixteen
     times the dirty count at a fixed size adds only one flags atomic per extra dirty page."""
     c = CostTable(COSTS)
-    entry, level, xfer = c.ns("pte_walk_ns_per_entry"), c.ns("pte_walk_ns_per_level"), c.ns("cacheline_transfer_ns")
+    entry, level, xfer = (
+        c.ns("pte_walk_ns_per_entry"),
+        c.ns("pte_walk_ns_per_level"),
+        c.ns("cacheline_transfer_ns"),
+    )
     _, small, _, _, _ = mark_and_clear_elapsed(PT_ENTRIES, 16)
     _, big, _, _, _ = mark_and_clear_elapsed(16 * PT_ENTRIES, 16)
     assert big - small == approx(15 * PT_ENTRIES * entry + 15 * level)
@@ -494,9 +555,13 @@ def test_old_remove_contig_second_remover_gives_up():
     assert res["B"] == 0 and res["B_took"] == approx(xfer)
     assert res["A"] == n
     lines = -(-n // SLOTS_PER_LINE)  # the first CAS on each slot line is remote
-    pass1 = n * lookup(c) + lines * remote + (n - lines) * local + n * xfer  # mark: CAS + PG_REMOVAL
+    pass1 = (
+        n * lookup(c) + lines * remote + (n - lines) * local + n * xfer
+    )  # mark: CAS + PG_REMOVAL
     pass4 = n * lookup(c) + nd * xfer + nd * c.ns("nvme_write_4k_us") + pair  # batch, write, relock
-    pass5 = n * (lookup(c) + local + c.ns("page_alloc_ns") / 2 + lookup(c))  # CAS, free, radix_delete
+    pass5 = n * (
+        lookup(c) + local + c.ns("page_alloc_ns") / 2 + lookup(c)
+    )  # CAS, free, radix_delete
     a_done = xfer + pair + pass1 + pass4 + pass5
     assert res["A_done"] == approx(a_done)
     assert t_b < a_done
@@ -565,9 +630,16 @@ def test_new_hits_on_one_page_contend_on_its_slot_line():
     c, m, done = concurrent_readers("new", [0] * N_READERS)
     occ, local = c.ns("contended_atomic_per_contender_ns"), c.ns("cas_uncontended_ns")
     remote, xfer = c.ns("cas_remote_ns"), c.ns("cacheline_transfer_ns")
-    t_cas = c.ns("syscall_entry_exit_ns") + find_hit(c, "new", cas=0.0)  # when all N CASes are issued
-    assert (N_READERS - 1) * (occ + local) + occ < remote + c.ns("page_copy_4k_ns")  # puts do not queue
-    expected = [t_cas + remote + j * (occ + local) + c.ns("page_copy_4k_ns") + xfer for j in range(N_READERS)]
+    t_cas = c.ns("syscall_entry_exit_ns") + find_hit(
+        c, "new", cas=0.0
+    )  # when all N CASes are issued
+    assert (N_READERS - 1) * (occ + local) + occ < remote + c.ns(
+        "page_copy_4k_ns"
+    )  # puts do not queue
+    expected = [
+        t_cas + remote + j * (occ + local) + c.ns("page_copy_4k_ns") + xfer
+        for j in range(N_READERS)
+    ]
     assert done == [approx(t) for t in expected]
     rec = m.recorder
     assert rec.locks["pm_lock"].acquisitions == 0 and rec.locks["pm_qlock"].acquisitions == 0
@@ -611,8 +683,13 @@ def test_a_million_page_mapping_costs_memory_for_what_was_faulted_but_walks_cost
     tracemalloc.stop()
     assert len(vmr.ptes) == 10 and len(proc.pt_chunks) == 10
     assert grown < 200_000  # bytes: 10 PTEs, not a million
-    walk = (10 * PT_ENTRIES * c.ns("pte_walk_ns_per_entry")
-            + (npages // PT_ENTRIES + 2) * c.ns("pte_walk_ns_per_level"))
-    expected = (2 * c.ns("lock_pair_uncontended_ns") + c.ns("vmr_scan_ns_per_vmr") + walk
-                + 10 * c.ns("cacheline_transfer_ns"))
+    walk = 10 * PT_ENTRIES * c.ns("pte_walk_ns_per_entry") + (npages // PT_ENTRIES + 2) * c.ns(
+        "pte_walk_ns_per_level"
+    )
+    expected = (
+        2 * c.ns("lock_pair_uncontended_ns")
+        + c.ns("vmr_scan_ns_per_vmr")
+        + walk
+        + 10 * c.ns("cacheline_transfer_ns")
+    )
     assert body.elapsed == approx(expected)

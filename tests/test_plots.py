@@ -16,20 +16,41 @@ from pmsim import plots
 from pmsim.plots import data, style
 
 SHORT = {"duration": "1.5ms", "warmup": "0.3ms"}
-SCALING = {"name": "plots_scaling", "designs": ["old", "new"],
-           "grid": {"workload": ["cold_misses", "mmap_churn"]},
-           "zip": {"machine.cores": [1, 4], "processes.0.threads": [1, 4]},
-           "overrides": SHORT, "replications": 2, "seed": 1}
+SCALING = {
+    "name": "plots_scaling",
+    "designs": ["old", "new"],
+    "grid": {"workload": ["cold_misses", "mmap_churn"]},
+    "zip": {"machine.cores": [1, 4], "processes.0.threads": [1, 4]},
+    "overrides": SHORT,
+    "replications": 2,
+    "seed": 1,
+}
 # Longer than the 5 ms writeback period; a cost grid gives the figures a second factor.
-WRITEBACK = {"name": "plots_writeback", "workload": "writeback_readers", "designs": ["new", "new_batched_wb"],
-             "grid": {"nvme_write_4k_us": [10, 80]},
-             "zip": {"machine.cores": [4, 8], "processes.0.threads": [3, 7]},
-             "overrides": {"duration": "12ms", "warmup": "1ms"}, "replications": 2, "seed": 1}
+WRITEBACK = {
+    "name": "plots_writeback",
+    "workload": "writeback_readers",
+    "designs": ["new", "new_batched_wb"],
+    "grid": {"nvme_write_4k_us": [10, 80]},
+    "zip": {"machine.cores": [4, 8], "processes.0.threads": [3, 7]},
+    "overrides": {"duration": "12ms", "warmup": "1ms"},
+    "replications": 2,
+    "seed": 1,
+}
 # No numeric factor: the points stand side by side.
-POINTS = {"name": "plots_points", "workload": "read_hits", "designs": ["old", "new"],
-          "grid": {"machine.spinlock": ["ttas", "ticket"]},
-          "overrides": {"duration": "1ms", "warmup": "0.2ms", "machine.cores": 2, "processes.0.threads": 2},
-          "replications": 2, "seed": 1}
+POINTS = {
+    "name": "plots_points",
+    "workload": "read_hits",
+    "designs": ["old", "new"],
+    "grid": {"machine.spinlock": ["ttas", "ticket"]},
+    "overrides": {
+        "duration": "1ms",
+        "warmup": "0.2ms",
+        "machine.cores": 2,
+        "processes.0.threads": 2,
+    },
+    "replications": 2,
+    "seed": 1,
+}
 
 
 def _sweep(spec, tmp_path_factory):
@@ -54,7 +75,10 @@ def points(tmp_path_factory):
 @pytest.fixture(scope="session")
 def figures(scaling, writeback):
     """standard_figures of both sweeps, built once."""
-    return {"scaling": plots.standard_figures(scaling), "writeback": plots.standard_figures(writeback)}
+    return {
+        "scaling": plots.standard_figures(scaling),
+        "writeback": plots.standard_figures(writeback),
+    }
 
 
 def needs(result, *tables):
@@ -79,6 +103,7 @@ def hexc(c):
 
 # -- colours -----------------------------------------------------------------------------
 
+
 def test_design_colours_are_fixed_and_unknown_ones_deterministic():
     c = style.design_colors(["new", "old", "zeta", "alpha"])
     assert c["old"] == style.DESIGN_COLORS["old"] and c["new"] == style.DESIGN_COLORS["new"]
@@ -89,6 +114,7 @@ def test_design_colours_are_fixed_and_unknown_ones_deterministic():
 
 
 # -- figures against the tables ------------------------------------------------------------
+
 
 def test_throughput_vs_cores_draws_the_aggregate_means(scaling):
     fig = plots.throughput_vs_cores(scaling, "cold_misses")
@@ -101,7 +127,9 @@ def test_throughput_vs_cores_draws_the_aggregate_means(scaling):
         np.testing.assert_allclose(ln.get_ydata(), a["mean"] / 1e6)
         assert hexc(ln.get_color()) == style.DESIGN_COLORS[design].lower()
     bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
-    assert {hexc(b.get_facecolor()[0]) for b in bands} == {style.DESIGN_COLORS[d].lower() for d in ("old", "new")}
+    assert {hexc(b.get_facecolor()[0]) for b in bands} == {
+        style.DESIGN_COLORS[d].lower() for d in ("old", "new")
+    }
     assert "M ops/s" in ax.get_ylabel() and ax.get_xlabel() == "cores"
     assert ax.get_xscale() == "log" and list(ax.get_xticks()) == [1, 4]
     assert "cold_misses" in fig._suptitle.get_text()
@@ -116,8 +144,10 @@ def test_latency_vs_cores_has_a_row_per_op_and_p50_p99_columns(scaling):
             ax = fig.axes[2 * r + c]
             assert ax.get_yscale() == "log"
             (ln,) = lines(ax, "new")
-            np.testing.assert_allclose(ln.get_ydata(), agg(scaling, "cold_misses", f"ops.{op}.latency_us.{q}",
-                                                           "new")["mean"])
+            np.testing.assert_allclose(
+                ln.get_ydata(),
+                agg(scaling, "cold_misses", f"ops.{op}.latency_us.{q}", "new")["mean"],
+            )
     assert "µs" in fig.axes[0].get_ylabel()
 
 
@@ -144,10 +174,16 @@ def test_latency_vs_load_plots_latency_against_carried_throughput(scaling):
     fig = plots.latency_vs_load(scaling, "cold_misses")
     ax = fig.axes[1]  # read p99
     (ln,) = lines(ax, "old")
-    np.testing.assert_allclose(ln.get_xdata(), agg(scaling, "cold_misses", "total_ops_per_s", "old")["mean"] / 1e6)
-    np.testing.assert_allclose(ln.get_ydata(), agg(scaling, "cold_misses", "ops.read.latency_us.p99", "old")["mean"])
+    np.testing.assert_allclose(
+        ln.get_xdata(), agg(scaling, "cold_misses", "total_ops_per_s", "old")["mean"] / 1e6
+    )
+    np.testing.assert_allclose(
+        ln.get_ydata(), agg(scaling, "cold_misses", "ops.read.latency_us.p99", "old")["mean"]
+    )
     assert fig.axes[-1].get_xlabel() == "throughput (M ops/s)"  # the bottom row's
-    assert sorted(t.get_text() for t in ax.texts if t.get_color() == style.DESIGN_COLORS["old"]) == ["1", "4"]
+    assert sorted(
+        t.get_text() for t in ax.texts if t.get_color() == style.DESIGN_COLORS["old"]
+    ) == ["1", "4"]
 
 
 def test_lock_breakdown_bars_are_the_mean_waits_and_holds(scaling):
@@ -159,14 +195,20 @@ def test_lock_breakdown_bars_are_the_mean_waits_and_holds(scaling):
     a = agg(scaling, "cold_misses", "locks.pm_lock.wait_us_mean", "old")
     assert bar.get_height() == pytest.approx(a["mean"].iloc[-1])
     assert hexc(bar.get_facecolor()) == style.DESIGN_COLORS["old"].lower()
-    assert not [p for p in wait.patches if p.get_label() == "new pm_lock"]  # NEW never takes pm_lock here
+    assert not [
+        p for p in wait.patches if p.get_label() == "new pm_lock"
+    ]  # NEW never takes pm_lock here
     assert any("not" in t.get_text() for t in wait.texts)
 
 
 def test_cpu_breakdown_stacks_to_all_the_time(scaling):
     fig = plots.cpu_breakdown(scaling, "cold_misses")
     ax = fig.axes[0]
-    bars = [p for p in ax.patches if isinstance(p, Rectangle) and p.get_label().split()[0] in ("old", "new")]
+    bars = [
+        p
+        for p in ax.patches
+        if isinstance(p, Rectangle) and p.get_label().split()[0] in ("old", "new")
+    ]
     assert len(bars) >= 4
     by_x = {}
     for b in bars:
@@ -180,7 +222,9 @@ def test_cpu_breakdown_stacks_to_all_the_time(scaling):
 def test_shootdowns_per_op_divides_by_the_operations(scaling):
     fig = plots.shootdowns_per_op(scaling, "mmap_churn")
     s = data.ok_summary(scaling, "mmap_churn")
-    s = s.assign(per=s["tlb.shootdowns"] / (s["total_ops_per_s"] * (s["duration_ms"] - s["warmup_ms"]) / 1e3))
+    s = s.assign(
+        per=s["tlb.shootdowns"] / (s["total_ops_per_s"] * (s["duration_ms"] - s["warmup_ms"]) / 1e3)
+    )
     want = s[s["design"] == "new"].groupby("machine.cores")["per"].mean()
     (ln,) = lines(fig.axes[0], "new")
     np.testing.assert_allclose(ln.get_ydata(), want.to_numpy())
@@ -207,12 +251,15 @@ def test_points_without_a_numeric_factor_stand_side_by_side(points):
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["ttas", "ticket"]
     (ln,) = lines(ax, "old")
-    a = points.aggregate.query("metric == 'total_ops_per_s' and design == 'old'").set_index("machine.spinlock")
+    a = points.aggregate.query("metric == 'total_ops_per_s' and design == 'old'").set_index(
+        "machine.spinlock"
+    )
     np.testing.assert_allclose(ln.get_ydata(), a.loc[["ttas", "ticket"], "mean"] / 1e6)
     assert "throughput_vs_point-read_hits" in plots.standard_figures(points)
 
 
 # -- figures from the per-run latency, op_timeseries and intervals tables ---------------------
+
 
 def test_latency_cdf_per_op_from_the_histograms(scaling):
     needs(scaling, "latency")
@@ -226,7 +273,12 @@ def test_latency_cdf_per_op_from_the_histograms(scaling):
         assert np.all(np.diff(y) >= 0) and y[-1] == pytest.approx(1.0)
         assert hexc(ln.get_color()) == style.DESIGN_COLORS[design].lower()
     t = data.run_table(scaling, "latency", "cold_misses")
-    t = t[(t["machine.cores"] == 4) & (t["design"] == "new") & (t["op"] == "read") & (t["source"] == "workload")]
+    t = t[
+        (t["machine.cores"] == 4)
+        & (t["design"] == "new")
+        & (t["op"] == "read")
+        & (t["source"] == "workload")
+    ]
     cdf = t.groupby("latency_us")["count"].sum().cumsum()
     np.testing.assert_allclose(lines(top, "new")[0].get_ydata(), (cdf / cdf.iloc[-1]).to_numpy())
     assert top.get_xscale() == "log" and "µs" in fig.axes[len(ops)].get_xlabel()
@@ -239,14 +291,20 @@ def test_writeback_timeline_shades_the_fsyncs(writeback):
     top, bottom = fig.axes
     assert "writeback_readers" in fig._suptitle.get_text() and "new " in fig._suptitle.get_text()
     run = data.ok_summary(writeback, "writeback_readers")
-    run = run[(run["design"] == "new") & (run["machine.cores"] == 8) & (run["nvme_write_4k_us"] == 80)
-              & (run["replication"] == 0)]
+    run = run[
+        (run["design"] == "new")
+        & (run["machine.cores"] == 8)
+        & (run["nvme_write_4k_us"] == 80)
+        & (run["replication"] == 0)
+    ]
     (rid,) = run["run_id"]
     iv = data.run_table(writeback, "intervals")
     fsyncs = iv[(iv["run_id"] == rid) & (iv["op"] == "fsync")]
     assert len(fsyncs) >= 1
     shaded = [p for p in top.patches if p.get_label() == "_fsync"]
-    assert sorted(round(p.get_x(), 9) for p in shaded) == sorted(round(x, 9) for x in fsyncs["start_ms"])
+    assert sorted(round(p.get_x(), 9) for p in shaded) == sorted(
+        round(x, 9) for x in fsyncs["start_ms"]
+    )
     ts = data.run_table(writeback, "timeseries")
     ts = ts[ts["run_id"] == rid].sort_values("time_ms")
     (queue,) = lines(bottom, "pm_qlock queue")
@@ -258,9 +316,16 @@ def test_writeback_timeline_shades_the_fsyncs(writeback):
 
 def test_writeback_timeline_of_another_design_and_replication(writeback):
     needs(writeback, "intervals", "op_timeseries")
-    fig = plots.writeback_timeline(writeback, "writeback_readers", design="new_batched_wb", replication=1,
-                                   point={"nvme_write_4k_us": 10, "machine.cores": 4, "processes.0.threads": 3})
-    assert "new_batched_wb" in fig._suptitle.get_text() and "replication 1" in fig._suptitle.get_text()
+    fig = plots.writeback_timeline(
+        writeback,
+        "writeback_readers",
+        design="new_batched_wb",
+        replication=1,
+        point={"nvme_write_4k_us": 10, "machine.cores": 4, "processes.0.threads": 3},
+    )
+    assert (
+        "new_batched_wb" in fig._suptitle.get_text() and "replication 1" in fig._suptitle.get_text()
+    )
     (q,) = lines(fig.axes[1], "pm_qlock queue")
     assert hexc(q.get_color()) == style.DESIGN_COLORS["new_batched_wb"].lower()
 
@@ -272,7 +337,9 @@ def test_lock_holds_by_op_and_timings_draw_the_summary_means(writeback):
     fig = plots.lock_holds_by_op(writeback, "writeback_readers", point)
     (bar,) = [p for p in fig.axes[0].patches if p.get_label() == "new_batched_wb pm_qlock\nfsync"]
     want = data.select_point(data.metric(writeback, "writeback_readers", metric), point)
-    assert bar.get_height() == pytest.approx(float(want.loc[want["design"] == "new_batched_wb", "mean"].iloc[0]))
+    assert bar.get_height() == pytest.approx(
+        float(want.loc[want["design"] == "new_batched_wb", "mean"].iloc[0])
+    )
     assert "µs" in fig.axes[0].get_ylabel() and "8 cores" in fig._suptitle.get_text()
     fig = plots.timings(writeback, "writeback_readers", point)
     names = [t.get_text() for t in fig.axes[0].get_xticklabels()]
@@ -281,15 +348,25 @@ def test_lock_holds_by_op_and_timings_draw_the_summary_means(writeback):
 
 # -- the set of figures, their layout, files --------------------------------------------------
 
+
 def test_standard_figures_are_the_ones_that_apply(writeback, figures):
     figs = figures["scaling"]
     for w in ("cold_misses", "mmap_churn"):
-        for stem in ("throughput_vs_cores", "latency_vs_cores", "latency_vs_load", "lock_breakdown", "cpu_breakdown"):
+        for stem in (
+            "throughput_vs_cores",
+            "latency_vs_cores",
+            "latency_vs_load",
+            "lock_breakdown",
+            "cpu_breakdown",
+        ):
             assert f"{stem}-{w}" in figs
     assert "shootdowns_per_op-mmap_churn" in figs and "shootdowns_per_op-cold_misses" not in figs
     assert not [k for k in figs if k.startswith("writeback_timeline")]
     wb = figures["writeback"]
-    assert {"writeback_timeline-writeback_readers-new", "writeback_timeline-writeback_readers-new_batched_wb"} <= set(wb)
+    assert {
+        "writeback_timeline-writeback_readers-new",
+        "writeback_timeline-writeback_readers-new_batched_wb",
+    } <= set(wb)
     assert all(isinstance(f, Figure) for f in [*figs.values(), *wb.values()])
 
 
@@ -307,9 +384,16 @@ def test_a_whole_writeback_pass_gets_its_own_timeline(writeback, figures):
         assert len(run) == 1
         mine = iv[iv.run_id == run.run_id.iloc[0]]
         assert (mine.finished & (mine.op == "fsync")).any()
-        extra = [k for k in figures["writeback"] if k.startswith(f"writeback_timeline-writeback_readers-{d}-")]
+        extra = [
+            k
+            for k in figures["writeback"]
+            if k.startswith(f"writeback_timeline-writeback_readers-{d}-")
+        ]
         if point != data.layout(writeback, "writeback_readers").default_point():
-            assert len(extra) == 1 and style.point_text(point) in figures["writeback"][extra[0]]._suptitle.get_text()
+            assert (
+                len(extra) == 1
+                and style.point_text(point) in figures["writeback"][extra[0]]._suptitle.get_text()
+            )
         else:
             assert extra == []
 
@@ -318,7 +402,9 @@ def _overlaps(a, b):
     return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
 
 
-def test_every_figure_titles_its_workload_keeps_colours_and_legend_off_the_axes(scaling, writeback, figures):
+def test_every_figure_titles_its_workload_keeps_colours_and_legend_off_the_axes(
+    scaling, writeback, figures
+):
     import matplotlib.pyplot as plt
 
     assert plt.get_fignums() == []  # building them went around pyplot
@@ -332,31 +418,46 @@ def test_every_figure_titles_its_workload_keeps_colours_and_legend_off_the_axes(
             page = fig.bbox
             for leg in fig.legends:
                 box = leg.get_window_extent(renderer)
-                assert page.x0 - 1 <= box.x0 and box.x1 <= page.x1 + 1 and box.y0 >= page.y0 - 1, stem
+                assert page.x0 - 1 <= box.x0 and box.x1 <= page.x1 + 1 and box.y0 >= page.y0 - 1, (
+                    stem
+                )
                 for ax in fig.axes:
                     assert not _overlaps(box, ax.get_window_extent(renderer)), stem
             for ax in fig.axes:
                 for art in [*ax.get_lines(), *ax.patches]:
                     first = art.get_label().split(",")[0].split(" ")[0]
                     if first in colors:
-                        got = [art.get_color()] if isinstance(art, Line2D) else [art.get_facecolor(),
-                                                                                  art.get_edgecolor()]
+                        got = (
+                            [art.get_color()]
+                            if isinstance(art, Line2D)
+                            else [art.get_facecolor(), art.get_edgecolor()]
+                        )
                         assert colors[first].lower() in map(hexc, got), (stem, art.get_label())
                 if ax.get_ylabel():
-                    assert any(u in ax.get_ylabel() for u in ("(µs)", "(M ops/s)", "fraction", "per operation",
-                                                               "waiters")), (stem, ax.get_ylabel())
+                    assert any(
+                        u in ax.get_ylabel()
+                        for u in ("(µs)", "(M ops/s)", "fraction", "per operation", "waiters")
+                    ), (stem, ax.get_ylabel())
 
 
 def test_failed_runs_are_left_out(writeback):
     s = writeback.summary.copy()
     first = data.ok_summary(writeback, "writeback_readers").sort_values("replication")
-    first = first[(first["design"] == "new") & (first["machine.cores"] == 8) & (first["nvme_write_4k_us"] == 80)]
+    first = first[
+        (first["design"] == "new")
+        & (first["machine.cores"] == 8)
+        & (first["nvme_write_4k_us"] == 80)
+    ]
     s.loc[s["run_id"] == first["run_id"].iloc[0], "status"] = "failed"
     broken = dataclasses.replace(writeback, summary=s)
-    assert len(data.ok_summary(broken, "writeback_readers")) == len(data.ok_summary(writeback, "writeback_readers")) - 1
+    assert (
+        len(data.ok_summary(broken, "writeback_readers"))
+        == len(data.ok_summary(writeback, "writeback_readers")) - 1
+    )
     ops = data.ok_summary(broken, "writeback_readers")["total_ops_per_s"]
-    n = data.derived(broken, "writeback_readers", "x", ops).query("design == 'new' and `machine.cores` == 8 "
-                                                                  "and nvme_write_4k_us == 80")["n"]
+    n = data.derived(broken, "writeback_readers", "x", ops).query(
+        "design == 'new' and `machine.cores` == 8 and nvme_write_4k_us == 80"
+    )["n"]
     assert list(n) == [1]
     needs(writeback, "op_timeseries", "intervals")
     assert "replication 1" in plots.writeback_timeline(broken)._suptitle.get_text()
@@ -371,5 +472,7 @@ def test_write_figures_writes_png_and_svg(points, tmp_path):
         body = p.read_bytes()
         assert len(body) > 1000
         assert body.startswith(b"\x89PNG") if p.suffix == ".png" else b"<svg" in body[:2000]
-    (only,) = plots.write_figures(points, tmp_path / "one", formats=("png",), figures={"x": figs["cpu_breakdown-read_hits"]})
+    (only,) = plots.write_figures(
+        points, tmp_path / "one", formats=("png",), figures={"x": figs["cpu_breakdown-read_hits"]}
+    )
     assert only.name == "x.png"

@@ -18,7 +18,11 @@ SMALL = {
     "designs": ["old", "new"],
     "grid": {"workload": ["read_hits", "writeback_readers"]},
     "zip": {"machine.cores": [1, 4], "processes.0.threads": [1, 4]},
-    "overrides": {"duration": "12ms", "warmup": "2ms", "files.0.pages": 4096},  # writeback passes of ~2 ms
+    "overrides": {
+        "duration": "12ms",
+        "warmup": "2ms",
+        "files.0.pages": 4096,
+    },  # writeback passes of ~2 ms
     "exclude": [{"design": "old", "workload": "writeback_readers"}],
     "replications": 2,
     "seed": 3,
@@ -35,7 +39,11 @@ def review(tmp_path_factory):
 
 def section(md: str, title: str) -> str:
     """The text under a heading, up to the next heading of the same or a higher level."""
-    m = re.search(rf"^(#+) {re.escape(title)}\n(.*?)(?=^#{{1,{{n}}}} |\Z)".replace("{n}", "3"), md, re.S | re.M)
+    m = re.search(
+        rf"^(#+) {re.escape(title)}\n(.*?)(?=^#{{1,{{n}}}} |\Z)".replace("{n}", "3"),
+        md,
+        re.S | re.M,
+    )
     assert m, f"no section {title!r}"
     return m.group(2)
 
@@ -50,12 +58,21 @@ def value(cell: str) -> tuple[float, float | None, float]:
     """``1,234.5 ± 0.6`` -> (1234.5, 0.6, half a unit of the last digit shown)."""
     mean, _, half = cell.partition(" ± ")
     decimals = len(mean.split(".")[1]) if "." in mean else 0
-    return float(mean.replace(",", "")), (float(half.replace(",", "")) if half else None), 0.5 * 10 ** -decimals
+    return (
+        float(mean.replace(",", "")),
+        (float(half.replace(",", "")) if half else None),
+        0.5 * 10**-decimals,
+    )
 
 
 def agg(res, design, workload, cores, metric):
     a = res.aggregate
-    row = a[(a.design == design) & (a.workload == workload) & (a["machine.cores"] == cores) & (a.metric == metric)]
+    row = a[
+        (a.design == design)
+        & (a.workload == workload)
+        & (a["machine.cores"] == cores)
+        & (a.metric == metric)
+    ]
     assert len(row) == 1, (design, workload, cores, metric)
     return row.iloc[0]
 
@@ -75,20 +92,29 @@ def test_report_has_every_section(review):
     res, md, page = review
     assert md.startswith("# Design review: small_review\n")
     assert "> Does the report tell OLD from NEW?" in md
-    for title in ("Set-up", "Headline numbers", "Where new wins over old", "Where old wins over new",
-                  "Hazards quantified"):
+    for title in (
+        "Set-up",
+        "Headline numbers",
+        "Where new wins over old",
+        "Where old wins over new",
+        "Hazards quantified",
+    ):
         assert f"## {title}\n" in md, title
     assert "Every cost is at its default" in md
     assert "2 replications per design and point (seed 3); 12 runs finished, 0 failed" in md
     setup = table(section(md, "Set-up"))
-    assert {r["workload"]: r["designs"] for r in setup} == {"read_hits": "old, new", "writeback_readers": "new"}
+    assert {r["workload"]: r["designs"] for r in setup} == {
+        "read_hits": "old, new",
+        "writeback_readers": "new",
+    }
 
 
 def test_headline_numbers_are_the_aggregate_and_the_paired_differences(review):
     res, md, _ = review
     rows = table(section(md, "Headline numbers"))
-    assert {(r["workload"], r["point"]) for r in rows} == {(w, f"{c} core{'s' * (c > 1)}")
-                                                          for w in ("read_hits", "writeback_readers") for c in (1, 4)}
+    assert {(r["workload"], r["point"]) for r in rows} == {
+        (w, f"{c} core{'s' * (c > 1)}") for w in ("read_hits", "writeback_readers") for c in (1, 4)
+    }
     d = res.differences
     for r in rows:
         w, cores = r["workload"], cores_of(r["point"])
@@ -164,23 +190,45 @@ def test_html_has_the_markdown_numbers(review):
     parser = Cells()
     parser.feed(page)
     assert parser.open == []
-    md_cells = [c.strip() for ln in md.splitlines() if ln.startswith("|") and not ln.startswith("|--")
-                for c in ln.strip("|").split("|")]
+    md_cells = [
+        c.strip()
+        for ln in md.splitlines()
+        if ln.startswith("|") and not ln.startswith("|--")
+        for c in ln.strip("|").split("|")
+    ]
     assert [c for c in md_cells if c.strip("-:")] == [c for c in parser.cells if c.strip("-:")]
 
 
 def test_non_default_costs_are_listed(tmp_path):
-    exp = {"name": "costs", "designs": ["old"], "workload": "read_hits",
-           "overrides": {"duration": "0.5ms", "warmup": "0.1ms", "machine.cores": 2, "processes.0.threads": 2,
-                         "cacheline_transfer_ns": "150ns"},
-           "replications": 1}
+    exp = {
+        "name": "costs",
+        "designs": ["old"],
+        "workload": "read_hits",
+        "overrides": {
+            "duration": "0.5ms",
+            "warmup": "0.1ms",
+            "machine.cores": 2,
+            "processes.0.threads": 2,
+            "cacheline_transfer_ns": "150ns",
+        },
+        "replications": 1,
+    }
     res = pmsim.sweep(exp, tmp_path / "c", workers=1, progress=False)
     md = write_report(res, figures=False)[0].read_text()
     rows = table(section(md, "Set-up").split("Costs that differ")[1])
-    assert rows == [{"cost": "cacheline_transfer_ns", "default": rows[0]["default"], "used": "150ns",
-                     "workloads": "read_hits"}]
+    assert rows == [
+        {
+            "cost": "cacheline_transfer_ns",
+            "default": rows[0]["default"],
+            "used": "150ns",
+            "workloads": "read_hits",
+        }
+    ]
     from pmsim.costs import CostTable
-    assert value(rows[0]["default"].split()[0])[0] == pytest.approx(CostTable().value("cacheline_transfer_ns"))
+
+    assert value(rows[0]["default"].split()[0])[0] == pytest.approx(
+        CostTable().value("cacheline_transfer_ns")
+    )
     assert "## Where" not in md  # one design: nothing to compare
 
 
@@ -206,6 +254,8 @@ def test_the_committed_report_is_the_committed_tables(tmp_path):
     assert (res.summary["status"] == "ok").all() and len(res.summary) == 350
     md = write_report(res, tmp_path, figures=False)[0].read_text()
     committed = (results / "report.md").read_text()
-    assert committed.split("\n## Figures\n")[0].rstrip() == md.rstrip(), "regenerate: pmsim report results/design_review"
+    assert committed.split("\n## Figures\n")[0].rstrip() == md.rstrip(), (
+        "regenerate: pmsim report results/design_review"
+    )
     shown = re.findall(r"!\[[^]]*\]\(([^)]+)\)", committed)
     assert len(shown) >= 40 and all((results / p).is_file() for p in shown)

@@ -38,8 +38,10 @@ def test_mean_std_and_extremes_are_exact_across_folds():
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.lists(st.floats(min_value=0.0, max_value=1e9, allow_nan=False), min_size=1, max_size=300),
-       st.sampled_from([0.5, 0.9, 0.99, 0.999]))
+@given(
+    st.lists(st.floats(min_value=0.0, max_value=1e9, allow_nan=False), min_size=1, max_size=300),
+    st.sampled_from([0.5, 0.9, 0.99, 0.999]),
+)
 def test_quantiles_are_within_one_bucket_of_an_order_statistic(xs, q):
     """The q-quantile lies within one bucket (0.55%) of the order statistic at rank ceil(q n)."""
     h = filled(xs)
@@ -64,10 +66,12 @@ def test_add_many_equals_adding_one_by_one():
     for x in xs:
         one.add(x)
     for i in range(0, len(xs), 4096):
-        many.add_many(xs[i:i + 4096])
+        many.add_many(xs[i : i + 4096])
     assert many.count == one.count == len(xs)
     assert many.mean() == pytest.approx(one.mean(), rel=1e-12) and many.max == one.max
-    assert [many.quantile(q) for q in (0.5, 0.99, 0.999)] == [one.quantile(q) for q in (0.5, 0.99, 0.999)]
+    assert [many.quantile(q) for q in (0.5, 0.99, 0.999)] == [
+        one.quantile(q) for q in (0.5, 0.99, 0.999)
+    ]
     assert len(many._buf) < 1 << 15  # folded as it grows
 
 

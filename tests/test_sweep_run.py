@@ -28,33 +28,44 @@ from pmsim.cli import main
 from pmsim.errors import ConfigError
 from pmsim.sweeps import api, task
 from pmsim.sweeps.plan import derive_seed, plan_runs
-from pmsim.sweeps.tables import canonical
 from pmsim.sweeps.spec import load_experiment
 from pmsim.sweeps.store import GATHERED, RUN_TABLES
+from pmsim.sweeps.tables import canonical
 
-if str(Path(__file__).resolve().parent) not in sys.path:  # the fixture's helper module, beside this file
+if (
+    str(Path(__file__).resolve().parent) not in sys.path
+):  # the fixture's helper module, beside this file
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dask_cluster import dask_cluster, distributed_available, subprocess_env
 
-needs_dask = pytest.mark.skipif(not distributed_available(),
-                                reason="Dask distributed is not installed (python -m pip install 'pmsim[dask]')")
+needs_dask = pytest.mark.skipif(
+    not distributed_available(),
+    reason="Dask distributed is not installed (python -m pip install 'pmsim[dask]')",
+)
 
 # 2 workloads x 2 zipped points x 2 designs x 2 replications = 16 runs of 1 ms simulated.
 SMALL = {
-    "name": "small", "designs": ["old", "new"],
+    "name": "small",
+    "designs": ["old", "new"],
     "grid": {"workload": ["read_hits", "hot_page"]},
     "zip": {"machine.cores": [1, 2], "processes.0.threads": [1, 2]},
     "overrides": {"duration": "1ms", "warmup": "0.2ms"},
-    "replications": 2, "seed": 7,
+    "replications": 2,
+    "seed": 7,
 }
 
 
 def tiny(**changes) -> dict:
     """8 runs of read_hits (2 designs x 2 thread counts x 2 replications), 1 ms simulated."""
-    exp = {"name": "tiny", "workload": "read_hits", "designs": ["old", "new"],
-           "grid": {"processes.0.threads": [1, 2]},
-           "overrides": {"machine.cores": 2, "duration": "1ms", "warmup": "0.2ms"},
-           "replications": 2, "seed": 3}
+    exp = {
+        "name": "tiny",
+        "workload": "read_hits",
+        "designs": ["old", "new"],
+        "grid": {"processes.0.threads": [1, 2]},
+        "overrides": {"machine.cores": 2, "duration": "1ms", "warmup": "0.2ms"},
+        "replications": 2,
+        "seed": 3,
+    }
     exp.update(changes)
     return exp
 
@@ -110,8 +121,14 @@ def assert_same_parquet(a: Path, b: Path, obj: str) -> None:
 def assert_same_results(a: Path, b: Path) -> None:
     """Manifest, summary, aggregate and every per-run file identical, bit for bit (provenance:
     file names only, its wall times and pids differ)."""
-    assert json.loads((a / "manifest.json").read_text()) == json.loads((b / "manifest.json").read_text())
-    for name in ("summary.parquet", "aggregate.parquet", *(f"tables/{t}.parquet" for t in GATHERED)):
+    assert json.loads((a / "manifest.json").read_text()) == json.loads(
+        (b / "manifest.json").read_text()
+    )
+    for name in (
+        "summary.parquet",
+        "aggregate.parquet",
+        *(f"tables/{t}.parquet" for t in GATHERED),
+    ):
         assert_same_parquet(a / name, b / name, name)
     tables = sorted(p.name for p in (a / "runs").iterdir())
     assert tables == sorted(p.name for p in (b / "runs").iterdir())
@@ -170,6 +187,7 @@ def serial_small(tmp_path_factory):
 
 # --- seeds --------------------------------------------------------------------------------
 
+
 def _seed_map(exp: dict) -> dict:
     """(design, point, replication) -> (seed, run_id)."""
     out = {}
@@ -181,17 +199,25 @@ def _seed_map(exp: dict) -> dict:
 
 
 def test_seeds_shared_by_designs_distinct_across_points_and_stable_under_edits():
-    base = {"name": "seeds", "workload": "read_hits", "designs": ["old", "new"],
-            "grid": {"processes.0.threads": [1, 2]},
-            "zip": {"machine.cores": [1, 2], "request_pages": [1, 2]},
-            "overrides": {"duration": "1ms", "warmup": "0.2ms"}, "replications": 3, "seed": 5}
+    base = {
+        "name": "seeds",
+        "workload": "read_hits",
+        "designs": ["old", "new"],
+        "grid": {"processes.0.threads": [1, 2]},
+        "zip": {"machine.cores": [1, 2], "request_pages": [1, 2]},
+        "overrides": {"duration": "1ms", "warmup": "0.2ms"},
+        "replications": 3,
+        "seed": 5,
+    }
     plans = plan_runs(load_experiment(base))
     assert len(plans) == 2 * 2 * 2 * 3
     assert len({p.run_id for p in plans}) == len(plans)
     by_point = {}
     for p in plans:
         assert p.spec.seed == p.seed  # the run simulates with its derived seed
-        assert p.seed == derive_seed(5, canonical({"workload": "read_hits", **p.point}), p.replication)
+        assert p.seed == derive_seed(
+            5, canonical({"workload": "read_hits", **p.point}), p.replication
+        )
         by_point.setdefault((canonical(p.point), p.replication), {})[p.design] = p.seed
     assert len(by_point) == 4 * 3
     for seeds in by_point.values():  # common random numbers: one seed for every design
@@ -205,8 +231,13 @@ def test_seeds_shared_by_designs_distinct_across_points_and_stable_under_edits()
     assert {k: v for k, v in more.items() if k[0] != "old_mcs"} == ref
     assert {v[0] for k, v in more.items() if k[0] == "old_mcs"} == {v[0] for v in ref.values()}
     # Reordering values, and the zip's keys, changes nothing.
-    reordered = _seed_map({**base, "grid": {"processes.0.threads": [2, 1]},
-                           "zip": {"request_pages": [2, 1], "machine.cores": [2, 1]}})
+    reordered = _seed_map(
+        {
+            **base,
+            "grid": {"processes.0.threads": [2, 1]},
+            "zip": {"request_pages": [2, 1], "machine.cores": [2, 1]},
+        }
+    )
     assert reordered == ref
     # Extending a factor keeps the existing points' seeds and run ids.
     extended = _seed_map({**base, "grid": {"processes.0.threads": [1, 2, 4]}})
@@ -222,13 +253,18 @@ def test_seeds_shared_by_designs_distinct_across_points_and_stable_under_edits()
 
 # --- the aggregate -------------------------------------------------------------------------
 
+
 def test_aggregate_mean_and_ci_by_hand(tmp_path):
     reps = 4
     res = pmsim.sweep(tiny(replications=reps, grid={}), tmp_path / "ci", workers=1, progress=False)
     s, agg = res.summary, res.aggregate
     assert len(s) == 2 * reps and (s["status"] == "ok").all()
-    metrics = {c for c in s.columns if c not in {"run_id", "design", "workload", "replication", "seed", "status",
-                                                 "error"} and pd.api.types.is_numeric_dtype(s[c])}
+    metrics = {
+        c
+        for c in s.columns
+        if c not in {"run_id", "design", "workload", "replication", "seed", "status", "error"}
+        and pd.api.types.is_numeric_dtype(s[c])
+    }
     assert set(agg["metric"]) == metrics
     checked = 0
     for design in ("old", "new"):
@@ -279,10 +315,16 @@ def test_aggregate_mean_and_ci_by_hand(tmp_path):
 
 # --- failures ------------------------------------------------------------------------------------
 
+
 def _target(exp, design="old", replication=1, threads=2):
     plans = plan_runs(load_experiment(exp))
-    t = [p for p in plans if p.design == design and p.replication == replication
-         and p.point["processes.0.threads"] == threads]
+    t = [
+        p
+        for p in plans
+        if p.design == design
+        and p.replication == replication
+        and p.point["processes.0.threads"] == threads
+    ]
     assert len(t) == 1
     return plans, t[0]
 
@@ -300,7 +342,9 @@ def _check_failure_recorded(out: Path, res, target, expect_remote: bool = False)
     assert ok["total_ops_per_s"].gt(0).all() and failed["total_ops_per_s"].isna().all()
     record = json.loads((out / "runs" / "failed" / f"{target.run_id}.json").read_text())
     assert record["error"] == err and record["run_id"] == target.run_id
-    assert record["design"] == "old" and record["replication"] == 1 and record["seed"] == target.seed
+    assert (
+        record["design"] == "old" and record["replication"] == 1 and record["seed"] == target.seed
+    )
     assert "Traceback (most recent call last)" in record["traceback"]
     assert "injected failure" in record["traceback"] and "in __call__" in record["traceback"]
     if expect_remote:  # the worker's own traceback travels with the error
@@ -314,7 +358,9 @@ def _check_failure_recorded(out: Path, res, target, expect_remote: bool = False)
     agg = res.aggregate
     at = (agg["design"] == "old") & (agg["processes.0.threads"] == 2)
     assert (agg.loc[at, "n"] == 1).all() and (agg.loc[~at, "n"] == 2).all()
-    ok_value = ok.loc[(ok["design"] == "old") & (ok["processes.0.threads"] == 2), "total_ops_per_s"].item()
+    ok_value = ok.loc[
+        (ok["design"] == "old") & (ok["processes.0.threads"] == 2), "total_ops_per_s"
+    ].item()
     assert agg.loc[at & (agg["metric"] == "total_ops_per_s"), "mean"].item() == ok_value
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["runs_ok"] == 7 and manifest["runs_failed"] == 1
@@ -335,7 +381,9 @@ def test_failed_run_recorded_others_complete_and_rerun_only_it(tmp_path, monkeyp
     capsys.readouterr()
     assert main(["sweep", str(path), "--out", str(cli_out), "--workers", "1", "--quiet"]) == 1
     printed = capsys.readouterr()
-    assert f"failed: run {target.run_id}" in printed.out and "7 runs written, 1 failed" in printed.out
+    assert (
+        f"failed: run {target.run_id}" in printed.out and "7 runs written, 1 failed" in printed.out
+    )
     cli_res = api.SweepResult.load(cli_out)
     assert cli_res.experiment.name == exp["name"] and cli_res.experiment.designs == exp["designs"]
     _check_failure_recorded(cli_out, cli_res, target)
@@ -366,13 +414,16 @@ def test_failed_run_in_a_process_pool_is_recorded(tmp_path, monkeypatch):
     _, target = _target(exp)
     # The sweep pickles FailOne to the pool; a forked worker has this module, so it unpickles.
     monkeypatch.setattr(api, "run_task", FailOne("old", target.seed))
-    with concurrent.futures.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as ex:
+    with concurrent.futures.ProcessPoolExecutor(
+        2, mp_context=multiprocessing.get_context("fork")
+    ) as ex:
         res = pmsim.sweep(exp, tmp_path / "pool", executor=ex, progress=False)
     assert os.getpid() not in set(res.provenance["pid"])  # the runs ran in the pool
     _check_failure_recorded(tmp_path / "pool", res, target, expect_remote=True)
 
 
 # --- resume ---------------------------------------------------------------------------------------------
+
 
 def test_resume_extend_reorder_shrink_and_start_over(tmp_path, monkeypatch):
     out = tmp_path / "out"
@@ -401,7 +452,9 @@ def test_resume_extend_reorder_shrink_and_start_over(tmp_path, monkeypatch):
     # Reordered values: nothing to run.
     spy = CountRuns()
     monkeypatch.setattr(api, "run_task", spy)
-    res3 = pmsim.sweep(tiny(grid={"processes.0.threads": [3, 2, 1]}), out, workers=1, progress=False)
+    res3 = pmsim.sweep(
+        tiny(grid={"processes.0.threads": [3, 2, 1]}), out, workers=1, progress=False
+    )
     assert spy.ran == [] and set(res3.summary["run_id"]) == ids2
     assert file_stats(out, ids2) == stats2
 
@@ -481,7 +534,9 @@ def test_resuming_into_another_experiments_folder_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="holds the sweep of experiment 'tiny', not 'other'"):
         pmsim.sweep(other, out, workers=1, progress=False)
     assert sorted(p.name for p in (out / "runs" / "summary").iterdir()) == before
-    res = pmsim.sweep(other, out, workers=1, progress=False, resume=False)  # replacing it is asked for
+    res = pmsim.sweep(
+        other, out, workers=1, progress=False, resume=False
+    )  # replacing it is asked for
     assert res.experiment.name == "other" and len(res.summary) == 8
 
 
@@ -494,7 +549,9 @@ def test_changed_model_code_reruns_and_a_worker_with_other_code_fails(tmp_path, 
     monkeypatch.undo()
     # A worker whose code differs from the driver's: its tables are not this sweep's.
     monkeypatch.setattr(task, "code_digest", lambda: "0123456789abcdef")
-    with concurrent.futures.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as ex:
+    with concurrent.futures.ProcessPoolExecutor(
+        2, mp_context=multiprocessing.get_context("fork")
+    ) as ex:
         res = pmsim.sweep(tiny(), tmp_path / "other_code", executor=ex, progress=False)
     assert (res.summary["status"] == "failed").all()
     assert res.summary["error"].str.contains("runs other pmsim code").all()
@@ -502,20 +559,44 @@ def test_changed_model_code_reruns_and_a_worker_with_other_code_fails(tmp_path, 
 
 # --- a killed sweep -----------------------------------------------------------------------------------------
 
+
 def test_sweep_killed_with_sigkill_resumes_to_the_same_tables(tmp_path):
     # 12 runs of ~0.1-0.3 s wall each, on 2 local processes.
-    exp = tiny(name="killed", replications=3, seed=11,
-               overrides={"machine.cores": 2, "duration": "12ms", "warmup": "0.2ms"})
+    exp = tiny(
+        name="killed",
+        replications=3,
+        seed=11,
+        overrides={"machine.cores": 2, "duration": "12ms", "warmup": "0.2ms"},
+    )
     path = write_yaml(tmp_path / "killed.yaml", exp)
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "pmsim", "sweep", str(path), "--out", str(out), "--workers", "2", "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pmsim",
+        "sweep",
+        str(path),
+        "--out",
+        str(out),
+        "--workers",
+        "2",
+        "--quiet",
+    ]
     env = subprocess_env()
     log = tmp_path / "killed.stderr"
     with open(log, "wb") as err:
-        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, start_new_session=True,
-                                stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=tmp_path,
+            env=env,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
     try:
-        wait_until(lambda: len(finished(out)) >= 2 or proc.poll() is not None, 120, "2 runs written")
+        wait_until(
+            lambda: len(finished(out)) >= 2 or proc.poll() is not None, 120, "2 runs written"
+        )
         assert proc.poll() is None, f"the sweep ended before it was killed: {log.read_text()}"
         os.killpg(proc.pid, signal.SIGKILL)  # the sweep, its fork server and its workers
     finally:
@@ -543,8 +624,15 @@ def test_sweep_killed_with_sigkill_resumes_to_the_same_tables(tmp_path):
     before = file_stats(out, done)
     assert len(before) == len(done) * (len(RUN_TABLES) + 2)
 
-    rerun = subprocess.run([c for c in cmd if c != "--quiet"], cwd=tmp_path, env=env, capture_output=True,
-                           text=True, timeout=180, check=False)
+    rerun = subprocess.run(
+        [c for c in cmd if c != "--quiet"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
     assert rerun.returncode == 0, rerun.stderr
     assert f"{len(done)} already written, {12 - len(done)} to run" in rerun.stderr
     assert "12 runs written, 0 failed" in rerun.stdout
@@ -560,6 +648,7 @@ def test_sweep_killed_with_sigkill_resumes_to_the_same_tables(tmp_path):
 
 
 # --- the same tables on every executor ------------------------------------------------------------------------
+
 
 def test_local_pool_gives_the_serial_tables_bit_for_bit(serial_small, tmp_path):
     ref, ref_res = serial_small
@@ -582,7 +671,9 @@ def cluster(tmp_path_factory):
 @needs_dask
 def test_dask_cluster_gives_the_serial_tables_bit_for_bit(serial_small, cluster, tmp_path):
     ref, ref_res = serial_small
-    res = pmsim.sweep(SMALL, tmp_path / "dask", scheduler_file=cluster.scheduler_file, progress=False)
+    res = pmsim.sweep(
+        SMALL, tmp_path / "dask", scheduler_file=cluster.scheduler_file, progress=False
+    )
     assert set(res.provenance["pid"]) <= {w.pid for w in cluster.workers}, cluster.log_tail()
     assert_same_results(ref, res.out)
     assert_frame_equal(res.aggregate, ref_res.aggregate, check_exact=True)
@@ -602,14 +693,22 @@ def test_dask_worker_killed_mid_sweep_loses_no_run(doomed_cluster, tmp_path):
     from distributed import Client
 
     # 12 runs of ~0.3-0.8 s wall each, on 2 single-threaded workers.
-    exp = tiny(name="doomed", replications=3, seed=13,
-               overrides={"machine.cores": 2, "duration": "30ms", "warmup": "0.2ms"})
+    exp = tiny(
+        name="doomed",
+        replications=3,
+        seed=13,
+        overrides={"machine.cores": 2, "duration": "30ms", "warmup": "0.2ms"},
+    )
     out = tmp_path / "out"
     victim, survivor = doomed_cluster.workers
-    with Client(scheduler_file=doomed_cluster.scheduler_file, timeout="30s") as watch, \
-            concurrent.futures.ThreadPoolExecutor(1) as th:
+    with (
+        Client(scheduler_file=doomed_cluster.scheduler_file, timeout="30s") as watch,
+        concurrent.futures.ThreadPoolExecutor(1) as th,
+    ):
         addr = {pid: a for a, pid in watch.run(os.getpid).items()}[victim.pid]
-        fut = th.submit(pmsim.sweep, exp, out, scheduler_file=doomed_cluster.scheduler_file, progress=False)
+        fut = th.submit(
+            pmsim.sweep, exp, out, scheduler_file=doomed_cluster.scheduler_file, progress=False
+        )
         wait_until(lambda: finished(out) or fut.done(), 120, "a run written")
         assert not fut.done(), fut.result()
         in_flight = watch.processing([addr])[addr]
@@ -622,7 +721,9 @@ def test_dask_worker_killed_mid_sweep_loses_no_run(doomed_cluster, tmp_path):
     s = res.summary
     planned = planned_ids(out)
     assert len(planned) == 12
-    assert sorted(s["run_id"]) == sorted(planned) and s["run_id"].is_unique, doomed_cluster.log_tail()
+    assert sorted(s["run_id"]) == sorted(planned) and s["run_id"].is_unique, (
+        doomed_cluster.log_tail()
+    )
     assert (s["status"] == "ok").all(), s.loc[s["status"] != "ok", "error"].tolist()
     assert len(finished(out)) == 12 and hidden(out) == []
     pids = res.provenance["pid"]
@@ -633,6 +734,7 @@ def test_dask_worker_killed_mid_sweep_loses_no_run(doomed_cluster, tmp_path):
 
 
 # --- scheduling and the pool's start method -------------------------------------------------------------
+
 
 def test_longest_first_learns_each_design_and_workloads_speed():
     from pmsim.sweeps.schedule import LongestFirst
@@ -688,7 +790,9 @@ class DieOn:
         return task.run_task(design, spec)
 
 
-def test_a_local_worker_killed_mid_sweep_fails_its_runs_and_a_rerun_completes(tmp_path, monkeypatch):
+def test_a_local_worker_killed_mid_sweep_fails_its_runs_and_a_rerun_completes(
+    tmp_path, monkeypatch
+):
     from pmsim.sweeps import executors
 
     exp = tiny()
@@ -698,7 +802,9 @@ def test_a_local_worker_killed_mid_sweep_fails_its_runs_and_a_rerun_completes(tm
     res = pmsim.sweep(exp, tmp_path / "out", workers=2, progress=False)
     failed = res.failures
     assert 1 <= len(failed) < len(res.summary) and len(res.summary) == 8
-    assert failed["error"].str.contains("BrokenProcessPool|terminated abruptly").all(), failed["error"].tolist()
+    assert failed["error"].str.contains("BrokenProcessPool|terminated abruptly").all(), failed[
+        "error"
+    ].tolist()
     monkeypatch.undo()
     again = pmsim.sweep(exp, tmp_path / "out", workers=1, progress=False)
     assert (again.summary["status"] == "ok").all() and len(again.summary) == 8
@@ -716,7 +822,9 @@ def test_a_written_sweep_loads_back_as_the_same_tables(tmp_path):
     res.aggregate.head(1).to_parquet(tmp_path / "out" / "aggregate.parquet", index=False)
     with pytest.raises(ConfigError, match="did not finish"):
         api.SweepResult.load(tmp_path / "out")
-    pmsim.sweep(tiny(replications=1), tmp_path / "out", workers=1, progress=False)  # the rerun mends it
+    pmsim.sweep(
+        tiny(replications=1), tmp_path / "out", workers=1, progress=False
+    )  # the rerun mends it
     api.SweepResult.load(tmp_path / "out")
     from pmsim.sweeps.store import SweepStore
 
@@ -734,7 +842,9 @@ def test_gathered_tables_keep_a_results_folder_readable_without_its_runs(tmp_pat
     for name in GATHERED:
         per_run = [pd.read_parquet(tmp_path / "out" / "runs" / name / f"{r}.parquet") for r in ids]
         gathered = res.table(name)
-        assert list(dict.fromkeys(gathered["run_id"])) == [r for r, f in zip(ids, per_run) if len(f)], name
+        assert list(dict.fromkeys(gathered["run_id"])) == [
+            r for r, f in zip(ids, per_run) if len(f)
+        ], name
         if any(len(f) for f in per_run):
             by_hand = pd.concat([f for f in per_run if len(f)], ignore_index=True)
             assert_frame_equal(gathered, by_hand, check_exact=True, check_dtype=False, obj=name)
@@ -751,8 +861,12 @@ def test_gathered_tables_keep_a_results_folder_readable_without_its_runs(tmp_pat
 def test_gathered_tables_of_a_factor_mixing_numbers_and_strings(tmp_path):
     """A cost given as a number at one point and a duration at another: the factor column holds
     both, which Arrow cannot concatenate; the gathered tables fall back to strings for it."""
-    res = pmsim.sweep(tiny(replications=1, grid={"cacheline_transfer_ns": [40, "60ns"]}), tmp_path / "out",
-                      workers=1, progress=False)
+    res = pmsim.sweep(
+        tiny(replications=1, grid={"cacheline_transfer_ns": [40, "60ns"]}),
+        tmp_path / "out",
+        workers=1,
+        progress=False,
+    )
     assert (res.summary["status"] == "ok").all()
     assert sorted(res.summary["cacheline_transfer_ns"]) == ["40", "40", "60ns", "60ns"]
     ops = res.table("ops")

@@ -41,7 +41,11 @@ def test_parse_time_examples(text, ns):
 finite_nonneg = st.floats(min_value=0.0, max_value=1e290, allow_nan=False, allow_infinity=False)
 
 
-@given(x=finite_nonneg, unit=st.sampled_from(UNITS), fmt=st.sampled_from(["{!r}", "{:.17g}", "{:e}", "{:f}"]))
+@given(
+    x=finite_nonneg,
+    unit=st.sampled_from(UNITS),
+    fmt=st.sampled_from(["{!r}", "{:.17g}", "{:e}", "{:f}"]),
+)
 def test_parse_time_round_trips(x, unit, fmt):
     text = fmt.format(x) + unit
     got = parse_time(text)
@@ -105,20 +109,46 @@ def test_parse_time_rejects_missing_unit(x):
     _assert_config_error_naming(repr(x))
 
 
-@given(x=finite_nonneg, unit=st.text(alphabet="abcdefghijklmnopqrstuvwxyzAB", min_size=1, max_size=4))
+@given(
+    x=finite_nonneg, unit=st.text(alphabet="abcdefghijklmnopqrstuvwxyzAB", min_size=1, max_size=4)
+)
 def test_parse_time_rejects_unknown_unit(x, unit):
     assume(unit not in UNITS)
     _assert_config_error_naming(f"{x!r}{unit}")
 
 
-@given(st.one_of(st.none(), st.integers(), st.floats(), st.booleans(),
-                 st.lists(st.integers(), max_size=2), st.binary(max_size=4)))
+@given(
+    st.one_of(
+        st.none(),
+        st.integers(),
+        st.floats(),
+        st.booleans(),
+        st.lists(st.integers(), max_size=2),
+        st.binary(max_size=4),
+    )
+)
 def test_parse_time_rejects_non_strings(value):
     _assert_config_error_naming(value)
 
 
-@pytest.mark.parametrize("text", ["", "ns", "1", "1 ms s", "1.2.3ns", "1 000ns", "1e999s",
-                                  "inf ns", "nanms", "-0ns", "5 NS", "1,5ms", "2usx"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "ns",
+        "1",
+        "1 ms s",
+        "1.2.3ns",
+        "1 000ns",
+        "1e999s",
+        "inf ns",
+        "nanms",
+        "-0ns",
+        "5 NS",
+        "1,5ms",
+        "2usx",
+    ],
+)
 def test_parse_time_rejects_examples(text):
     _assert_config_error_naming(text)
 
@@ -131,8 +161,18 @@ def test_parse_time_error_names_the_setting():
 # --------------------------------------------------------------------------- format_time
 @pytest.mark.parametrize(
     "ns, text",
-    [(0, "0ns"), (400, "400ns"), (999, "999ns"), (1000, "1us"), (1500, "1.5us"),
-     (2.5e6, "2.5ms"), (13.5e6, "13.5ms"), (1e9, "1s"), (3.25e9, "3.25s"), (0.5, "0.5ns")],
+    [
+        (0, "0ns"),
+        (400, "400ns"),
+        (999, "999ns"),
+        (1000, "1us"),
+        (1500, "1.5us"),
+        (2.5e6, "2.5ms"),
+        (13.5e6, "13.5ms"),
+        (1e9, "1s"),
+        (3.25e9, "3.25s"),
+        (0.5, "0.5ns"),
+    ],
 )
 def test_format_time_examples(ns, text):
     assert format_time(ns) == text
@@ -168,8 +208,17 @@ def test_parse_dist_examples(text, kind, params, mean, scv):
     assert str(d) == text.strip()
 
 
-@pytest.mark.parametrize("text", ["const:400ns", "exp:2us", "uniform:1us:3us", "lognormal:2us:0.5",
-                                  "lognormal:50us:1.0", "uniform:0ns:10ns"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "const:400ns",
+        "exp:2us",
+        "uniform:1us:3us",
+        "lognormal:2us:0.5",
+        "lognormal:50us:1.0",
+        "uniform:0ns:10ns",
+    ],
+)
 def test_parse_dist_sample_mean_and_variance(text):
     d = parse_dist(text)
     n = 200_000
@@ -195,12 +244,14 @@ def test_sampler_draws_the_same_numbers_as_sample():
 dist_time = st.floats(min_value=0, max_value=1e12, allow_nan=False).map(lambda x: f"{x!r}ns")
 
 
-@given(st.one_of(
-    st.tuples(st.just("const"), dist_time),
-    st.tuples(st.just("exp"), dist_time),
-    st.tuples(st.just("uniform"), dist_time, dist_time),
-    st.tuples(st.just("lognormal"), dist_time, st.floats(0, 3).map(repr)),
-))
+@given(
+    st.one_of(
+        st.tuples(st.just("const"), dist_time),
+        st.tuples(st.just("exp"), dist_time),
+        st.tuples(st.just("uniform"), dist_time, dist_time),
+        st.tuples(st.just("lognormal"), dist_time, st.floats(0, 3).map(repr)),
+    )
+)
 def test_parse_dist_valid_grammar(parts):
     kind = parts[0]
     text = ":".join(parts)
@@ -263,12 +314,16 @@ def test_parse_dist_rejects_non_strings(value):
 
 
 @settings(max_examples=50)
-@given(lo=st.floats(0, 1e9).filter(lambda x: x == 0 or x > 1e-200),
-       width=st.floats(0, 1e9).filter(lambda x: x == 0 or x > 1e-200))
+@given(
+    lo=st.floats(0, 1e9).filter(lambda x: x == 0 or x > 1e-200),
+    width=st.floats(0, 1e9).filter(lambda x: x == 0 or x > 1e-200),
+)
 def test_uniform_scv_formula(lo, width):
     d = parse_dist(f"uniform:{lo!r}ns:{lo + width!r}ns")
     m = d.mean
     lo_, hi_ = d.params
-    expected = 0.0 if m == 0 else ((hi_ - lo_) / (hi_ + lo_)) ** 2 / 3  # Var = w^2/12, mean = (lo+hi)/2
+    expected = (
+        0.0 if m == 0 else ((hi_ - lo_) / (hi_ + lo_)) ** 2 / 3
+    )  # Var = w^2/12, mean = (lo+hi)/2
     assert d.scv == pytest.approx(expected)
     assert d.scv <= 1 / 3 + 1e-12  # uniform is never more variable than U(0, 2m)

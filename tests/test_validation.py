@@ -27,8 +27,11 @@ def test_validation_detects_a_wrong_model(monkeypatch):
     real = lockbench.run_lockbench
 
     def skewed(spec):
-        spec.hold = lockbench.Distribution(spec.hold.kind, tuple(p * 1.3 for p in spec.hold.params[:1])
-                                           + spec.hold.params[1:], spec.hold.text)
+        spec.hold = lockbench.Distribution(
+            spec.hold.kind,
+            tuple(p * 1.3 for p in spec.hold.params[:1]) + spec.hold.params[1:],
+            spec.hold.text,
+        )
         return real(spec)
 
     monkeypatch.setattr(validate, "run_lockbench", skewed)

@@ -49,7 +49,12 @@ def results():
 def test_every_preset_runs_on_new_and_the_read_presets_on_old(results):
     ran = {p for p, d in results if d == "new"}
     assert ran == set(presets())
-    assert {p for p, d in results if d == "old"} >= {"read_hits", "hot_page", "cold_misses", "punch_hole"}
+    assert {p for p, d in results if d == "old"} >= {
+        "read_hits",
+        "hot_page",
+        "cold_misses",
+        "punch_hole",
+    }
     for (preset, design), res in results.items():
         assert res.summary["total_ops_per_s"] > 0, (preset, design)
 
@@ -77,11 +82,18 @@ def test_littles_law_per_operation(results):
 
 
 def test_littles_law_is_tight_on_a_long_run():
-    res = run_workload(load_spec("read_hits", ["machine.cores=4", "processes.0.threads=4",
-                                               "duration=4ms", "warmup=0.5ms"]), "old")
+    res = run_workload(
+        load_spec(
+            "read_hits",
+            ["machine.cores=4", "processes.0.threads=4", "duration=4ms", "warmup=0.5ms"],
+        ),
+        "old",
+    )
     row = res.tables["ops"].set_index("op").loc["read"]
     lam_w = row.throughput_per_s * row.latency_us_mean * 1e-6
-    assert row.in_progress_mean == pytest.approx(4.0, rel=1e-3)  # closed loop, no think: always reading
+    assert row.in_progress_mean == pytest.approx(
+        4.0, rel=1e-3
+    )  # closed loop, no think: always reading
     assert lam_w == pytest.approx(row.in_progress_mean, rel=0.01)
 
 
@@ -129,11 +141,15 @@ def test_per_op_time_series_and_histograms_hold_the_summary_counts(results):
                 if o["count"]:
                     mean = (rows["count"] * rows.latency_us_mean).sum() / o["count"]
                     assert mean == pytest.approx(o["latency_us"]["mean"], rel=1e-9), (key, name)
-                    assert rows.latency_us_max.max() == pytest.approx(o["latency_us"]["max"], rel=1e-12)
+                    assert rows.latency_us_max.max() == pytest.approx(
+                        o["latency_us"]["max"], rel=1e-12
+                    )
                     buckets = lat[(lat.source == source) & (lat.op == name)]
                     assert buckets["count"].sum() == o["count"], (key, name)
                     assert buckets.latency_us.is_monotonic_increasing
-                    assert buckets.latency_us.iloc[-1] == pytest.approx(o["latency_us"]["max"], rel=1e-12)
+                    assert buckets.latency_us.iloc[-1] == pytest.approx(
+                        o["latency_us"]["max"], rel=1e-12
+                    )
 
 
 def test_holds_by_operation_add_up_to_the_lock(results):
@@ -160,8 +176,10 @@ def test_misses_are_nested_in_reads_that_miss():
 def test_a_miss_stalled_at_the_end_is_unfinished_not_dropped():
     """Misses stuck behind a writeback pass still running at the end are reported with their
     age, as the reads around them are: the stall must not vanish from the miss latencies."""
-    spec = load_spec("writeback_readers", ["machine.cores=4", "processes.0.threads=3", "duration=8ms",
-                                           "warmup=1ms"])
+    spec = load_spec(
+        "writeback_readers",
+        ["machine.cores=4", "processes.0.threads=3", "duration=8ms", "warmup=1ms"],
+    )
     res = run_workload(spec, "new")
     ops, fsync = res.summary["ops"], res.summary["daemons"]["fsync"]
     assert fsync["unfinished"] == 1 and fsync["count"] == 0  # the first pass starts at 5 ms
@@ -169,14 +187,24 @@ def test_a_miss_stalled_at_the_end_is_unfinished_not_dropped():
     assert ops["miss"]["unfinished"] <= ops["read"]["unfinished"] + ops["write"]["unfinished"]
     assert 1000 < ops["miss"]["unfinished_age_us_max"] <= fsync["unfinished_age_us_max"]
     qlock = res.summary["locks"]["page_lock"]
-    assert qlock["acquisitions"] > 0  # a page is born locked by its inserter: that is an acquisition
+    assert (
+        qlock["acquisitions"] > 0
+    )  # a page is born locked by its inserter: that is an acquisition
 
 
 def test_writeback_passes_are_intervals_and_their_steps_are_timed():
     """The writeback daemon's passes are the intervals (the last one may be unfinished); NEW
     holds pm_qlock for each whole pass, which lock_holders shows as fsync's holds."""
-    spec = load_spec("mmap_writeback", ["machine.cores=4", "processes.0.threads=3", "duration=14ms",
-                                        "warmup=2ms", "daemons.writeback.period=3ms"])
+    spec = load_spec(
+        "mmap_writeback",
+        [
+            "machine.cores=4",
+            "processes.0.threads=3",
+            "duration=14ms",
+            "warmup=2ms",
+            "daemons.writeback.period=3ms",
+        ],
+    )
     res = run_workload(spec, "new")
     iv, fsync = res.tables["intervals"], res.summary["daemons"]["fsync"]
     assert (iv.op == "fsync").all() and (iv.start_ms < iv.end_ms).all() and (iv.end_ms <= 14).all()
@@ -190,7 +218,9 @@ def test_writeback_passes_are_intervals_and_their_steps_are_timed():
     assert 0 < held.hold_us_max < longest
     timings = res.summary["timings"]
     for step in ("pte_walk", "shootdown_vmrs"):  # the unfinished pass may have done its steps
-        assert fsync["count"] <= timings[step]["count"] <= fsync["count"] + fsync["unfinished"], step
+        assert fsync["count"] <= timings[step]["count"] <= fsync["count"] + fsync["unfinished"], (
+            step
+        )
     assert 0 < timings["pte_walk"]["us_mean"] < held.hold_us_mean
 
 
@@ -201,8 +231,13 @@ def test_summary_keys_are_stable(results):
     assert set(s["ops"]["read"]) >= {"count", "throughput_per_s", "latency_us"}
     assert set(s["ops"]["read"]["latency_us"]) == {"mean", "p50", "p90", "p99", "p999", "max"}
     for name in LOCK_NAMES:
-        assert set(s["locks"][name]) >= {"acquisitions", "contended_fraction", "wait_us_mean", "wait_us_p99",
-                                         "hold_us_mean"}
+        assert set(s["locks"][name]) >= {
+            "acquisitions",
+            "contended_fraction",
+            "wait_us_mean",
+            "wait_us_p99",
+            "hold_us_mean",
+        }
     assert set(s["cpu"]) == {"useful", "spin", "idle", "ipi"}
     assert set(s["tlb"]) == {"shootdowns", "ipis"}
     assert set(s["io"]) == {"reads", "writes", "utilization"}
@@ -224,7 +259,9 @@ def test_the_design_shapes_a_review_expects(results):
     """OLD's reads take pm_lock and spin on it; NEW's take no lock and spin nowhere; NEW's
     reclaim daemon frees unused pages, their radix nodes through RCU."""
     old, new = results["read_hits", "old"].summary, results["read_hits", "new"].summary
-    threads = results["read_hits", "old"].spec.total_threads  # reads that locked before warm-up ended
+    threads = results[
+        "read_hits", "old"
+    ].spec.total_threads  # reads that locked before warm-up ended
     assert old["locks"]["pm_lock"]["acquisitions"] >= old["ops"]["read"]["count"] - threads
     assert new["locks"]["pm_lock"]["acquisitions"] == 0 and new["cpu"]["spin"] == 0.0
     assert old["cpu"]["spin"] > 0.0
@@ -235,21 +272,42 @@ def test_the_design_shapes_a_review_expects(results):
 
 
 def test_open_loop_throughput_follows_the_arrivals():
-    spec = load_spec("read_hits", ["machine.cores=2", "processes.0.threads=2", "duration=6ms", "warmup=1ms",
-                                   "loop.kind=open", "loop.arrivals=exp:2us", "loop.think=null"])
+    spec = load_spec(
+        "read_hits",
+        [
+            "machine.cores=2",
+            "processes.0.threads=2",
+            "duration=6ms",
+            "warmup=1ms",
+            "loop.kind=open",
+            "loop.arrivals=exp:2us",
+            "loop.think=null",
+        ],
+    )
     res = run_workload(spec, "new")
     read = res.summary["ops"]["read"]
     # 2 threads x 1 request / 2us = 1 M/s; Poisson count over 5 ms: sd ~ 1.4%
     assert read["throughput_per_s"] == pytest.approx(1e6, rel=0.06)
     assert res.summary["cpu"]["idle"] > 0.5  # each read takes ~0.6 us of every 2 us
     row = res.tables["ops"].set_index("op").loc["read"]
-    assert row.throughput_per_s * row.latency_us_mean * 1e-6 == pytest.approx(row.in_progress_mean, rel=0.02)
+    assert row.throughput_per_s * row.latency_us_mean * 1e-6 == pytest.approx(
+        row.in_progress_mean, rel=0.02
+    )
 
 
 def test_qlock_queue_in_the_time_series_shows_the_writeback_stall():
     """NEW's writeback holds pm_qlock across its IO: the threads that miss meanwhile wait on it."""
-    spec = load_spec("mmap_writeback", ["machine.cores=4", "processes.0.count=2", "processes.0.threads=2",
-                                        "duration=8ms", "warmup=1ms", "daemons.writeback.period=2ms"])
+    spec = load_spec(
+        "mmap_writeback",
+        [
+            "machine.cores=4",
+            "processes.0.count=2",
+            "processes.0.threads=2",
+            "duration=8ms",
+            "warmup=1ms",
+            "daemons.writeback.period=2ms",
+        ],
+    )
     res = run_workload(spec, "new")
     ts = res.tables["timeseries"]
     assert ts.pm_qlock_queue.between(0, spec.total_threads).all()
@@ -260,16 +318,36 @@ def test_qlock_queue_in_the_time_series_shows_the_writeback_stall():
 
 
 def test_writes_dirty_pages_in_the_time_series():
-    spec = load_spec("read_hits", ["machine.cores=2", "processes.0.threads=2", "duration=3ms", "warmup=1ms",
-                                   "mix.read=0", "mix.write=1"])
+    spec = load_spec(
+        "read_hits",
+        [
+            "machine.cores=2",
+            "processes.0.threads=2",
+            "duration=3ms",
+            "warmup=1ms",
+            "mix.read=0",
+            "mix.write=1",
+        ],
+    )
     ts = run_workload(spec, "new").tables["timeseries"]
-    assert ts.dirty_pages.is_monotonic_increasing and ts.dirty_pages.iloc[-1] > ts.dirty_pages.iloc[0] > 0
+    assert (
+        ts.dirty_pages.is_monotonic_increasing
+        and ts.dirty_pages.iloc[-1] > ts.dirty_pages.iloc[0] > 0
+    )
 
 
 def test_out_writes_every_table_and_the_spec_reruns_identically(tmp_path, capsys):
     out = tmp_path / "run1"
-    args = ["run", "hot_page", "--design", "old", *sum((["--set", s] for s in small("hot_page")), []),
-            "--out", str(out), "--json"]
+    args = [
+        "run",
+        "hot_page",
+        "--design",
+        "old",
+        *sum((["--set", s] for s in small("hot_page")), []),
+        "--out",
+        str(out),
+        "--json",
+    ]
     assert main(args) == 0
     printed = json.loads(capsys.readouterr().out)
     names = {p.name for p in out.iterdir()}
@@ -304,7 +382,10 @@ def test_out_is_all_or_nothing(tmp_path, monkeypatch):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "stale.txt").write_text("old run")
     res.write(tmp_path / "out")  # an existing folder is replaced whole
-    assert not (tmp_path / "out" / "stale.txt").exists() and (tmp_path / "out" / "summary.json").exists()
+    assert (
+        not (tmp_path / "out" / "stale.txt").exists()
+        and (tmp_path / "out" / "summary.json").exists()
+    )
 
 
 def test_designs_and_workloads_list_one_line_each(capsys):

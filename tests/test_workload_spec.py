@@ -36,13 +36,41 @@ ROOT = Path(__file__).resolve().parents[1]
 # A small valid spec that uses every section, so every key can be corrupted.
 BASE = {
     "name": "tiny",
-    "machine": {"cores": 2, "sockets": 1, "spinlock": "ttas", "qlock_wake": "waker_core",
-                "costs": {"cacheline_transfer_ns": 30}},
-    "files": [{"name": "data", "pages": 64, "store": "tmpfs", "resident": 1.0, "dirty": 0.0, "weight": 1.0}],
-    "processes": [{"name": "app", "count": 1, "threads": 2, "kind": "mcp",
-                   "mappings": [{"file": "data", "offset": 0, "length": 16, "shared": True, "prot": "rw"}]}],
-    "mix": {"read": 1.0, "write": 0.0, "touch": 0.0, "fsync": 0.0, "punch_hole": 0.0, "mmap_munmap": 0.1,
-            "reclaim": 0.0},
+    "machine": {
+        "cores": 2,
+        "sockets": 1,
+        "spinlock": "ttas",
+        "qlock_wake": "waker_core",
+        "costs": {"cacheline_transfer_ns": 30},
+    },
+    "files": [
+        {
+            "name": "data",
+            "pages": 64,
+            "store": "tmpfs",
+            "resident": 1.0,
+            "dirty": 0.0,
+            "weight": 1.0,
+        }
+    ],
+    "processes": [
+        {
+            "name": "app",
+            "count": 1,
+            "threads": 2,
+            "kind": "mcp",
+            "mappings": [{"file": "data", "offset": 0, "length": 16, "shared": True, "prot": "rw"}],
+        }
+    ],
+    "mix": {
+        "read": 1.0,
+        "write": 0.0,
+        "touch": 0.0,
+        "fsync": 0.0,
+        "punch_hole": 0.0,
+        "mmap_munmap": 0.1,
+        "reclaim": 0.0,
+    },
     "pattern": {"kind": "zipf", "theta": 0.9},
     "request_pages": 1,
     "touch_stores": 0.0,
@@ -54,11 +82,27 @@ BASE = {
     "seed": 1,
 }
 
-INT_KEYS = {"cores", "sockets", "pages", "count", "threads", "offset", "length", "request_pages", "touches",
-            "core", "seed"}
+INT_KEYS = {
+    "cores",
+    "sockets",
+    "pages",
+    "count",
+    "threads",
+    "offset",
+    "length",
+    "request_pages",
+    "touches",
+    "core",
+    "seed",
+}
 FLOAT_KEYS = {"resident", "dirty", "weight", "touch_stores", "theta", *BASE["mix"]}
-CHOICES = {"spinlock": ("ttas", "ticket", "mcs"), "qlock_wake": ("waker_core", "remote_ipi"),
-           "store": ("tmpfs", "nvme", "hdd", "network"), "kind": ("mcp", "scp"), "prot": ("r", "rw")}
+CHOICES = {
+    "spinlock": ("ttas", "ticket", "mcs"),
+    "qlock_wake": ("waker_core", "remote_ipi"),
+    "store": ("tmpfs", "nvme", "hdd", "network"),
+    "kind": ("mcp", "scp"),
+    "prot": ("r", "rw"),
+}
 STR_KEYS = {"name", "file"}
 BOOL_KEYS = {"shared"}
 DURATION_KEYS = {"duration", "warmup", "period"}
@@ -89,7 +133,11 @@ def put(raw, path, value):
 
 NODES = [p for p, v in walk(BASE) if isinstance(v, dict)]  # where a key can be added
 # Leaves, but not the kind that picks a pattern's or a loop's variant (its own tests are below).
-LEAVES = [p for p, v in walk(BASE) if not isinstance(v, (dict, list)) and p not in {("pattern", "kind"), ("loop", "kind")}]
+LEAVES = [
+    p
+    for p, v in walk(BASE)
+    if not isinstance(v, (dict, list)) and p not in {("pattern", "kind"), ("loop", "kind")}
+]
 COSTS = ("machine", "costs")
 
 
@@ -133,15 +181,19 @@ def test_base_is_valid():
 
 # --- unknown keys ----------------------------------------------------------------------------
 
+
 def _typos(word):
     """Near-miss spellings: one character dropped, doubled, swapped with the next, or replaced."""
     letters = string.ascii_lowercase
     return st.one_of(
-        st.integers(0, len(word) - 1).map(lambda i: word[:i] + word[i + 1:]),
+        st.integers(0, len(word) - 1).map(lambda i: word[:i] + word[i + 1 :]),
         st.integers(0, len(word) - 1).map(lambda i: word[:i] + word[i] + word[i:]),
-        st.integers(0, max(len(word) - 2, 0)).map(lambda i: word[:i] + word[i + 1:i + 2] + word[i] + word[i + 2:]),
+        st.integers(0, max(len(word) - 2, 0)).map(
+            lambda i: word[:i] + word[i + 1 : i + 2] + word[i] + word[i + 2 :]
+        ),
         st.tuples(st.integers(0, len(word) - 1), st.sampled_from(letters)).map(
-            lambda t: word[:t[0]] + t[1] + word[t[0] + 1:]),
+            lambda t: word[: t[0]] + t[1] + word[t[0] + 1 :]
+        ),
     )
 
 
@@ -179,7 +231,11 @@ _garbage = st.one_of(
 
 
 @settings(max_examples=300, deadline=None)
-@given(node=st.sampled_from(NODES), key=_garbage, value=st.one_of(st.integers(), st.text(max_size=8), st.none()))
+@given(
+    node=st.sampled_from(NODES),
+    key=_garbage,
+    value=st.one_of(st.integers(), st.text(max_size=8), st.none()),
+)
 def test_garbage_key_is_refused(node, key, value):
     raw = base()
     parent = get(raw, node)
@@ -194,28 +250,64 @@ def test_garbage_key_is_refused(node, key, value):
 # --- wrong types ------------------------------------------------------------------------------
 
 _words = st.text(alphabet=string.ascii_letters + " _!?", min_size=1, max_size=10).filter(
-    lambda s: s.strip().lower() not in {"inf", "infinity", "nan", "true", "false", "yes", "no", "on", "off",
-                                        "t", "f", "y", "n"})
-_containers = st.one_of(st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=3), st.integers(),
-                                                                             max_size=2))
+    lambda s: (
+        s.strip().lower()
+        not in {
+            "inf",
+            "infinity",
+            "nan",
+            "true",
+            "false",
+            "yes",
+            "no",
+            "on",
+            "off",
+            "t",
+            "f",
+            "y",
+            "n",
+        }
+    )
+)
+_containers = st.one_of(
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
 
 
 def _wrong(key):
     if key in INT_KEYS:
-        return st.one_of(_words, _containers, st.booleans(), st.none(),
-                         st.floats(allow_nan=False, allow_infinity=False).filter(lambda x: x != int(x)))
+        return st.one_of(
+            _words,
+            _containers,
+            st.booleans(),
+            st.none(),
+            st.floats(allow_nan=False, allow_infinity=False).filter(lambda x: x != int(x)),
+        )
     if key in FLOAT_KEYS:
         return st.one_of(_words, _containers, st.booleans(), st.none())
     if key in CHOICES:
-        return st.one_of(_words.filter(lambda s: s not in CHOICES[key]), st.integers(), _containers,
-                         st.booleans(), st.none())
+        return st.one_of(
+            _words.filter(lambda s: s not in CHOICES[key]),
+            st.integers(),
+            _containers,
+            st.booleans(),
+            st.none(),
+        )
     if key in STR_KEYS:
         return st.one_of(st.integers(), st.floats(allow_nan=False), _containers, st.booleans())
     if key in BOOL_KEYS:
-        return st.one_of(_words, st.integers(min_value=2), st.floats(allow_nan=False).filter(lambda x: x not in (0, 1)),
-                         _containers, st.none())
+        return st.one_of(
+            _words,
+            st.integers(min_value=2),
+            st.floats(allow_nan=False).filter(lambda x: x not in (0, 1)),
+            _containers,
+            st.none(),
+        )
     if key in DURATION_KEYS:
-        return st.one_of(st.integers(), st.floats(allow_nan=False), _words, _containers, st.booleans(), st.none())
+        return st.one_of(
+            st.integers(), st.floats(allow_nan=False), _words, _containers, st.booleans(), st.none()
+        )
     if key in DIST_KEYS:
         return st.one_of(st.integers(), _words, _containers, st.booleans(), st.none())
     raise AssertionError(f"no wrong values for {key}")
@@ -245,12 +337,27 @@ def test_wrong_type_is_refused(case):
 
 # --- zero or negative sizes -------------------------------------------------------------------
 
-SIZES = [("machine", "cores"), ("machine", "sockets"), ("files", 0, "pages"), ("processes", 0, "count"),
-         ("processes", 0, "threads"), ("processes", 0, "mappings", 0, "length"), ("request_pages",),
-         ("churn", "pages")]
-NON_NEGATIVE = [("processes", 0, "mappings", 0, "offset"), ("churn", "touches"), ("daemons", "writeback", "core"),
-                ("seed",), ("files", 0, "resident"), ("files", 0, "dirty"), ("touch_stores",),
-                ("pattern", "theta"), *[("mix", op) for op in BASE["mix"]]]
+SIZES = [
+    ("machine", "cores"),
+    ("machine", "sockets"),
+    ("files", 0, "pages"),
+    ("processes", 0, "count"),
+    ("processes", 0, "threads"),
+    ("processes", 0, "mappings", 0, "length"),
+    ("request_pages",),
+    ("churn", "pages"),
+]
+NON_NEGATIVE = [
+    ("processes", 0, "mappings", 0, "offset"),
+    ("churn", "touches"),
+    ("daemons", "writeback", "core"),
+    ("seed",),
+    ("files", 0, "resident"),
+    ("files", 0, "dirty"),
+    ("touch_stores",),
+    ("pattern", "theta"),
+    *[("mix", op) for op in BASE["mix"]],
+]
 
 
 @settings(max_examples=200, deadline=None)
@@ -262,8 +369,12 @@ def test_zero_or_negative_size_is_refused(path, value):
 
 
 @settings(max_examples=200, deadline=None)
-@given(path=st.sampled_from(NON_NEGATIVE),
-       value=st.one_of(st.integers(max_value=-1), st.floats(max_value=-1e-9, allow_nan=False, allow_infinity=False)))
+@given(
+    path=st.sampled_from(NON_NEGATIVE),
+    value=st.one_of(
+        st.integers(max_value=-1), st.floats(max_value=-1e-9, allow_nan=False, allow_infinity=False)
+    ),
+)
 def test_negative_value_is_refused(path, value):
     raw = base()
     if path[-1] not in FLOAT_KEYS:
@@ -274,6 +385,7 @@ def test_negative_value_is_refused(path, value):
 
 
 # --- mappings past the end of the file --------------------------------------------------------
+
 
 @settings(max_examples=200, deadline=None)
 @given(pages=st.integers(1, 256), data=st.data())
@@ -297,6 +409,7 @@ def test_mapping_past_end_of_file_is_refused(pages, data):
 
 # --- durations --------------------------------------------------------------------------------
 
+
 def _not_a_duration(text):
     try:
         parse_time(text)
@@ -308,15 +421,21 @@ def _not_a_duration(text):
 _bad_durations = st.one_of(
     st.text(max_size=10).filter(_not_a_duration),
     st.integers(0, 10**6).map(str),  # no unit
-    st.tuples(st.integers(1, 999), st.sampled_from(["sec", "mss", "m", "h", "min", "nsec", "US ", "µ"])).map(
-        lambda t: f"{t[0]}{t[1]}").filter(_not_a_duration),
+    st.tuples(
+        st.integers(1, 999), st.sampled_from(["sec", "mss", "m", "h", "min", "nsec", "US ", "µ"])
+    )
+    .map(lambda t: f"{t[0]}{t[1]}")
+    .filter(_not_a_duration),
     st.integers(1, 999).map(lambda n: f"-{n}ms"),
     st.sampled_from(["ms", "1.2.3ms", "1e400ms", "inf s", "nan us", "", " "]),
 )
 
 
 @settings(max_examples=200, deadline=None)
-@given(path=st.sampled_from([("duration",), ("warmup",), ("daemons", "writeback", "period")]), value=_bad_durations)
+@given(
+    path=st.sampled_from([("duration",), ("warmup",), ("daemons", "writeback", "period")]),
+    value=_bad_durations,
+)
 def test_malformed_duration_is_refused(path, value):
     raw = base()
     put(raw, path, value)
@@ -332,10 +451,24 @@ def _not_a_dist(text):
 
 
 @settings(max_examples=120, deadline=None)
-@given(kind=st.sampled_from(["closed", "open"]),
-       value=st.one_of(st.text(max_size=12), _bad_durations.map(lambda d: f"exp:{d}"),
-                       st.sampled_from(["exp:1us:2us", "const", "uniform:2us", "uniform:3us:1us", "lognormal:1us:x",
-                                        "poisson:1us", "2us"])).filter(_not_a_dist))
+@given(
+    kind=st.sampled_from(["closed", "open"]),
+    value=st.one_of(
+        st.text(max_size=12),
+        _bad_durations.map(lambda d: f"exp:{d}"),
+        st.sampled_from(
+            [
+                "exp:1us:2us",
+                "const",
+                "uniform:2us",
+                "uniform:3us:1us",
+                "lognormal:1us:x",
+                "poisson:1us",
+                "2us",
+            ]
+        ),
+    ).filter(_not_a_dist),
+)
 def test_malformed_distribution_is_refused(kind, value):
     raw = base()
     key = "think" if kind == "closed" else "arrivals"
@@ -350,8 +483,10 @@ REFERENCE_COSTS = sorted(n for n, p in cost_params().items() if p.role != "input
 
 
 @settings(max_examples=200, deadline=None)
-@given(name=st.text(alphabet=string.ascii_lowercase + "_0123456789", min_size=1, max_size=30),
-       value=st.one_of(st.integers(0, 100), st.floats(0, 100)))
+@given(
+    name=st.text(alphabet=string.ascii_lowercase + "_0123456789", min_size=1, max_size=30),
+    value=st.one_of(st.integers(0, 100), st.floats(0, 100)),
+)
 def test_unknown_cost_is_refused(name, value):
     assume(name not in cost_params())
     raw = base()
@@ -362,9 +497,14 @@ def test_unknown_cost_is_refused(name, value):
 
 
 @settings(max_examples=200, deadline=None)
-@given(name=st.sampled_from(INPUT_COSTS),
-       value=st.one_of(st.integers(max_value=-1), st.floats(max_value=-1e-12, allow_nan=False),
-                       st.integers(1, 999).map(lambda n: f"-{n}ns")))
+@given(
+    name=st.sampled_from(INPUT_COSTS),
+    value=st.one_of(
+        st.integers(max_value=-1),
+        st.floats(max_value=-1e-12, allow_nan=False),
+        st.integers(1, 999).map(lambda n: f"-{n}ns"),
+    ),
+)
 def test_negative_cost_is_refused(name, value):
     raw = base()
     raw["machine"]["costs"] = {name: value}
@@ -380,13 +520,33 @@ def test_reference_cost_cannot_be_set(name):
 
 # --- impossible workloads ---------------------------------------------------------------------
 
+
 @st.composite
 def impossible_cases(draw):
     """(raw, key path, value) for a workload whose keys are each fine but do not fit together."""
     raw = base()
-    what = draw(st.sampled_from(["disjoint", "scp", "dirty", "warmup", "hot_page", "sockets", "daemon_core",
-                                 "request_pages", "churn", "churn_file", "mapping_file", "touch_no_mapping",
-                                 "unused_churn", "unused_stores", "unused_request_pages", "store_to_read_only"]))
+    what = draw(
+        st.sampled_from(
+            [
+                "disjoint",
+                "scp",
+                "dirty",
+                "warmup",
+                "hot_page",
+                "sockets",
+                "daemon_core",
+                "request_pages",
+                "churn",
+                "churn_file",
+                "mapping_file",
+                "touch_no_mapping",
+                "unused_churn",
+                "unused_stores",
+                "unused_request_pages",
+                "store_to_read_only",
+            ]
+        )
+    )
     if what == "unused_request_pages":
         n = draw(st.integers(2, 64))
         raw["mix"].update(read=0.0, touch=1.0)
@@ -469,9 +629,17 @@ def test_impossible_workload_is_refused(case):
 
 # --- one corruption, end to end: a YAML file through pmsim run ---------------------------------
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(case=st.one_of(typo_cases().map(lambda c: ("typo", c)), wrong_type_cases().map(lambda c: ("type", c)),
-                      impossible_cases().map(lambda c: ("impossible", c))))
+
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    case=st.one_of(
+        typo_cases().map(lambda c: ("typo", c)),
+        wrong_type_cases().map(lambda c: ("type", c)),
+        impossible_cases().map(lambda c: ("impossible", c)),
+    )
+)
 def test_bad_yaml_file_exits_2_with_one_line(case, tmp_path, capsys):
     kind, c = case
     if kind == "typo":
@@ -495,8 +663,16 @@ def test_bad_yaml_file_exits_2_with_one_line(case, tmp_path, capsys):
 
 # --- the command line -------------------------------------------------------------------------
 
-TINY = ["--set", "duration=0.2ms", "--set", "warmup=0.05ms", "--set", "machine.cores=2",
-        "--set", "processes.0.threads=2"]
+TINY = [
+    "--set",
+    "duration=0.2ms",
+    "--set",
+    "warmup=0.05ms",
+    "--set",
+    "machine.cores=2",
+    "--set",
+    "processes.0.threads=2",
+]
 
 
 def write(tmp_path, text, name="w.yaml"):
@@ -533,42 +709,88 @@ def _cli_cases(tmp_path):
         (["run", "mixed", "--design", "old"], ["old", "fsync"]),
         (["run", "reclaim", "--design", "old"], ["old", "reclaim"]),
         (["run", "read_hits", "--design", "old", "--set", "mix.fsync=1"], ["old", "fsync"]),
-        (["run", "read_hits", "--design", "old", "--set", "daemons.writeback.period=1ms"], ["old", "fsync"]),
-        (["run", "read_hits", "--design", "old", "--set", "daemons.reclaim.period=1ms"], ["old", "reclaim"]),
+        (
+            ["run", "read_hits", "--design", "old", "--set", "daemons.writeback.period=1ms"],
+            ["old", "fsync"],
+        ),
+        (
+            ["run", "read_hits", "--design", "old", "--set", "daemons.reclaim.period=1ms"],
+            ["old", "reclaim"],
+        ),
         (["run", "read_hits", "--set", "machine.cores=0"], ["machine.cores", "0"]),
         (["run", "read_hits", "--set", "machine.cores=yes"], ["cores", "True"]),
         (["run", "read_hits", "--set", "duration=20"], ["duration", "20"]),
         (["run", "read_hits", "--set", "warmup=2 fortnights"], ["warmup", "'2 fortnights'"]),
         (["run", "read_hits", "--set", "duration=1ms", "--set", "warmup=1ms"], ["warmup", "1ms"]),
         (["run", "read_hits", "--set", "nosuchkey=1"], ["nosuchkey", "1"]),
-        (["run", "read_hits", "--set", "machine.coers=4"], ["machine.coers", "did you mean 'cores'", "4"]),
-        (["run", "read_hits", "--set", "cachline_transfer_ns=30"], ["cachline_transfer_ns", "cacheline_transfer_ns", "30"]),
+        (
+            ["run", "read_hits", "--set", "machine.coers=4"],
+            ["machine.coers", "did you mean 'cores'", "4"],
+        ),
+        (
+            ["run", "read_hits", "--set", "cachline_transfer_ns=30"],
+            ["cachline_transfer_ns", "cacheline_transfer_ns", "30"],
+        ),
         (["run", "read_hits", "--set", "machine.costs.no_such_cost=3"], ["no_such_cost", "3"]),
-        (["run", "read_hits", "--set", "cacheline_transfer_ns=-5"], ["cacheline_transfer_ns", "-5"]),
-        (["run", "read_hits", "--set", "cacheline_transfer_ns=true"], ["cacheline_transfer_ns", "True"]),
+        (
+            ["run", "read_hits", "--set", "cacheline_transfer_ns=-5"],
+            ["cacheline_transfer_ns", "-5"],
+        ),
+        (
+            ["run", "read_hits", "--set", "cacheline_transfer_ns=true"],
+            ["cacheline_transfer_ns", "True"],
+        ),
         (["run", "read_hits", "--set", "processes.5.threads=2"], ["processes.5", "0..0"]),
         (["run", "read_hits", "--set", "processes.x.threads=2"], ["processes.x"]),
-        (["run", "read_hits", "--set", "processes.0.mappings.0.offset=3"], ["processes.0.mappings", "0"]),
+        (
+            ["run", "read_hits", "--set", "processes.0.mappings.0.offset=3"],
+            ["processes.0.mappings", "0"],
+        ),
         (["run", "read_hits", "--set", "machine.cores.x=3"], ["machine.cores", "16"]),
         (["run", "read_hits", "--set", "machine.cores"], ["machine.cores"]),
         (["run", "read_hits", "--set", "machine..cores=1"], ["machine..cores"]),
-        (["run", "read_hits", "--set", "pattern.kind=zipff"], ["pattern.kind", "'zipff'", "did you mean 'zipf'"]),
-        (["run", "read_hits", "--set", "pattern.kind=disjoint", "--set", "files.0.pages=4"], ["disjoint", "16"]),
+        (
+            ["run", "read_hits", "--set", "pattern.kind=zipff"],
+            ["pattern.kind", "'zipff'", "did you mean 'zipf'"],
+        ),
+        (
+            ["run", "read_hits", "--set", "pattern.kind=disjoint", "--set", "files.0.pages=4"],
+            ["disjoint", "16"],
+        ),
         (["run", "read_hits", "--set", "processes.0.kind=scp"], ["scp", "threads=16"]),
-        (["run", "read_hits", "--set", "files.0.dirty=0.5", "--set", "files.0.resident=0.2"], ["dirty", "0.5"]),
+        (
+            ["run", "read_hits", "--set", "files.0.dirty=0.5", "--set", "files.0.resident=0.2"],
+            ["dirty", "0.5"],
+        ),
         (["run", "hot_page", "--set", "pattern.page=4096"], ["pattern.page", "4096"]),
         (["run", "read_hits", "--seed", "-1"], ["seed", "-1"]),
         (["run", write(tmp_path, PAST_EOF, "past.yaml")], ["mappings[0].length", "8"]),
-        (["run", write(tmp_path, PAST_EOF.replace("offset: 60, length: 8", "offset: 64"), "past2.yaml")],
-         ["mappings[0].offset", "64"]),
+        (
+            [
+                "run",
+                write(
+                    tmp_path, PAST_EOF.replace("offset: 60, length: 8", "offset: 64"), "past2.yaml"
+                ),
+            ],
+            ["mappings[0].offset", "64"],
+        ),
         (["run", write(tmp_path, "files: [\n  - {name: data\n", "bad.yaml")], ["not valid YAML"]),
-        (["run", write(tmp_path, "duration: 1ms\nduration: 2ms\n", "twice.yaml")], ["'duration'", "twice"]),
+        (
+            ["run", write(tmp_path, "duration: 1ms\nduration: 2ms\n", "twice.yaml")],
+            ["'duration'", "twice"],
+        ),
         (["run", write(tmp_path, "name: x\nseed: \x01\n", "ctrl.yaml")], ["not valid YAML"]),
         (["run", write(tmp_path, "- 1\n- 2\n", "list.yaml")], ["mapping", "list"]),
-        (["run", write(tmp_path, "pattern: {knd: zipf}\n", "kind.yaml")], ["pattern.kind", "'knd'"]),
+        (
+            ["run", write(tmp_path, "pattern: {knd: zipf}\n", "kind.yaml")],
+            ["pattern.kind", "'knd'"],
+        ),
         (["run", write(tmp_path, '"a\\nb": 1\n', "newline_key.yaml")], ["unknown key", "a\\nb"]),
         (["run", str(tmp_path / "missing.yaml")], ["missing.yaml"]),
-        (["run", write_bytes(tmp_path, b"name: \xff\xfe\n", "latin1.yaml")], ["latin1.yaml", "0xff"]),
+        (
+            ["run", write_bytes(tmp_path, b"name: \xff\xfe\n", "latin1.yaml")],
+            ["latin1.yaml", "0xff"],
+        ),
     ]
 
 
@@ -594,17 +816,28 @@ def test_unused_cost_override_is_refused(capsys):
 
 def run_cli(*args):
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, "-m", "pmsim", *args], capture_output=True, text=True, timeout=120,
-                          cwd=ROOT, env=env, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "pmsim", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env=env,
+        check=False,
+    )
 
 
-@pytest.mark.parametrize("args", [
-    ["run", "read_hit"],
-    ["run", "mixed", "--design", "old"],
-    ["run", "read_hits", "--set", "duration=20"],
-    ["run", "read_hits", "--set", "machine.costs.bogus_ns=1"],
-    ["run", "BAD_YAML"],
-], ids=["unknown-preset", "old-fsync", "no-unit", "unknown-cost", "invalid-yaml"])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run", "read_hit"],
+        ["run", "mixed", "--design", "old"],
+        ["run", "read_hits", "--set", "duration=20"],
+        ["run", "read_hits", "--set", "machine.costs.bogus_ns=1"],
+        ["run", "BAD_YAML"],
+    ],
+    ids=["unknown-preset", "old-fsync", "no-unit", "unknown-cost", "invalid-yaml"],
+)
 def test_cli_subprocess_bad_input(args, tmp_path):
     args = [write(tmp_path, "files: [\n  - {name: data\n") if a == "BAD_YAML" else a for a in args]
     r = run_cli(*args)

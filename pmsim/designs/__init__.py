@@ -31,5 +31,7 @@ def get_design(name: str):
 
     table = designs()
     if name not in table:
-        raise ConfigError(f"design: unknown {name!r}{did_you_mean(name, table)} (one of {', '.join(table)})")
+        raise ConfigError(
+            f"design: unknown {name!r}{did_you_mean(name, table)} (one of {', '.join(table)})"
+        )
     return table[name]

@@ -64,8 +64,10 @@ class PageMap:
         if op not in OPERATIONS:
             raise ConfigError(f"operation {op!r}: unknown (one of {', '.join(OPERATIONS)})")
         if op not in cls.entry_points:
-            raise ConfigError(f"design {cls.name}: has no {op} entry point "
-                              f"(it offers {', '.join(o for o in OPERATIONS if o in cls.entry_points)})")
+            raise ConfigError(
+                f"design {cls.name}: has no {op} entry point "
+                f"(it offers {', '.join(o for o in OPERATIONS if o in cls.entry_points)})"
+            )
 
     def violation(self, th, index, msg: str):
         """Stop the run: a code assertion (akaros-pagemap.md 5.3) failed."""
@@ -178,7 +180,9 @@ class PageMap:
             th.pending += self._page_alloc  # kpage_alloc (MEM_ATOMIC: never sleeps)
             page = Page(index)
             page.flags = PG_LOCKED | PG_PAGEMAP
-            page.sem = QLock(self.machine, "page_lock", self.machine.qlock_wake, held_by=th)  # sem_init 0
+            page.sem = QLock(
+                self.machine, "page_lock", self.machine.qlock_wake, held_by=th
+            )  # sem_init 0
             error = yield from self.pm_insert_page(th, index, page)
             if error == 0:
                 yield from self._load_locked_page(th, page)
@@ -274,7 +278,9 @@ class PageMap:
         resident page: zero it if mapped or in use, else remove and free it."""
         end = start + nr
         if not start < end < ULONG_LIMIT:  # assert(end_idx > start_idx), unsigned
-            raise self.violation(th, start, f"pm_remove_or_zero_pages: range of {nr} pages wraps or is empty")
+            raise self.violation(
+                th, start, f"pm_remove_or_zero_pages: range of {nr} pages wraps or is empty"
+            )
         lock = self.radix_writers_lock
         yield from lock.acquire(th)
         for idx in self._walk(th, start, end):
@@ -327,7 +333,9 @@ class PageMap:
         hi = min(idx + nr, vmr.foff + vmr.npages) - vmr.foff
         if hi <= lo:
             return
-        th.pending += walk_ns(vmr.proc, vmr.base + lo, vmr.base + hi, self._pte_entry, self._pte_level)
+        th.pending += walk_ns(
+            vmr.proc, vmr.base + lo, vmr.base + hi, self._pte_entry, self._pte_level
+        )
         for off, pte in vmr.ptes_in(lo, hi):
             callback(th, vmr, off, pte)
 

@@ -14,10 +14,17 @@ from pmsim.designs.base import ULONG_LIMIT, PageMap
 from pmsim.kernel.vm import PROT_WRITE
 from pmsim.pagecache.page import PG_DIRTY, PG_UPTODATE
 
-
 # What the flattened read step (NewPageMap.load_copy_put) does in one generator.
-FLATTENED = ("pm_find_page", "_slot_get", "_slot_cas_ref", "pm_load_page", "_check_found",
-             "_load_page_not_hit", "pm_put_page", "_put_ref")
+FLATTENED = (
+    "pm_find_page",
+    "_slot_get",
+    "_slot_cas_ref",
+    "pm_load_page",
+    "_check_found",
+    "_load_page_not_hit",
+    "pm_put_page",
+    "_put_ref",
+)
 
 
 class NewPageMap(PageMap):

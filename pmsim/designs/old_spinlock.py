@@ -151,7 +151,9 @@ class OldPageMap(PageMap):
                 continue
             slot = page.slot
             if slot.refcnt:
-                self.recorder.count("warn_remove_contig_refcnt")  # warn("Unexpected refcnt in PM remove!")
+                self.recorder.count(
+                    "warn_remove_contig_refcnt"
+                )  # warn("Unexpected refcnt in PM remove!")
             old = slot.value()
             yield from th.sync()
             ok, _ = slot.line.cas(th, slot.word, equal=slot.value() == old)

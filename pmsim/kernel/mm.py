@@ -51,8 +51,12 @@ def map_page_at_addr(th, mmc: MmCosts, vmr: Vmr, off: int, page, private: bool):
         if not private:
             page.mapcount += 1
     elif not pte.present:
-        raise violation(th.machine, th, page.index,
-                        "map_page_at_addr over a mapped, not-present PTE (assert !pte_is_mapped)")
+        raise violation(
+            th.machine,
+            th,
+            page.index,
+            "map_page_at_addr over a mapped, not-present PTE (assert !pte_is_mapped)",
+        )
     yield from proc.pte_lock.release(th)
 
 

@@ -63,7 +63,9 @@ class Kernel:
             page.slot = slot
             f.pm.num_pages += 1
 
-    def map_now(self, proc: Process, f: FsFile, foff: int, npages: int, prot: int, shared: bool) -> Vmr:
+    def map_now(
+        self, proc: Process, f: FsFile, foff: int, npages: int, prot: int, shared: bool
+    ) -> Vmr:
         """A ready VMR on the process's and the page map's lists, before the run."""
         vmr = Vmr(proc, f, proc.place(npages), npages, foff, prot, shared)
         vmr.ready = True

@@ -32,8 +32,18 @@ class Pte:
 class Vmr:
     """``struct vm_region`` for a file mapping."""
 
-    __slots__ = ("proc", "file", "base", "npages", "foff", "prot", "shared", "ready",
-                 "shootdown_needed", "ptes")
+    __slots__ = (
+        "proc",
+        "file",
+        "base",
+        "npages",
+        "foff",
+        "prot",
+        "shared",
+        "ready",
+        "shootdown_needed",
+        "ptes",
+    )
 
     def __init__(self, proc, file, base: int, npages: int, foff: int, prot: int, shared: bool):
         self.proc = proc  # vm_proc
@@ -60,7 +70,9 @@ class Vmr:
 
     def __repr__(self) -> str:
         kind = "shared" if self.shared else "private"
-        return f"Vmr({self.proc.name}, file pages {self.foff}+{self.npages}, prot {self.prot}, {kind})"
+        return (
+            f"Vmr({self.proc.name}, file pages {self.foff}+{self.npages}, prot {self.prot}, {kind})"
+        )
 
 
 def walk_ns(proc, lo_vpn: int, hi_vpn: int, per_entry_ns: float, per_level_ns: float) -> float:

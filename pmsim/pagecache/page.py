@@ -13,8 +13,13 @@ PG_DIRTY = 0x004  # newer than the backing store
 PG_PAGEMAP = 0x010  # belongs to a page map; page_decref asserts it is clear
 PG_REMOVAL = 0x020  # OLD pm_remove_contig's working mark
 
-FLAG_NAMES = {PG_LOCKED: "LOCKED", PG_UPTODATE: "UPTODATE", PG_DIRTY: "DIRTY",
-              PG_PAGEMAP: "PAGEMAP", PG_REMOVAL: "REMOVAL"}
+FLAG_NAMES = {
+    PG_LOCKED: "LOCKED",
+    PG_UPTODATE: "UPTODATE",
+    PG_DIRTY: "DIRTY",
+    PG_PAGEMAP: "PAGEMAP",
+    PG_REMOVAL: "REMOVAL",
+}
 
 
 def flag_names(flags: int) -> str:

@@ -79,7 +79,9 @@ class RadixTree:
             return None, 0
         allocs = 0
         children = self.children
-        while self.depth == 0 or index >= FANOUT ** self.depth:  # grow: a new root, the old root its first child
+        while (
+            self.depth == 0 or index >= FANOUT**self.depth
+        ):  # grow: a new root, the old root its first child
             self.depth += 1
             children[(self.depth, 0)] = 1 if self.depth > 1 else 0
             allocs += 1

@@ -36,9 +36,22 @@ from pmsim.plots.timeline import (
     writeback_timeline,
 )
 
-__all__ = ["DESIGN_COLORS", "cpu_breakdown", "design_colors", "latency_cdf", "latency_vs_cores", "latency_vs_load",
-           "lock_breakdown", "lock_holds_by_op", "shootdowns_per_op", "standard_figures", "throughput_vs_cores",
-           "timings", "write_figures", "writeback_timeline"]
+__all__ = [
+    "DESIGN_COLORS",
+    "cpu_breakdown",
+    "design_colors",
+    "latency_cdf",
+    "latency_vs_cores",
+    "latency_vs_load",
+    "lock_breakdown",
+    "lock_holds_by_op",
+    "shootdowns_per_op",
+    "standard_figures",
+    "throughput_vs_cores",
+    "timings",
+    "write_figures",
+    "writeback_timeline",
+]
 
 
 def _any_positive(result, workload, pattern: str) -> bool:
@@ -61,7 +74,9 @@ def standard_figures(result) -> dict:
             figs[f"latency_vs_{xs}-{w}"] = latency_vs_cores(result, w)
             # A load curve needs load that varies with a number (or an offered rate), not
             # points side by side whose carried load happens to differ.
-            if len(lay.points) > 1 and (lay.x is not None or data.has_metric(result, w, "offered_ops_per_s")):
+            if len(lay.points) > 1 and (
+                lay.x is not None or data.has_metric(result, w, "offered_ops_per_s")
+            ):
                 figs[f"latency_vs_load-{w}"] = latency_vs_load(result, w)
         if not data.run_table(result, "latency", w).empty:
             figs[f"latency_cdf-{w}"] = latency_cdf(result, w)
@@ -79,13 +94,18 @@ def standard_figures(result) -> dict:
                 figs[f"writeback_timeline-{w}-{d}"] = writeback_timeline(result, w, design=d)
                 whole = finished_pass_run(result, w, d)  # and where a whole pass fits in the run
                 if whole is not None and whole[0] != lay.default_point():
-                    slug = "_".join(style.format_value(k, v).replace(" ", "_") for k, v in whole[0].items())
+                    slug = "_".join(
+                        style.format_value(k, v).replace(" ", "_") for k, v in whole[0].items()
+                    )
                     figs[f"writeback_timeline-{w}-{d}-{slug}"] = writeback_timeline(
-                        result, w, design=d, point=whole[0], replication=whole[1])
+                        result, w, design=d, point=whole[0], replication=whole[1]
+                    )
     return figs
 
 
-def write_figures(result, out_dir, formats=("png", "svg"), dpi: int = 150, figures: dict | None = None) -> list[Path]:
+def write_figures(
+    result, out_dir, formats=("png", "svg"), dpi: int = 150, figures: dict | None = None
+) -> list[Path]:
     """Write ``figures`` (default: :func:`standard_figures` of ``result``) into ``out_dir`` as
     ``<stem>.<format>``; the paths written."""
     out = Path(out_dir)

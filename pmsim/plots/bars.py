@@ -12,8 +12,16 @@ import pandas as pd
 from pmsim.plots import data, style
 
 # cpu.* fractions, stacked bottom up: solid for useful work, hatched for spinning and IPIs.
-CPU_PARTS = (("useful", 1.0, None), ("spin", 0.5, "////"), ("ipi", 0.3, "xxx"), ("idle", 0.08, None))
-MARKS = {"p99": {"marker": "o", "mfc": "white", "ms": 5, "mew": 1.3}, "max": {"marker": "x", "ms": 5, "mew": 1.3}}
+CPU_PARTS = (
+    ("useful", 1.0, None),
+    ("spin", 0.5, "////"),
+    ("ipi", 0.3, "xxx"),
+    ("idle", 0.08, None),
+)
+MARKS = {
+    "p99": {"marker": "o", "mfc": "white", "ms": 5, "mew": 1.3},
+    "max": {"marker": "x", "ms": 5, "mew": 1.3},
+}
 
 
 def _point(result, workload, point) -> dict:
@@ -58,13 +66,22 @@ def grouped_bars(ax, groups: list[str], colors: dict, get, absent=None) -> None:
             for name, df in marks.items():
                 v = _value(df, design)
                 if np.isfinite(v):
-                    ax.plot([x], [v], ls="none", color=color, label=f"_{name} {design} {g}", **MARKS[name])
+                    ax.plot(
+                        [x],
+                        [v],
+                        ls="none",
+                        color=color,
+                        label=f"_{name} {design} {g}",
+                        **MARKS[name],
+                    )
                     values.append(v)
     ax.set_xticks(range(len(groups)), groups)
     ax.set_xlim(-0.6, len(groups) - 0.4)
     if style.log_if_wide(ax, values):
         low = min(v for v in values if v > 0) / 3
-        low = max(low, min((b for b in bars if b > 0), default=low) / 30)  # not for a stray marker far below
+        low = max(
+            low, min((b for b in bars if b > 0), default=low) / 30
+        )  # not for a stray marker far below
         ax.set_ylim(bottom=low)
     else:
         low = 0
@@ -93,22 +110,50 @@ def lock_breakdown(result, workload: str, point: dict | None = None):
     colors = style.design_colors(data.designs(result, workload))
     locks = locks_used(result, workload, point)
     fig, axes = style.new_figure(2, 1, sharex=True, width=max(5.5, 1.3 * len(locks) + 2), height=6)
+
     def taken(lk, d):
-        return any(_value(_at(result, workload, point, f"locks.{lk}.{m}"), d) > 0
-                   for m in ("acquisitions", "hold_us_mean", "wait_us_mean"))
+        return any(
+            _value(_at(result, workload, point, f"locks.{lk}.{m}"), d) > 0
+            for m in ("acquisitions", "hold_us_mean", "wait_us_mean")
+        )
 
     for ax, what in zip(axes[:, 0], ("wait", "hold")):
-        grouped_bars(ax, locks, colors, lambda g, d, w=what: (
-            _at(result, workload, point, f"locks.{g}.{w}_us_mean"),
-            {"p99": _at(result, workload, point, f"locks.{g}.{w}_us_p99")}),
-            absent=lambda g, d: None if taken(g, d) else "not\ntaken")
+        grouped_bars(
+            ax,
+            locks,
+            colors,
+            lambda g, d, w=what: (
+                _at(result, workload, point, f"locks.{g}.{w}_us_mean"),
+                {"p99": _at(result, workload, point, f"locks.{g}.{w}_us_p99")},
+            ),
+            absent=lambda g, d: None if taken(g, d) else "not\ntaken",
+        )
         ax.set_ylabel(f"{what} (µs)")
-        ax.set_title(f"time {'waiting for' if what == 'wait' else 'holding'} the lock, per acquisition", fontsize=9)
+        ax.set_title(
+            f"time {'waiting for' if what == 'wait' else 'holding'} the lock, per acquisition",
+            fontsize=9,
+        )
     axes[-1, 0].set_xlabel("lock")
-    style.suptitle(fig, f"{workload} at {style.point_text(point) or 'its one point'}: lock waits and holds")
-    style.legend_below(fig, [*style.design_patches(colors), *_mark_handles(["p99"]),
-                             style.Line2D([], [], color="0.25", marker="|", ms=10, mew=1.2, ls="none",
-                                          label="95% CI of the mean")])
+    style.suptitle(
+        fig, f"{workload} at {style.point_text(point) or 'its one point'}: lock waits and holds"
+    )
+    style.legend_below(
+        fig,
+        [
+            *style.design_patches(colors),
+            *_mark_handles(["p99"]),
+            style.Line2D(
+                [],
+                [],
+                color="0.25",
+                marker="|",
+                ms=10,
+                mew=1.2,
+                ls="none",
+                label="95% CI of the mean",
+            ),
+        ],
+    )
     return fig
 
 
@@ -119,19 +164,31 @@ def lock_holds_by_op(result, workload: str, point: dict | None = None):
     colors = style.design_colors(data.designs(result, workload))
     a = data.select_point(data.metric_prefix(result, workload, "locks."), point)
     held = a[a["metric"].str.match(r"locks\.[^.]+\.held_by\..+\.count$") & (a["mean"] > 0)]
-    pairs = list(dict.fromkeys(re.match(r"locks\.([^.]+)\.held_by\.(.+)\.count$", m).groups() for m in held["metric"]))
+    pairs = list(
+        dict.fromkeys(
+            re.match(r"locks\.([^.]+)\.held_by\.(.+)\.count$", m).groups() for m in held["metric"]
+        )
+    )
     fig, axes = style.new_figure(1, 1, width=max(6, 0.9 * len(pairs) + 2), height=4.2)
     ax = axes[0, 0]
     groups = [f"{lk}\n{op}" for lk, op in pairs]
     base = {f"{lk}\n{op}": f"locks.{lk}.held_by.{op}" for lk, op in pairs}
     counts = {g: _at(result, workload, point, f"{base[g]}.count") for g in groups}
-    grouped_bars(ax, groups, colors, lambda g, d: (
-        _at(result, workload, point, f"{base[g]}.hold_us_mean"),
-        {m: _at(result, workload, point, f"{base[g]}.hold_us_{m}") for m in ("p99", "max")}),
-        absent=lambda g, d: None if _value(counts[g], d) > 0 else "none")
+    grouped_bars(
+        ax,
+        groups,
+        colors,
+        lambda g, d: (
+            _at(result, workload, point, f"{base[g]}.hold_us_mean"),
+            {m: _at(result, workload, point, f"{base[g]}.hold_us_{m}") for m in ("p99", "max")},
+        ),
+        absent=lambda g, d: None if _value(counts[g], d) > 0 else "none",
+    )
     ax.set_ylabel("hold (µs)")
     ax.set_xlabel("lock / operation holding it")
-    style.suptitle(fig, f"{workload} at {style.point_text(point) or 'its one point'}: lock holds by holder")
+    style.suptitle(
+        fig, f"{workload} at {style.point_text(point) or 'its one point'}: lock holds by holder"
+    )
     style.legend_below(fig, [*style.design_patches(colors), *_mark_handles(["p99", "max"])])
     return fig
 
@@ -142,15 +199,28 @@ def timings(result, workload: str, point: dict | None = None):
     point = _point(result, workload, point)
     colors = style.design_colors(data.designs(result, workload))
     a = data.select_point(data.metric_prefix(result, workload, "timings."), point)
-    names = list(dict.fromkeys(a.loc[a["metric"].str.endswith(".count") & (a["mean"] > 0), "metric"]
-                               .str.split(".").str[1]))
+    names = list(
+        dict.fromkeys(
+            a.loc[a["metric"].str.endswith(".count") & (a["mean"] > 0), "metric"]
+            .str.split(".")
+            .str[1]
+        )
+    )
     fig, axes = style.new_figure(1, 1, width=max(5.5, 1.3 * len(names) + 2), height=4.2)
     ax = axes[0, 0]
-    grouped_bars(ax, names, colors, lambda g, d: (
-        _at(result, workload, point, f"timings.{g}.us_mean"),
-        {m: _at(result, workload, point, f"timings.{g}.us_{m}") for m in ("p99", "max")}))
+    grouped_bars(
+        ax,
+        names,
+        colors,
+        lambda g, d: (
+            _at(result, workload, point, f"timings.{g}.us_mean"),
+            {m: _at(result, workload, point, f"timings.{g}.us_{m}") for m in ("p99", "max")},
+        ),
+    )
     ax.set_ylabel("duration (µs)")
-    style.suptitle(fig, f"{workload} at {style.point_text(point) or 'its one point'}: internal timings")
+    style.suptitle(
+        fig, f"{workload} at {style.point_text(point) or 'its one point'}: internal timings"
+    )
     style.legend_below(fig, [*style.design_patches(colors), *_mark_handles(["p99", "max"])])
     return fig
 
@@ -173,19 +243,35 @@ def cpu_breakdown(result, workload: str, x: str | None = None):
                 v = _value(data.select_point(parts[part], point), design)
                 if not np.isfinite(v) or v <= 0:
                     continue
-                bar = ax.bar(gx + (i - (len(colors) - 1) / 2) * width, v, width * 0.92, bottom=bottom,
-                             color=style.tint(color, amount), edgecolor=color, hatch=hatch, lw=0.6)
+                bar = ax.bar(
+                    gx + (i - (len(colors) - 1) / 2) * width,
+                    v,
+                    width * 0.92,
+                    bottom=bottom,
+                    color=style.tint(color, amount),
+                    edgecolor=color,
+                    hatch=hatch,
+                    lw=0.6,
+                )
                 bar.patches[0].set_label(f"{design} {part}")
                 bottom += v
     labels = [_group_label(lay, pt) for _, pt in pts.iterrows()]
     ax.set_xticks(range(len(pts)), labels)
-    ax.set_xlabel(lay.xlabel() if not lay.variants else " / ".join(style.factor_label(k) for k in [lay.x, *lay.variants]))
+    ax.set_xlabel(
+        lay.xlabel()
+        if not lay.variants
+        else " / ".join(style.factor_label(k) for k in [lay.x, *lay.variants])
+    )
     ax.set_ylabel("fraction of all cores' time")
     ax.set_ylim(0, 1)
     style.suptitle(fig, f"{workload}: where the CPU time goes")
-    parts_h = [style.Patch(facecolor=style.tint("#555555", a), edgecolor="#555555", hatch=h, label=p)
-               for p, a, h in CPU_PARTS]
-    style.legend_below(fig, [*style.design_patches(colors), *parts_h], ncols=len(colors) + len(parts_h))
+    parts_h = [
+        style.Patch(facecolor=style.tint("#555555", a), edgecolor="#555555", hatch=h, label=p)
+        for p, a, h in CPU_PARTS
+    ]
+    style.legend_below(
+        fig, [*style.design_patches(colors), *parts_h], ncols=len(colors) + len(parts_h)
+    )
     return fig
 
 

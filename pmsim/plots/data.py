@@ -103,7 +103,10 @@ class Layout:
             return vals, [f"{v:g}" for v in vals]
         if not self.varying:
             return [0.0], [self.workload]
-        labels = ["\n".join(str(v) for v in row) for row in self.points[self.varying].itertuples(index=False)]
+        labels = [
+            "\n".join(str(v) for v in row)
+            for row in self.points[self.varying].itertuples(index=False)
+        ]
         return list(range(len(labels))), labels
 
     def xlabel(self) -> str:
@@ -147,10 +150,14 @@ def layout(result, workload: str, x: str | None = None) -> Layout:
         else:
             x = next((f for f in varying if pd.api.types.is_numeric_dtype(s[f])), None)
     elif x not in varying:
-        raise ValueError(f"{x!r} is not a factor that varies for workload {workload!r} (those are {varying})")
+        raise ValueError(
+            f"{x!r} is not a factor that varies for workload {workload!r} (those are {varying})"
+        )
     variants = []
     if x is not None:
-        variants = [f for f in varying if f != x and points.groupby(x)[f].nunique(dropna=False).max() > 1]
+        variants = [
+            f for f in varying if f != x and points.groupby(x)[f].nunique(dropna=False).max() > 1
+        ]
     return Layout(workload, x, x is not None, variants, varying, points)
 
 
@@ -180,7 +187,11 @@ def derived(result, workload: str, name: str, values: pd.Series) -> pd.DataFrame
     """Mean and 95% CI over replications of a per-run quantity (``values`` indexed like the
     summary), in the aggregate's shape, so the same line drawing applies."""
     s = ok_summary(result, workload)
-    keep = [c for c in ("run_id", "design", "workload", "replication", "seed", *factors(result)) if c in s]
+    keep = [
+        c
+        for c in ("run_id", "design", "workload", "replication", "seed", *factors(result))
+        if c in s
+    ]
     df = s[keep].assign(**{name: values.reindex(s.index)})
     return aggregate(df, factors(result)).query("metric == @name")
 
@@ -188,7 +199,9 @@ def derived(result, workload: str, name: str, values: pd.Series) -> pd.DataFrame
 def workload_ops(result, workload: str) -> list[str]:
     """The workload's operations that completed at least once (``miss`` last if present)."""
     a = result.aggregate
-    a = a[(a["workload"] == workload) & a["metric"].str.match(r"ops\.[^.]+\.count$") & (a["mean"] > 0)]
+    a = a[
+        (a["workload"] == workload) & a["metric"].str.match(r"ops\.[^.]+\.count$") & (a["mean"] > 0)
+    ]
     ops = list(dict.fromkeys(a["metric"].str.split(".").str[1]))
     return sorted(ops, key=lambda o: o == "miss")
 

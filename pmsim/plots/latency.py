@@ -25,8 +25,9 @@ def cdf_table(result, workload: str, point: dict, source: str = "workload"):
     cens = pd.DataFrame(columns=["design", "op", "unfinished", "age_us"])
     if not ops.empty and "unfinished" in ops:
         ops = data.select_point(ops[ops["source"] == source], point)
-        cens = ops.groupby(["design", "op"], as_index=False).agg(unfinished=("unfinished", "sum"),
-                                                                 age_us=("unfinished_age_us_max", "max"))
+        cens = ops.groupby(["design", "op"], as_index=False).agg(
+            unfinished=("unfinished", "sum"), age_us=("unfinished_age_us_max", "max")
+        )
     g = g.merge(cens, on=["design", "op"], how="left").fillna({"unfinished": 0, "age_us": 0.0})
     total = g.groupby(["design", "op"])["count"].transform("sum")
     g["cdf"] = g.groupby(["design", "op"])["count"].cumsum() / total
@@ -71,7 +72,15 @@ def latency_cdf(result, workload: str, point: dict | None = None, ops=None):
             age, left = float(d["age_us"].iloc[0]), d["unfinished"].iloc[0]
             if left > 0 and age > x[-1]:  # a stall the completed operations do not show
                 at = 1.0 / (d["total"].iloc[0] + left)
-                bottom.plot([age], [at], color=color, marker=">", ms=7, ls="none", label=f"_unfinished {design}")
+                bottom.plot(
+                    [age],
+                    [at],
+                    color=color,
+                    marker=">",
+                    ms=7,
+                    ls="none",
+                    label=f"_unfinished {design}",
+                )
                 span[1] = max(span[1], age)
                 floor = min(floor, at / 2)
                 censored = True
@@ -90,11 +99,23 @@ def latency_cdf(result, workload: str, point: dict | None = None, ops=None):
             bottom.set_ylabel("fraction > latency (1 − CDF)")
         for q in (1e-2, 1e-3):
             bottom.axhline(q, color="0.6", lw=0.6, ls=":")
-    style.suptitle(fig, f"{workload} at {style.point_text(point) or 'its one point'}: latency distribution "
-                        f"(replications merged)")
+    style.suptitle(
+        fig,
+        f"{workload} at {style.point_text(point) or 'its one point'}: latency distribution "
+        f"(replications merged)",
+    )
     handles = style.design_handles(colors, marker=None)
     if censored:
-        handles.append(style.Line2D([], [], color="0.4", ls="none", marker=">", ms=7,
-                                    label="oldest operation unfinished at the end (its age)"))
+        handles.append(
+            style.Line2D(
+                [],
+                [],
+                color="0.4",
+                ls="none",
+                marker=">",
+                ms=7,
+                label="oldest operation unfinished at the end (its age)",
+            )
+        )
     style.legend_below(fig, handles)
     return fig

@@ -10,7 +10,9 @@ import pandas as pd
 from pmsim.plots import data, style
 
 
-def draw_lines(ax, lay: data.Layout, df, colors: dict, scale: float = 1.0, log: bool = False) -> list[float]:
+def draw_lines(
+    ax, lay: data.Layout, df, colors: dict, scale: float = 1.0, log: bool = False
+) -> list[float]:
     """Mean per design and variant against x with its CI as a band (numeric x) or as error
     bars side by side (points). Each line's label is its design (and variant). On a log
     axis a CI reaching 0 or below runs off the bottom (see :func:`log_limits`).
@@ -30,24 +32,64 @@ def draw_lines(ax, lay: data.Layout, df, colors: dict, scale: float = 1.0, log: 
             if log:
                 floor = np.nanmin(y[y > 0]) / 1e3 if (y > 0).any() else 1e-9
                 lo, hi = style.positive(lo, floor), style.positive(hi, floor)
-            ls, mk = style.LINESTYLES[v % len(style.LINESTYLES)], style.MARKERS[v % len(style.MARKERS)]
+            ls, mk = (
+                style.LINESTYLES[v % len(style.LINESTYLES)],
+                style.MARKERS[v % len(style.MARKERS)],
+            )
             label = design if len(variants) < 2 else f"{design}, {style.point_text(variants[v])}"
             x = sub["_x"].to_numpy()
             if lay.numeric and crowded:  # each line nudged sideways so its error bars stand apart
                 step = 0.012 * (k - (len(colors) * len(variants) + 1) / 2)
-                x = x * 2 ** step if x.min() > 0 else x + step * np.ptp(x)
-                ax.plot(x, y, color=color, ls=ls, marker=mk, label=label, **style.layered(i, len(colors)))
-                ax.errorbar(x, y, yerr=np.nan_to_num(np.vstack([y - lo, hi - y])), color=color, ls="none",
-                            capsize=2, elinewidth=0.9, alpha=0.8)
+                x = x * 2**step if x.min() > 0 else x + step * np.ptp(x)
+                ax.plot(
+                    x,
+                    y,
+                    color=color,
+                    ls=ls,
+                    marker=mk,
+                    label=label,
+                    **style.layered(i, len(colors)),
+                )
+                ax.errorbar(
+                    x,
+                    y,
+                    yerr=np.nan_to_num(np.vstack([y - lo, hi - y])),
+                    color=color,
+                    ls="none",
+                    capsize=2,
+                    elinewidth=0.9,
+                    alpha=0.8,
+                )
             elif lay.numeric:
-                ax.plot(x, y, color=color, ls=ls, marker=mk, label=label, **style.layered(i, len(colors)))
+                ax.plot(
+                    x,
+                    y,
+                    color=color,
+                    ls=ls,
+                    marker=mk,
+                    label=label,
+                    **style.layered(i, len(colors)),
+                )
                 if np.isfinite(lo).any():
-                    ax.fill_between(x, lo, hi, color=color, alpha=style.CI_ALPHA, lw=0, label=f"_ci {label}")
+                    ax.fill_between(
+                        x, lo, hi, color=color, alpha=style.CI_ALPHA, lw=0, label=f"_ci {label}"
+                    )
             else:
                 x = x + (i - (len(colors) - 1) / 2) * width
                 yerr = np.vstack([y - lo, hi - y])
-                eb = ax.errorbar(x, y, yerr=np.nan_to_num(yerr), color=color, ls="none", marker=mk, ms=5, capsize=3)
-                eb.lines[0].set_label(label)  # the data line carries the design, as plotted lines do
+                eb = ax.errorbar(
+                    x,
+                    y,
+                    yerr=np.nan_to_num(yerr),
+                    color=color,
+                    ls="none",
+                    marker=mk,
+                    ms=5,
+                    capsize=3,
+                )
+                eb.lines[0].set_label(
+                    label
+                )  # the data line carries the design, as plotted lines do
     return means
 
 
@@ -74,8 +116,13 @@ def _legend(fig, lay, colors, plotted, bars: bool = False, extra=()) -> None:
     handles = style.design_handles(colors) + style.variant_handles(lay.variant_values())
     bars = bars or len(colors) * len(lay.variant_values()) > 3  # as draw_lines decides
     if len(plotted):
-        handles.append(style.ci_handle(n_text) if lay.numeric and not bars else
-                       style.Line2D([], [], color="0.3", marker="|", ms=10, mew=1.2, ls="none", label=f"95% CI{n_text}"))
+        handles.append(
+            style.ci_handle(n_text)
+            if lay.numeric and not bars
+            else style.Line2D(
+                [], [], color="0.3", marker="|", ms=10, mew=1.2, ls="none", label=f"95% CI{n_text}"
+            )
+        )
     style.legend_below(fig, handles + list(extra))
 
 
@@ -100,14 +147,22 @@ def throughput_vs_cores(result, workload: str, x: str | None = None):
     return fig
 
 
-def latency_vs_cores(result, workload: str, ops=None, quantiles=("p50", "p99"), x: str | None = None):
+def latency_vs_cores(
+    result, workload: str, ops=None, quantiles=("p50", "p99"), x: str | None = None
+):
     """Latency percentiles (µs, log) of each operation against cores: a row per operation,
     a column per percentile, rows sharing y so p50 and p99 compare at a glance."""
     lay = data.layout(result, workload, x)
     colors = style.design_colors(data.designs(result, workload))
     ops = list(ops or data.workload_ops(result, workload))
-    fig, axes = style.new_figure(len(ops), len(quantiles), sharex=True, sharey="row", width=3.4 * len(quantiles) + 1,
-                                 height=2.3 * len(ops) + 1.3)
+    fig, axes = style.new_figure(
+        len(ops),
+        len(quantiles),
+        sharex=True,
+        sharey="row",
+        width=3.4 * len(quantiles) + 1,
+        height=2.3 * len(ops) + 1.3,
+    )
     plotted, stalled = [], False
     for r, op in enumerate(ops):
         row_means = []
@@ -132,8 +187,15 @@ def latency_vs_cores(result, workload: str, ops=None, quantiles=("p50", "p99"), 
     return fig
 
 
-UNFINISHED = style.Line2D([], [], color="0.3", marker=">", mfc="none", ls="none",
-                          label="oldest unfinished at the end (mean age)")
+UNFINISHED = style.Line2D(
+    [],
+    [],
+    color="0.3",
+    marker=">",
+    mfc="none",
+    ls="none",
+    label="oldest unfinished at the end (mean age)",
+)
 
 
 def _unfinished(ax, lay, result, workload: str, op: str, colors: dict, beside) -> list[float]:
@@ -150,12 +212,22 @@ def _unfinished(ax, lay, result, workload: str, op: str, colors: dict, beside) -
     for design, color in colors.items():
         sub = df[df["design"] == design]
         if len(sub):
-            ax.plot(sub["_x"], sub["mean"], color=color, marker=">", mfc="none", ms=7, ls="none",
-                    label=f"_unfinished {design}")
+            ax.plot(
+                sub["_x"],
+                sub["mean"],
+                color=color,
+                marker=">",
+                mfc="none",
+                ms=7,
+                ls="none",
+                label=f"_unfinished {design}",
+            )
     return list(df["mean"])
 
 
-def latency_vs_load(result, workload: str, ops=None, quantiles=("p50", "p99"), x: str | None = None):
+def latency_vs_load(
+    result, workload: str, ops=None, quantiles=("p50", "p99"), x: str | None = None
+):
     """Latency percentiles (µs) against load, the classic latency-load curve. The load is
     the offered rate (``offered_ops_per_s``) of an open-loop workload, else the carried
     throughput; each point is one factor value (the numbers beside the markers), with
@@ -167,8 +239,14 @@ def latency_vs_load(result, workload: str, ops=None, quantiles=("p50", "p99"), x
     load = data.metric(result, workload, "offered_ops_per_s" if offered else "total_ops_per_s")
     keys = ["design", *lay.varying]
     load = load[keys + ["n", "mean", "ci95_low", "ci95_high"]]
-    fig, axes = style.new_figure(len(ops), len(quantiles), sharex=True, sharey="row", width=3.6 * len(quantiles) + 1,
-                                 height=2.4 * len(ops) + 1.3)
+    fig, axes = style.new_figure(
+        len(ops),
+        len(quantiles),
+        sharex=True,
+        sharey="row",
+        width=3.6 * len(quantiles) + 1,
+        height=2.4 * len(ops) + 1.3,
+    )
     allx = load["mean"].to_numpy() / 1e6
     plotted = [load]
     for r, op in enumerate(ops):
@@ -181,7 +259,9 @@ def latency_vs_load(result, workload: str, ops=None, quantiles=("p50", "p99"), x
             lat = lat.merge(load, on=keys, suffixes=("", "_x"))
             _load_curves(ax, lay, lat, colors)
             ax.set_yscale("log")
-            if style.log_if_wide(ax, allx, axis="x", decades=1.0):  # x from the means: a CI reaching 0 runs off
+            if style.log_if_wide(
+                ax, allx, axis="x", decades=1.0
+            ):  # x from the means: a CI reaching 0 runs off
                 pos = allx[np.isfinite(allx) & (allx > 0)]
                 ax.set_xlim(pos.min() / 1.6, pos.max() * 1.6)
                 style.plain_log_ticks(ax.xaxis, pos.max() / pos.min() * 2.56)
@@ -194,7 +274,10 @@ def latency_vs_load(result, workload: str, ops=None, quantiles=("p50", "p99"), x
                 ax.set_xlabel("offered load (M ops/s)" if offered else "throughput (M ops/s)")
         log_limits(axes[r, 0], row_means)
     labels = lay.xlabel()
-    style.suptitle(fig, f"{workload}: latency vs {'offered' if offered else 'carried'} load (marker labels: {labels})")
+    style.suptitle(
+        fig,
+        f"{workload}: latency vs {'offered' if offered else 'carried'} load (marker labels: {labels})",
+    )
     _legend(fig, lay, colors, pd.concat(plotted), bars=True)
     return fig
 
@@ -203,21 +286,40 @@ def _load_curves(ax, lay, df, colors) -> None:
     df = lay.place(df)
     variants = lay.variant_values()
     for i, (design, color) in enumerate(colors.items()):
-        offset = [(4, 3), (4, -10), (-12, 3), (-12, -10)][i % 4]  # designs' labels on different sides
+        offset = [(4, 3), (4, -10), (-12, 3), (-12, -10)][
+            i % 4
+        ]  # designs' labels on different sides
         for v, sub in df[df["design"] == design].groupby("_v", sort=True):
             x, y = sub["mean_x"].to_numpy() / 1e6, sub["mean"].to_numpy()
-            xerr = np.nan_to_num(np.vstack([x - sub["ci95_low_x"] / 1e6, sub["ci95_high_x"] / 1e6 - x]))
+            xerr = np.nan_to_num(
+                np.vstack([x - sub["ci95_low_x"] / 1e6, sub["ci95_high_x"] / 1e6 - x])
+            )
             yerr = np.nan_to_num(np.vstack([y - sub["ci95_low"], sub["ci95_high"] - y]))
             yerr[0] = np.minimum(yerr[0], y * 0.999)  # the low end stays positive on the log axis
             label = design if len(variants) < 2 else f"{design}, {style.point_text(variants[v])}"
-            eb = ax.errorbar(x, y, xerr=xerr, yerr=yerr, color=color, ls=style.LINESTYLES[v % len(style.LINESTYLES)],
-                             marker=style.MARKERS[v % len(style.MARKERS)], capsize=2, elinewidth=0.8,
-                             **style.layered(i, len(colors)))
+            eb = ax.errorbar(
+                x,
+                y,
+                xerr=xerr,
+                yerr=yerr,
+                color=color,
+                ls=style.LINESTYLES[v % len(style.LINESTYLES)],
+                marker=style.MARKERS[v % len(style.MARKERS)],
+                capsize=2,
+                elinewidth=0.8,
+                **style.layered(i, len(colors)),
+            )
             eb.lines[0].set_label(label)
             names = sub[lay.x] if lay.x else sub["_x"].astype(int).map(lambda i: lay.xticks()[1][i])
             for xi, yi, t in zip(x, y, names):
-                ax.annotate(f"{t:g}" if isinstance(t, (int, float, np.number)) else str(t), (xi, yi),
-                            xytext=offset, textcoords="offset points", fontsize=7, color=color)
+                ax.annotate(
+                    f"{t:g}" if isinstance(t, (int, float, np.number)) else str(t),
+                    (xi, yi),
+                    xytext=offset,
+                    textcoords="offset points",
+                    fontsize=7,
+                    color=color,
+                )
 
 
 def shootdowns_per_op(result, workload: str, x: str | None = None):

@@ -30,7 +30,16 @@ DESIGN_COLORS = {
     "old_remove_contig": "#CC79A7",
 }
 # For designs not above, handed out in name order, never reusing a colour already taken.
-EXTRA_COLORS = ["#000000", "#8C564B", "#7F7F7F", "#BCBD22", "#17BECF", "#9467BD", "#E377C2", "#1F3A93"]
+EXTRA_COLORS = [
+    "#000000",
+    "#8C564B",
+    "#7F7F7F",
+    "#BCBD22",
+    "#17BECF",
+    "#9467BD",
+    "#E377C2",
+    "#1F3A93",
+]
 LINESTYLES = ["-", "--", ":", "-.", (0, (5, 1, 1, 1)), (0, (1, 3))]
 MARKERS = ["o", "s", "^", "D", "v", "P"]
 CI_ALPHA = 0.18
@@ -122,8 +131,17 @@ def variant_handles(variants: list[dict]) -> list:
     """Grey legend entries naming each variant's linestyle (none for a single variant)."""
     if len(variants) < 2:
         return []
-    return [Line2D([], [], color="0.35", ls=LINESTYLES[i % len(LINESTYLES)], marker=MARKERS[i % len(MARKERS)],
-                   label=point_text(v)) for i, v in enumerate(variants)]
+    return [
+        Line2D(
+            [],
+            [],
+            color="0.35",
+            ls=LINESTYLES[i % len(LINESTYLES)],
+            marker=MARKERS[i % len(MARKERS)],
+            label=point_text(v),
+        )
+        for i, v in enumerate(variants)
+    ]
 
 
 def ci_handle(n_text: str = "") -> Patch:
@@ -136,14 +154,18 @@ def legend_below(fig, handles, ncols=None) -> None:
     if not handles:
         return
     ncols = min(ncols or len(handles), fitting_columns(fig, [h.get_label() for h in handles]))
-    fig.legend(handles=handles, loc="outside lower center", ncols=ncols, frameon=False, fontsize="small")
+    fig.legend(
+        handles=handles, loc="outside lower center", ncols=ncols, frameon=False, fontsize="small"
+    )
 
 
 def fitting_columns(fig, labels: list[str], fontsize_pt: float = 8.3) -> int:
     """The most legend columns whose estimated width fits the figure (entries spread over
     the columns as matplotlib spreads them: the first ones one entry longer)."""
     em = fontsize_pt / 72
-    widths = [(2.0 + 0.8 + 2.0 + 0.62 * max(len(t) for t in lab.split("\n"))) * em for lab in labels]
+    widths = [
+        (2.0 + 0.8 + 2.0 + 0.62 * max(len(t) for t in lab.split("\n"))) * em for lab in labels
+    ]
     for ncols in range(len(labels), 0, -1):
         rows, big = divmod(len(labels), ncols)
         sizes = [rows + 1] * big + [rows] * (ncols - big)
@@ -166,7 +188,9 @@ def x_axis(ax, values, *, numeric: bool, labels=None) -> None:
     """Factor values as ticks: log2 when positive and spanning a factor of 4 or more."""
     values = list(values)
     if not numeric:
-        ax.set_xticks(range(len(values)), labels if labels is not None else [str(v) for v in values])
+        ax.set_xticks(
+            range(len(values)), labels if labels is not None else [str(v) for v in values]
+        )
         ax.set_xlim(-0.5, len(values) - 0.5)
         return
     vals = np.array(sorted({float(v) for v in values}))
@@ -180,7 +204,7 @@ def x_axis(ax, values, *, numeric: bool, labels=None) -> None:
 def log_if_wide(ax, values, axis="y", decades=2.0) -> bool:
     """Log scale when the positive values span more than ``decades`` decades."""
     v = np.asarray([x for x in np.ravel(values) if np.isfinite(x) and x > 0])
-    if len(v) and v.max() / v.min() > 10 ** decades:
+    if len(v) and v.max() / v.min() > 10**decades:
         (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
         plain_log_ticks(ax.yaxis if axis == "y" else ax.xaxis, v.max() / v.min())
         return True
@@ -195,7 +219,9 @@ def plain_log_ticks(axis, span: float) -> None:
     axis.set_major_locator(LogLocator(base=10, subs=subs))
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     axis.set_minor_formatter(NullFormatter())
-    if len(subs) > 1:  # labelled steps inside each decade already: minor ticks only cost drawing time
+    if (
+        len(subs) > 1
+    ):  # labelled steps inside each decade already: minor ticks only cost drawing time
         axis.set_minor_locator(NullLocator())
 
 

@@ -35,8 +35,14 @@ def pick_run(result, workload: str, design: str, point: dict, replication: int |
     return row
 
 
-def writeback_timeline(result, workload: str | None = None, design: str | None = None, point: dict | None = None,
-                       replication: int | None = None, op: str | None = None):
+def writeback_timeline(
+    result,
+    workload: str | None = None,
+    design: str | None = None,
+    point: dict | None = None,
+    replication: int | None = None,
+    op: str | None = None,
+):
     """One run (default: the first replication of the NEW-side design at the most cores of
     the first workload whose daemon ran fsync): the ``op`` latency per simulated ms (mean
     and max, µs, log; default ``miss``, else ``read``) with the daemon's intervals shaded,
@@ -44,7 +50,9 @@ def writeback_timeline(result, workload: str | None = None, design: str | None =
     if workload is None:
         found = daemon_workloads(result)
         if not found:
-            raise ValueError("writeback_timeline: the sweep has no 'intervals' table with daemon intervals")
+            raise ValueError(
+                "writeback_timeline: the sweep has no 'intervals' table with daemon intervals"
+            )
         workload = found[0]
     lay = data.layout(result, workload)
     point = lay.default_point() if point is None else point
@@ -69,8 +77,19 @@ def writeback_timeline(result, workload: str | None = None, design: str | None =
     # rather than drawing a slope across it.
     every = ts[["time_ms"]].merge(busy, on="time_ms", how="left") if len(ts) else busy
     mid = every["time_ms"].to_numpy() - 0.5  # each row is the millisecond ending at time_ms
-    top.plot(mid, every["latency_us_max"], color=color, ls="--", lw=0.9, marker="v", ms=3, label=f"{op} max")
-    top.plot(mid, every["latency_us_mean"], color=color, lw=1.6, marker="o", ms=3, label=f"{op} mean")
+    top.plot(
+        mid,
+        every["latency_us_max"],
+        color=color,
+        ls="--",
+        lw=0.9,
+        marker="v",
+        ms=3,
+        label=f"{op} max",
+    )
+    top.plot(
+        mid, every["latency_us_mean"], color=color, lw=1.6, marker="o", ms=3, label=f"{op} mean"
+    )
     top.set_yscale("log")
     if not busy.empty:
         lo, hi = busy["latency_us_mean"].min(), busy["latency_us_max"].max()
@@ -80,41 +99,83 @@ def writeback_timeline(result, workload: str | None = None, design: str | None =
     done = set(busy["time_ms"].round(6))
     idle = [t - 0.5 for t in ts.loc[ts["measured"], "time_ms"] if round(t, 6) not in done]
     if idle:
-        top.plot(idle, [0.03] * len(idle), ls="none", marker="|", ms=8, mew=1.5, color="0.25",
-                 transform=top.get_xaxis_transform(), label=f"_no {op}")
+        top.plot(
+            idle,
+            [0.03] * len(idle),
+            ls="none",
+            marker="|",
+            ms=8,
+            mew=1.5,
+            color="0.25",
+            transform=top.get_xaxis_transform(),
+            label=f"_no {op}",
+        )
     # Each row holds over the millisecond ending at time_ms: a step from the previous end.
     q = ts["pm_qlock_queue"].to_numpy()
-    bottom.plot(np.r_[0.0, ts["time_ms"].to_numpy()], np.r_[q, q[-1:]], color=color, drawstyle="steps-post", lw=1.2,
-                label="pm_qlock queue")
+    bottom.plot(
+        np.r_[0.0, ts["time_ms"].to_numpy()],
+        np.r_[q, q[-1:]],
+        color=color,
+        drawstyle="steps-post",
+        lw=1.2,
+        label="pm_qlock queue",
+    )
     bottom.set_ylabel("pm_qlock waiters\n(mean per ms)")
     bottom.set_xlabel("simulated time (ms)")
     bottom.set_ylim(bottom=0)
     end = float(run["duration_ms"])
-    handles = [style.Line2D([], [], color=color, lw=1.6, marker="o", ms=3, label=f"{op} mean per ms"),
-               style.Line2D([], [], color=color, ls="--", lw=0.9, marker="v", ms=3, label=f"{op} max per ms"),
-               style.Line2D([], [], color=color, lw=1.2, label="pm_qlock queue")]
+    handles = [
+        style.Line2D([], [], color=color, lw=1.6, marker="o", ms=3, label=f"{op} mean per ms"),
+        style.Line2D(
+            [], [], color=color, ls="--", lw=0.9, marker="v", ms=3, label=f"{op} max per ms"
+        ),
+        style.Line2D([], [], color=color, lw=1.2, label="pm_qlock queue"),
+    ]
     for ax in (top, bottom):
         ax.axvspan(0, float(run["warmup_ms"]), color="0.85", alpha=0.6, lw=0)
         ax.set_xlim(0, end)
         ax.grid(alpha=0.3, lw=0.4)
     handles.append(style.Patch(color="0.85", label="warm-up (not measured)"))
     if idle:
-        handles.append(style.Line2D([], [], ls="none", marker="|", ms=8, mew=1.5, color="0.25",
-                                    label=f"no {op} completed in this ms"))
+        handles.append(
+            style.Line2D(
+                [],
+                [],
+                ls="none",
+                marker="|",
+                ms=8,
+                mew=1.5,
+                color="0.25",
+                label=f"no {op} completed in this ms",
+            )
+        )
     for name in dict.fromkeys(iv["op"]) if not iv.empty else []:
         c = style.INTERVAL_COLORS.get(name, "#BBBBBB")
         rows = iv[iv["op"] == name]
         for r in rows.itertuples():
             for ax in (top, bottom):
-                ax.axvspan(r.start_ms, r.end_ms, color=c, alpha=0.45, lw=0, hatch=None if r.finished else "//",
-                           label=f"_{name}")
+                ax.axvspan(
+                    r.start_ms,
+                    r.end_ms,
+                    color=c,
+                    alpha=0.45,
+                    lw=0,
+                    hatch=None if r.finished else "//",
+                    label=f"_{name}",
+                )
         handles.append(style.Patch(color=c, alpha=0.45, label=f"daemon {name} ({len(rows)})"))
         if not rows["finished"].all():
-            handles.append(style.Patch(facecolor=c, alpha=0.45, hatch="//", label=f"{name} unfinished at the end"))
+            handles.append(
+                style.Patch(
+                    facecolor=c, alpha=0.45, hatch="//", label=f"{name} unfinished at the end"
+                )
+            )
     if busy.empty:
         top.text(0.5, 0.5, f"no {op} completed", transform=top.transAxes, ha="center", color="0.4")
-    fig.suptitle(f"{workload}: {op} latency during daemon activity\n{design} at "
-                 f"{style.point_text(point) or 'its one point'}, replication {int(run['replication'])}")
+    fig.suptitle(
+        f"{workload}: {op} latency during daemon activity\n{design} at "
+        f"{style.point_text(point) or 'its one point'}, replication {int(run['replication'])}"
+    )
     style.legend_below(fig, handles, ncols=3)
     return fig
 
@@ -146,4 +207,3 @@ def designs_with_intervals(result, workload: str) -> list[str]:
         return []
     have = set(t["design"])
     return [d for d in data.designs(result, workload) if d in have]
-

@@ -57,12 +57,16 @@ class Table:
             return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
 
         align = ["---" if i < self.right else "---:" for i in range(len(self.header))]
-        return "\n".join([line(self.header), "|" + "|".join(align) + "|", *(line(r) for r in self.rows)])
+        return "\n".join(
+            [line(self.header), "|" + "|".join(align) + "|", *(line(r) for r in self.rows)]
+        )
 
     def html(self) -> str:
         def cells(tag, row):
-            return "".join(f"<{tag}{' class=num' if i >= self.right else ''}>{_inline(str(c))}</{tag}>"
-                           for i, c in enumerate(row))
+            return "".join(
+                f"<{tag}{' class=num' if i >= self.right else ''}>{_inline(str(c))}</{tag}>"
+                for i, c in enumerate(row)
+            )
 
         body = "\n".join(f"<tr>{cells('td', r)}</tr>" for r in self.rows)
         return f"<table>\n<tr>{cells('th', self.header)}</tr>\n{body}\n</table>"
@@ -77,8 +81,10 @@ class Figure:
         return f"![{self.caption}]({self.path})\n\n*{self.caption}*"
 
     def html(self) -> str:
-        return (f'<figure><img src="{html.escape(self.path)}" alt="{html.escape(self.caption)}">'
-                f"<figcaption>{_inline(self.caption)}</figcaption></figure>")
+        return (
+            f'<figure><img src="{html.escape(self.path)}" alt="{html.escape(self.caption)}">'
+            f"<figcaption>{_inline(self.caption)}</figcaption></figure>"
+        )
 
 
 def _inline(text: str) -> str:
@@ -100,5 +106,7 @@ def to_markdown(blocks) -> str:
 
 def to_html(blocks, title: str) -> str:
     body = "\n".join(b.html() for b in blocks)
-    return (f"<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>"
-            f"<style>{_CSS}</style></head><body>\n{body}\n</body></html>\n")
+    return (
+        f"<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>"
+        f"<style>{_CSS}</style></head><body>\n{body}\n</body></html>\n"
+    )

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 
-
 from pmsim.plots import data
 from pmsim.report.blocks import Bullets, Figure, Heading, Para, Table
 from pmsim.sweeps.tables import factor_value
@@ -75,14 +74,23 @@ class Review:
     def points_of(self, workload: str) -> list[dict]:
         """The factor points (without the workload) the workload ran at, in the sweep's order."""
         rows = data.ok_summary(self.res, workload)
-        return [dict(zip(self.point_keys, t)) for t in dict.fromkeys(
-            tuple(factor_value(v) for v in r) for r in rows[self.point_keys].itertuples(index=False))]
+        return [
+            dict(zip(self.point_keys, t))
+            for t in dict.fromkeys(
+                tuple(factor_value(v) for v in r)
+                for r in rows[self.point_keys].itertuples(index=False)
+            )
+        ]
 
     def stat(self, design: str, workload: str, point: dict, metric: str):
         """(mean, ci95_half, n) of a metric, or None."""
         rows = data.select_point(data.metric(self.res, workload, metric), point)
         rows = rows[rows["design"] == design]
-        return None if rows.empty else (rows["mean"].iloc[0], rows["ci95_half"].iloc[0], rows["n"].iloc[0])
+        return (
+            None
+            if rows.empty
+            else (rows["mean"].iloc[0], rows["ci95_half"].iloc[0], rows["n"].iloc[0])
+        )
 
     def difference(self, design: str, workload: str, point: dict, metric: str):
         d = self.res.differences
@@ -93,26 +101,40 @@ class Review:
     def main_op(self, workload: str) -> str | None:
         """The operation the workload issues most (its latency is the one to compare)."""
         ok = data.ok_summary(self.res, workload)
-        counts = {c.split(".")[1]: ok[c].mean() for c in ok.columns if c.startswith("ops.") and c.endswith(".count")}
+        counts = {
+            c.split(".")[1]: ok[c].mean()
+            for c in ok.columns
+            if c.startswith("ops.") and c.endswith(".count")
+        }
         counts = {op: n for op, n in counts.items() if op not in ("miss", "fault") and n > 0}
         return max(counts, key=counts.get) if counts else None
 
     def label(self, point: dict) -> str:
         """``16 cores`` when the point is a core count (threads alongside), else ``key=value``."""
         cores = point.get("machine.cores")
-        rest = {k: v for k, v in point.items() if k != "machine.cores"
-                and not (k.endswith(".threads") and v == cores)}
+        rest = {
+            k: v
+            for k, v in point.items()
+            if k != "machine.cores" and not (k.endswith(".threads") and v == cores)
+        }
         parts = [f"{cores} core{'s' if cores != 1 else ''}"] if cores is not None else []
         parts += [f"{k.split('.')[-1] if k.count('.') else k}={v}" for k, v in rest.items()]
         return ", ".join(parts) or "the base point"
 
     def specs(self, workload: str) -> list[dict]:
-        return [r["spec"] for r in self.manifest["runs"] if r["workload"] == workload and r["status"] == "ok"]
+        return [
+            r["spec"]
+            for r in self.manifest["runs"]
+            if r["workload"] == workload and r["status"] == "ok"
+        ]
 
 
 # --- sections ---------------------------------------------------------------------------------
 def title(rv: Review) -> list:
-    return [Heading(f"Design review: {rv.exp.name}", 1), Para(rv.exp.question or "(no question stated)", quote=True)]
+    return [
+        Heading(f"Design review: {rv.exp.name}", 1),
+        Para(rv.exp.question or "(no question stated)", quote=True),
+    ]
 
 
 def setup(rv: Review) -> list:
@@ -121,33 +143,54 @@ def setup(rv: Review) -> list:
     from pmsim.workload.load import preset_question, presets
 
     known, pre = designs(), presets()
-    blocks = [Heading("Set-up"), Bullets([f"`{d}`: {known[d].summary}" if d in known else f"`{d}`"
-                                          for d in rv.exp.designs])]
+    blocks = [
+        Heading("Set-up"),
+        Bullets([f"`{d}`: {known[d].summary}" if d in known else f"`{d}`" for d in rv.exp.designs]),
+    ]
     rows = []
     for w in rv.workloads():
         specs = rv.specs(w)
         s0 = specs[0]
         stores = sorted({f["store"] for s in specs for f in s["files"]})
-        rows.append([w, ", ".join(rv.designs_of(w)), str(len(rv.points_of(w))),
-                     f"{s0['duration']} ({s0['warmup']} warm-up)", ", ".join(stores),
-                     preset_question(pre[w]) if w in pre else ""])
-    blocks.append(Table(["workload", "designs", "points", "simulated", "stores", "question"], rows, right=9))
-    factors = [f"`{k}`: {', '.join(str(v) for v in vals)}" for k, vals in {**rv.exp.grid, **rv.exp.zip}.items()
-               if k != "workload"]
+        rows.append(
+            [
+                w,
+                ", ".join(rv.designs_of(w)),
+                str(len(rv.points_of(w))),
+                f"{s0['duration']} ({s0['warmup']} warm-up)",
+                ", ".join(stores),
+                preset_question(pre[w]) if w in pre else "",
+            ]
+        )
+    blocks.append(
+        Table(["workload", "designs", "points", "simulated", "stores", "question"], rows, right=9)
+    )
+    factors = [
+        f"`{k}`: {', '.join(str(v) for v in vals)}"
+        for k, vals in {**rv.exp.grid, **rv.exp.zip}.items()
+        if k != "workload"
+    ]
     if rv.exp.zip and len(rv.exp.zip) > 1:
         factors.append(f"advanced together: {', '.join(f'`{k}`' for k in rv.exp.zip)}")
     all_specs = [r["spec"] for r in rv.manifest["runs"] if r["status"] == "ok"]
-    machine = {k: sorted({str(s["machine"][k]) for s in all_specs}) for k in ("sockets", "spinlock", "qlock_wake")}
+    machine = {
+        k: sorted({str(s["machine"][k]) for s in all_specs})
+        for k in ("sockets", "spinlock", "qlock_wake")
+    }
     counts = rv.res.summary["status"].value_counts()
     prov = rv.res.provenance
-    blocks.append(Bullets([
-        *factors,
-        "machine: " + ", ".join(f"{k} {'/'.join(v)}" for k, v in machine.items()),
-        f"{rv.exp.replications} replications per design and point (seed {rv.exp.seed}); "
-        f"{int(counts.get('ok', 0))} runs finished, {int(counts.get('failed', 0))} failed",
-        f"pmsim {rv.manifest['pmsim_version']} (code digest `{rv.manifest['code_digest']}`); "
-        f"{num(prov['wall_s'].sum())} s of run time on {', '.join(sorted(set(prov['host'])))}",
-    ]))
+    blocks.append(
+        Bullets(
+            [
+                *factors,
+                "machine: " + ", ".join(f"{k} {'/'.join(v)}" for k, v in machine.items()),
+                f"{rv.exp.replications} replications per design and point (seed {rv.exp.seed}); "
+                f"{int(counts.get('ok', 0))} runs finished, {int(counts.get('failed', 0))} failed",
+                f"pmsim {rv.manifest['pmsim_version']} (code digest `{rv.manifest['code_digest']}`); "
+                f"{num(prov['wall_s'].sum())} s of run time on {', '.join(sorted(set(prov['host'])))}",
+            ]
+        )
+    )
     changed: dict[str, dict] = {}
     for s in all_specs:
         for name, value in s["machine"]["costs"].items():
@@ -155,23 +198,47 @@ def setup(rv: Review) -> list:
     if changed:
         params, defaults = cost_params(), CostTable()
         blocks.append(Para("Costs that differ from the defaults (the rest are `pmsim costs`):"))
-        blocks.append(Table(["cost", "default", "used", "workloads"], [
-            [name, f"{num(defaults.value(name))} {params[name].unit}", value, ", ".join(sorted(ws))]
-            for name, values in sorted(changed.items()) for value, ws in values.items()], right=1))
+        blocks.append(
+            Table(
+                ["cost", "default", "used", "workloads"],
+                [
+                    [
+                        name,
+                        f"{num(defaults.value(name))} {params[name].unit}",
+                        value,
+                        ", ".join(sorted(ws)),
+                    ]
+                    for name, values in sorted(changed.items())
+                    for value, ws in values.items()
+                ],
+                right=1,
+            )
+        )
     else:
-        blocks.append(Para("Every cost is at its default (`pmsim costs` lists them with their sources)."))
+        blocks.append(
+            Para("Every cost is at its default (`pmsim costs` lists them with their sources).")
+        )
     return blocks
 
 
 def headline(rv: Review) -> list:
     """Per workload, at its smallest and largest point: throughput and the main operation's p99."""
-    blocks = [Heading("Headline numbers"),
-              Para(f"Mean ± 95% confidence half-width over {rv.exp.replications} replications. The "
-                   f"difference is paired by seed (each replication runs every design on the same random "
-                   f"streams); a difference whose interval excludes 0 is a real one at 95%.")]
-    header = ["workload", "point", *[f"{d} M ops/s" for d in rv.exp.designs],
-              *[f"{d} − {rv.base} M ops/s" for d in rv.others], "op",
-              *[f"{d} p99 µs" for d in rv.exp.designs]]
+    blocks = [
+        Heading("Headline numbers"),
+        Para(
+            f"Mean ± 95% confidence half-width over {rv.exp.replications} replications. The "
+            f"difference is paired by seed (each replication runs every design on the same random "
+            f"streams); a difference whose interval excludes 0 is a real one at 95%."
+        ),
+    ]
+    header = [
+        "workload",
+        "point",
+        *[f"{d} M ops/s" for d in rv.exp.designs],
+        *[f"{d} − {rv.base} M ops/s" for d in rv.others],
+        "op",
+        *[f"{d} p99 µs" for d in rv.exp.designs],
+    ]
     rows = []
     for w in rv.workloads():
         pts = rv.points_of(w)
@@ -205,7 +272,13 @@ def _classify(rv: Review, design: str, workload: str, metric: str, better_high: 
         lo, hi = df["ci95_low"], df["ci95_high"]
         up = lo > 0
         down = hi < 0
-        (better if (up if better_high else down) else worse if (down if better_high else up) else same).append((p, df))
+        (
+            better
+            if (up if better_high else down)
+            else worse
+            if (down if better_high else up)
+            else same
+        ).append((p, df))
     return better, worse, same
 
 
@@ -214,7 +287,11 @@ def _span(rv: Review, items, scale: float, unit: str, ratio: bool) -> str:
     diffs = [ci(df["mean"], df["ci95_half"], scale) for _, df in items]
     text = f"{where} ({'; '.join(diffs)} {unit}"
     if ratio:
-        rs = [(df["mean"] + df["baseline_mean"]) / df["baseline_mean"] for _, df in items if df["baseline_mean"]]
+        rs = [
+            (df["mean"] + df["baseline_mean"]) / df["baseline_mean"]
+            for _, df in items
+            if df["baseline_mean"]
+        ]
         if rs:
             text += f"; ×{num(min(rs))}" + (f" to ×{num(max(rs))}" if len(rs) > 1 else "")
     return text + ")"
@@ -232,7 +309,9 @@ def wins(rv: Review) -> list:
             if better:
                 won[d].append(f"`{w}` throughput at {_span(rv, better, 1e-6, 'M ops/s', True)}")
             if worse:
-                won[rv.base].append(f"`{w}` throughput at {_span(rv, worse, 1e-6, 'M ops/s', True)}")
+                won[rv.base].append(
+                    f"`{w}` throughput at {_span(rv, worse, 1e-6, 'M ops/s', True)}"
+                )
             if tie:
                 same.append(f"`{w}` throughput at {', '.join(rv.label(p) for p, _ in tie)}")
             op = rv.main_op(w)
@@ -241,16 +320,26 @@ def wins(rv: Review) -> list:
                 if lower:
                     won[d].append(f"`{w}` {op} p99 latency at {_span(rv, lower, 1, 'µs', False)}")
                 if higher:
-                    won[rv.base].append(f"`{w}` {op} p99 latency at {_span(rv, higher, 1, 'µs', False)}")
+                    won[rv.base].append(
+                        f"`{w}` {op} p99 latency at {_span(rv, higher, 1, 'µs', False)}"
+                    )
         for who, other in ((d, rv.base), (rv.base, d)):
-            blocks += [Heading(f"Where {who} wins over {other}"),
-                       Bullets(won[who]) if won[who] else Para(f"Nowhere: no point where {who} is better "
-                                                               f"at 95% confidence.")]
+            blocks += [
+                Heading(f"Where {who} wins over {other}"),
+                Bullets(won[who])
+                if won[who]
+                else Para(f"Nowhere: no point where {who} is better at 95% confidence."),
+            ]
         if same:
             blocks += [Heading(f"No difference at 95% between {d} and {rv.base}", 3), Bullets(same)]
     if blocks:
-        blocks.insert(0, Para(f"From the paired differences ({', '.join(rv.others)} − {rv.base}, 95% intervals); "
-                              "the ratio is the design's mean over the baseline's."))
+        blocks.insert(
+            0,
+            Para(
+                f"From the paired differences ({', '.join(rv.others)} − {rv.base}, 95% intervals); "
+                "the ratio is the design's mean over the baseline's."
+            ),
+        )
     return blocks
 
 
@@ -258,10 +347,16 @@ def hazards(rv: Review) -> list:
     """The writeback daemon's cost to the others, where a workload has one."""
     blocks = []
     for w in rv.workloads():
-        designs = [d for d in rv.designs_of(w) if rv.stat(d, w, rv.points_of(w)[-1], "daemons.fsync.count")]
+        designs = [
+            d for d in rv.designs_of(w) if rv.stat(d, w, rv.points_of(w)[-1], "daemons.fsync.count")
+        ]
         if not designs:
             continue
-        cols = [h for h in HAZARDS if any(rv.stat(d, w, p, h[1]) for d in designs for p in rv.points_of(w))]
+        cols = [
+            h
+            for h in HAZARDS
+            if any(rv.stat(d, w, p, h[1]) for d in designs for p in rv.points_of(w))
+        ]
         rows = []
         for d in designs:
             for p in rv.points_of(w):
@@ -270,16 +365,26 @@ def hazards(rv: Review) -> list:
                     s = rv.stat(d, w, p, metric)
                     row.append(ci(s[0], s[1], scale) if s else "-")
                 rows.append(row)
-        blocks += [Heading(f"`{w}`", 3),
-                   Table(["design", "point", *[f"{t} ({u})" if u else t for t, _, _, u in cols]], rows, right=2)]
+        blocks += [
+            Heading(f"`{w}`", 3),
+            Table(
+                ["design", "point", *[f"{t} ({u})" if u else t for t, _, _, u in cols]],
+                rows,
+                right=2,
+            ),
+        ]
         blocks.append(Para(_hazard_sentence(rv, w, designs[0])))
     if blocks:
         blocks.insert(0, Heading("Hazards quantified"))
-        blocks.insert(1, Para(
-            "NEW's writeback (`pm_writeback_pages`) holds `pm_qlock` for the whole pass: the PTE walk, the "
-            "TLB shootdowns and every dirty page's synchronous write, so any miss on the file waits for the "
-            "pass. A pass still running when the run ends has no hold time yet: its age is the column "
-            "'pass still running at the end'. Mean ± 95% half-width over the replications."))
+        blocks.insert(
+            1,
+            Para(
+                "NEW's writeback (`pm_writeback_pages`) holds `pm_qlock` for the whole pass: the PTE walk, the "
+                "TLB shootdowns and every dirty page's synchronous write, so any miss on the file waits for the "
+                "pass. A pass still running when the run ends has no hold time yet: its age is the column "
+                "'pass still running at the end'. Mean ± 95% half-width over the replications."
+            ),
+        )
     return blocks
 
 
@@ -292,12 +397,17 @@ def _hazard_sentence(rv: Review, w: str, d: str) -> str:
     if hold and hold[0] > 0:
         parts.append(f"a writeback pass holds `pm_qlock` for up to {ci(hold[0], hold[1], 1e-3)} ms")
     else:  # no pass finished at the largest point: the longest finished one elsewhere
-        held = [(s, q) for q in rv.points_of(w)
-                if (s := rv.stat(d, w, q, "locks.pm_qlock.held_by.fsync.hold_us_max")) and s[0] > 0]
+        held = [
+            (s, q)
+            for q in rv.points_of(w)
+            if (s := rv.stat(d, w, q, "locks.pm_qlock.held_by.fsync.hold_us_max")) and s[0] > 0
+        ]
         if held:
             s, q = max(held, key=lambda item: item[0][0])
-            parts.append(f"no pass finished within the run (at {rv.label(q)} one held `pm_qlock` for "
-                         f"{ci(s[0], s[1], 1e-3)} ms)")
+            parts.append(
+                f"no pass finished within the run (at {rv.label(q)} one held `pm_qlock` for "
+                f"{ci(s[0], s[1], 1e-3)} ms)"
+            )
     if age and age[0] > 0:
         parts.append(f"a pass is still running at the end after {ci(age[0], age[1], 1e-3)} ms")
     if miss and miss[0] > 0:
@@ -305,16 +415,21 @@ def _hazard_sentence(rv: Review, w: str, d: str) -> str:
     waiting = rv.stat(d, w, p, "ops.miss.unfinished")
     oldest = rv.stat(d, w, p, "ops.miss.unfinished_age_us_max")
     if waiting and waiting[0] > 0:
-        parts.append(f"{ci(waiting[0], waiting[1])} misses are still waiting at the end, the oldest for "
-                     f"{ci(oldest[0], oldest[1], 1e-3)} ms")
+        parts.append(
+            f"{ci(waiting[0], waiting[1])} misses are still waiting at the end, the oldest for "
+            f"{ci(oldest[0], oldest[1], 1e-3)} ms"
+        )
     walk = rv.stat(d, w, p, "timings.pte_walk.us_mean")
     if walk and walk[0] > 0:
         parts.append(f"the PTE walk costs {ci(walk[0], walk[1])} µs a pass")
     ipis = rv.stat(d, w, p, "tlb.ipis")
     if ipis and ipis[0] > 0:
         parts.append(f"{ci(ipis[0], ipis[1])} IPIs are sent in the measured window")
-    return (f"On `{d}` at {rv.label(p)}: " + "; ".join(parts) + ".") if parts else \
-        f"On `{d}` at {rv.label(p)}: no writeback pass overlapped the measured window."
+    return (
+        (f"On `{d}` at {rv.label(p)}: " + "; ".join(parts) + ".")
+        if parts
+        else f"On `{d}` at {rv.label(p)}: no writeback pass overlapped the measured window."
+    )
 
 
 # What each standard figure shows (pmsim.plots.standard_figures names them KIND-WORKLOAD[-DESIGN]).
@@ -348,8 +463,10 @@ def figures(rv: Review, paths, base) -> list:
             blocks.append(Heading(f"`{w}`", 3))
         for path in mine:
             kind, _, rest = path.stem.partition("-")
-            design, _, where = rest[len(w) + 1:].partition("-")  # a timeline: DESIGN[-POINT]
-            on = (f" on {design}" if design else "") + (f" at {where.replace('_', ' ')}" if where else "")
+            design, _, where = rest[len(w) + 1 :].partition("-")  # a timeline: DESIGN[-POINT]
+            on = (f" on {design}" if design else "") + (
+                f" at {where.replace('_', ' ')}" if where else ""
+            )
             blocks.append(Figure(path.relative_to(base).as_posix(), f"{w}{on}: {_caption(kind)}"))
     return blocks
 
@@ -357,5 +474,11 @@ def figures(rv: Review, paths, base) -> list:
 def build(result, figure_paths=(), base=None) -> list:
     """The report's blocks."""
     rv = Review(result)
-    return [*title(rv), *setup(rv), *headline(rv), *wins(rv), *hazards(rv),
-            *(figures(rv, figure_paths, base) if figure_paths else [])]
+    return [
+        *title(rv),
+        *setup(rv),
+        *headline(rv),
+        *wins(rv),
+        *hazards(rv),
+        *(figures(rv, figure_paths, base) if figure_paths else []),
+    ]

@@ -32,7 +32,7 @@ class SweepResult:
     provenance: pd.DataFrame  # wall time and host per run
 
     @classmethod
-    def load(cls, out) -> "SweepResult":
+    def load(cls, out) -> SweepResult:
         """The tables of a sweep folder written earlier (by ``pmsim sweep`` or ``pmsim.sweep``)."""
         out = Path(out)
         manifest = out / "manifest.json"
@@ -40,8 +40,10 @@ class SweepResult:
             raise ConfigError(f"results: {str(out)!r} holds no finished sweep (no manifest.json)")
         info = json.loads(manifest.read_text())
         if info.get("tables_digest") is None or info["tables_digest"] != tables_digest(out):
-            raise ConfigError(f"results: {str(out)!r}: the sweep did not finish (killed, or still running); "
-                              "run it again to complete its tables")
+            raise ConfigError(
+                f"results: {str(out)!r}: the sweep did not finish (killed, or still running); "
+                "run it again to complete its tables"
+            )
         exp = ExperimentSpec.model_validate(info["experiment"])
         tables = {name: pd.read_parquet(out / f"{name}.parquet") for name in SWEEP_TABLES}
         return cls(out, exp, **tables)
@@ -61,9 +63,17 @@ def default_out(exp: ExperimentSpec) -> Path:
     return Path(exp.out) if exp.out else Path("sweeps") / exp.name
 
 
-def sweep(experiment, out=None, *, workers: int | None = None, scheduler: str | None = None,
-          scheduler_file: str | None = None, executor: Executor | None = None, resume: bool = True,
-          progress: bool = True) -> SweepResult:
+def sweep(
+    experiment,
+    out=None,
+    *,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    scheduler_file: str | None = None,
+    executor: Executor | None = None,
+    resume: bool = True,
+    progress: bool = True,
+) -> SweepResult:
     """Run ``experiment`` (a name from ``experiments/``, a YAML path, a mapping or an
     :class:`ExperimentSpec`) and return its tables.
 
@@ -78,9 +88,15 @@ def sweep(experiment, out=None, *, workers: int | None = None, scheduler: str | 
     plans = plan_runs(exp)
     store = SweepStore(out if out is not None else default_out(exp))
     store.check(exp, resume)
-    with open_executor(workers, scheduler, scheduler_file, executor) as (ex, where, window):  # before writing
+    with open_executor(workers, scheduler, scheduler_file, executor) as (
+        ex,
+        where,
+        window,
+    ):  # before writing
         finished = store.open(exp, plans, resume)
-        todo = sorted((p for p in plans if p.run_id not in finished), key=lambda p: -p.cost_estimate)
+        todo = sorted(
+            (p for p in plans if p.run_id not in finished), key=lambda p: -p.cost_estimate
+        )
         if todo:
             _run_all(ex, where, window, exp, todo, store, len(finished), len(plans), progress)
     tables = store.finalize(exp, plans)
@@ -93,12 +109,22 @@ def _run_all(ex, where, window, exp, todo, store, done, total, progress) -> None
         shape = f"{len(exp.designs)} designs x {len(points(exp))} points x {exp.replications} replications"
         if exp.exclude:
             shape += ", some excluded"
-        print(f"{exp.name}: {total} runs ({shape}), {done} already written, {len(todo)} to run on {where}; "
-              f"into {store.dir}", file=sys.stderr)
+        print(
+            f"{exp.name}: {total} runs ({shape}), {done} already written, {len(todo)} to run on {where}; "
+            f"into {store.dir}",
+            file=sys.stderr,
+        )
     from tqdm.auto import tqdm
 
-    with tqdm(total=total, initial=done, desc=exp.name, unit="run", disable=not progress, file=sys.stderr,
-              dynamic_ncols=True) as bar:
+    with tqdm(
+        total=total,
+        initial=done,
+        desc=exp.name,
+        unit="run",
+        disable=not progress,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    ) as bar:
         bar.set_postfix_str(f"failed 0, on {where}")
         for plan, result, error in _outcomes(ex, todo, window):
             if error is None:
@@ -108,8 +134,11 @@ def _run_all(ex, where, window, exp, todo, store, done, total, progress) -> None
                 failed += 1
                 bar.set_postfix_str(f"failed {failed}, on {where}")
                 if progress:
-                    bar.write(f"run {plan.run_id} ({plan.design}, {plan.workload}, replication "
-                              f"{plan.replication}) failed: {line[:200]}", file=sys.stderr)
+                    bar.write(
+                        f"run {plan.run_id} ({plan.design}, {plan.workload}, replication "
+                        f"{plan.replication}) failed: {line[:200]}",
+                        file=sys.stderr,
+                    )
             bar.update(1)
 
 
@@ -143,11 +172,17 @@ def _outcomes(ex, todo, window):
                 nxt = lengths.pop_longest(pending)
                 try:
                     start(nxt)
-                except BrokenExecutor as e:  # a worker died (killed, out of memory): the pool is gone
+                except (
+                    BrokenExecutor
+                ) as e:  # a worker died (killed, out of memory): the pool is gone
                     yield from ((p, None, e) for p in [nxt, *pending])
                     pending.clear()
             if result is not None and result["provenance"]["code_digest"] != code_digest():
-                error, result = RuntimeError(
-                    f"the worker on {result['provenance']['host']} runs other pmsim code (digest "
-                    f"{result['provenance']['code_digest']}, here {code_digest()}): install this version there"), None
+                error, result = (
+                    RuntimeError(
+                        f"the worker on {result['provenance']['host']} runs other pmsim code (digest "
+                        f"{result['provenance']['code_digest']}, here {code_digest()}): install this version there"
+                    ),
+                    None,
+                )
             yield plan, result, error

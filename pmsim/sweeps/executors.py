@@ -48,8 +48,11 @@ def local_pool(workers: int) -> ProcessPoolExecutor:
 
 def _only_thread() -> bool:
     """This process runs one thread (tqdm's monitor, which only wakes to redraw bars, aside)."""
-    others = [t for t in threading.enumerate()
-              if t is not threading.main_thread() and type(t).__name__ != "TMonitor"]
+    others = [
+        t
+        for t in threading.enumerate()
+        if t is not threading.main_thread() and type(t).__name__ != "TMonitor"
+    ]
     return not others
 
 
@@ -60,16 +63,24 @@ def check_executor_args(workers=None, scheduler=None, scheduler_file=None, execu
     if scheduler and scheduler_file:
         raise ConfigError("--scheduler and --scheduler-file: give one of them")
     if (scheduler or scheduler_file) and workers is not None:
-        raise ConfigError(f"--workers {workers}: a Dask cluster has its own workers (start more of them instead)")
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ConfigError(
+            f"--workers {workers}: a Dask cluster has its own workers (start more of them instead)"
+        )
+    if workers is not None and (
+        isinstance(workers, bool) or not isinstance(workers, int) or workers < 1
+    ):
         raise ConfigError(f"--workers: expected a whole number >= 1, got {workers!r}")
     if scheduler_file and not os.path.isfile(scheduler_file):
         raise ConfigError(f"--scheduler-file: no such file {scheduler_file!r}")
 
 
 @contextlib.contextmanager
-def open_executor(workers: int | None = None, scheduler: str | None = None,
-                  scheduler_file: str | None = None, executor: Executor | None = None):
+def open_executor(
+    workers: int | None = None,
+    scheduler: str | None = None,
+    scheduler_file: str | None = None,
+    executor: Executor | None = None,
+):
     """Yield ``(executor, description, window)``; a pool or client this opens is closed on exit.
     ``window`` is how many runs to keep in flight (a local pool's workers), None for all.
     One worker yields no executor: the sweep runs its runs in this process, one by one
@@ -81,7 +92,11 @@ def open_executor(workers: int | None = None, scheduler: str | None = None,
     if scheduler or scheduler_file:
         client = _dask_client(scheduler, scheduler_file)
         try:
-            yield client.get_executor(pure=False), f"Dask cluster at {client.scheduler.address}", None
+            yield (
+                client.get_executor(pure=False),
+                f"Dask cluster at {client.scheduler.address}",
+                None,
+            )
         finally:
             client.close()
         return
@@ -100,13 +115,16 @@ def _dask_client(scheduler: str | None, scheduler_file: str | None):
     try:
         from distributed import Client
     except ImportError:
-        raise ConfigError("--scheduler: Dask distributed is not installed "
-                          "(python -m pip install 'pmsim[dask]')") from None
+        raise ConfigError(
+            "--scheduler: Dask distributed is not installed (python -m pip install 'pmsim[dask]')"
+        ) from None
     try:
         if scheduler_file:
             return Client(scheduler_file=scheduler_file, timeout="10s")
         return Client(scheduler, timeout="10s")
     except Exception as e:  # noqa: BLE001 - distributed raises many kinds (a bad file: AssertionError)
-        where = f"--scheduler-file {scheduler_file}" if scheduler_file else f"--scheduler {scheduler}"
+        where = (
+            f"--scheduler-file {scheduler_file}" if scheduler_file else f"--scheduler {scheduler}"
+        )
         reason = " ".join(str(e).split()) or type(e).__name__
         raise ConfigError(f"{where}: cannot reach the Dask scheduler ({reason[:160]})") from None

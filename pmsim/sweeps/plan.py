@@ -43,9 +43,14 @@ class RunPlan:
     @property
     def ident(self) -> dict:
         """The run's identity columns, as table cells (a mapping factor value as JSON)."""
-        return {"run_id": self.run_id, "design": self.design, "workload": self.workload,
-                "replication": self.replication, "seed": self.seed,
-                **{k: factor_value(v) for k, v in self.point.items() if k != "workload"}}
+        return {
+            "run_id": self.run_id,
+            "design": self.design,
+            "workload": self.workload,
+            "replication": self.replication,
+            "seed": self.seed,
+            **{k: factor_value(v) for k, v in self.point.items() if k != "workload"},
+        }
 
     @property
     def cost_estimate(self) -> float:
@@ -82,8 +87,12 @@ def plan_runs(exp: ExperimentSpec) -> list[RunPlan]:
             raise ConfigError(_one_line(f"experiment {exp.name}, at {where}: {e}")) from None
         name = raw["name"]
         if names.setdefault(name, workload) != workload:
-            raise ConfigError(_one_line(f"experiment {exp.name}: workloads {names[name]!r} and {workload!r} "
-                                        f"are both named {name!r} (give one a 'name' key)"))
+            raise ConfigError(
+                _one_line(
+                    f"experiment {exp.name}: workloads {names[name]!r} and {workload!r} "
+                    f"are both named {name!r} (give one a 'name' key)"
+                )
+            )
         point_key = canonical({"workload": name, **point})
         for replication in range(exp.replications):
             seed = derive_seed(exp.seed, point_key, replication)
@@ -98,21 +107,36 @@ def plan_runs(exp: ExperimentSpec) -> list[RunPlan]:
                     for op in sorted(spec.operations()):
                         get_design(design).require(op)
                 except ConfigError as e:
-                    raise ConfigError(_one_line(f"experiment {exp.name}, at {where}: workload {name} on {e} "
-                                                f"(drop the design or the workload, or exclude the pair)")) from None
-                run_id = hashlib.blake2b(canonical({
-                    "design": design, "spec": spec.model_dump(mode="json"), "pmsim": code_digest(),
-                }).encode(), digest_size=8).hexdigest()
+                    raise ConfigError(
+                        _one_line(
+                            f"experiment {exp.name}, at {where}: workload {name} on {e} "
+                            f"(drop the design or the workload, or exclude the pair)"
+                        )
+                    ) from None
+                run_id = hashlib.blake2b(
+                    canonical(
+                        {
+                            "design": design,
+                            "spec": spec.model_dump(mode="json"),
+                            "pmsim": code_digest(),
+                        }
+                    ).encode(),
+                    digest_size=8,
+                ).hexdigest()
                 runs.append(RunPlan(run_id, design, name, replication, seed, point, spec))
     for i, entry in enumerate(exp.exclude):
         if not any(exp.matches(entry, d, p) for d in exp.designs for p in points(exp)):
-            raise ConfigError(f"experiment {exp.name}: exclude.{i} {entry} matches no run (the zip pairs "
-                              "those values differently)")
+            raise ConfigError(
+                f"experiment {exp.name}: exclude.{i} {entry} matches no run (the zip pairs "
+                "those values differently)"
+            )
     if not runs:
         raise ConfigError(f"experiment {exp.name}: exclude leaves no run")
     ids = [r.run_id for r in runs]
     if len(set(ids)) != len(ids):
-        raise ConfigError(f"experiment {exp.name}: two runs resolve to the same design, workload and seed")
+        raise ConfigError(
+            f"experiment {exp.name}: two runs resolve to the same design, workload and seed"
+        )
     return runs
 
 
@@ -121,8 +145,10 @@ def _point_workload(exp: ExperimentSpec, point: dict, workload: str, cache: dict
     if workload not in cache:
         cache[workload] = read_workload(_locate(workload, exp.base_dir))[0]
     raw = copy.deepcopy(cache[workload])
-    for label, items in (("override", exp.overrides.items()),
-                         ("factor", ((k, v) for k, v in point.items() if k != "workload"))):
+    for label, items in (
+        ("override", exp.overrides.items()),
+        ("factor", ((k, v) for k, v in point.items() if k != "workload")),
+    ):
         for key, value in items:
             set_dotted(raw, key, value, label=label)
     return raw

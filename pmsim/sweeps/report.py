@@ -24,12 +24,17 @@ def format_sweep(res, metric: str = "total_ops_per_s") -> str:
     point_keys = keys[1:]
     rows = agg[agg["metric"] == metric]
     ok = int((summary["status"] == "ok").sum()) if len(summary) else 0
-    lines = [f"{exp.name}: {ok} runs written, {len(res.failures)} failed; {metric} in M/s "
-             f"(mean ±95% CI over {exp.replications} replications; the differences are paired by seed)"]
+    lines = [
+        f"{exp.name}: {ok} runs written, {len(res.failures)} failed; {metric} in M/s "
+        f"(mean ±95% CI over {exp.replications} replications; the differences are paired by seed)"
+    ]
     widths = [max([len(k), 10, *(len(str(v)) for v in rows[k])]) for k in point_keys]
-    lines.append("  " + " ".join(f"{k:>{w}}" for k, w in zip(point_keys, widths))
-                 + "".join(f" {d:>22}" for d in exp.designs)
-                 + "".join(f" {d + ' - ' + base:>22}" for d in others))
+    lines.append(
+        "  "
+        + " ".join(f"{k:>{w}}" for k, w in zip(point_keys, widths))
+        + "".join(f" {d:>22}" for d in exp.designs)
+        + "".join(f" {d + ' - ' + base:>22}" for d in others)
+    )
     by_point: dict[tuple, dict] = {}
     for _, r in rows.iterrows():
         by_point.setdefault(tuple(r[k] for k in point_keys), {})[r["design"]] = r
@@ -37,11 +42,16 @@ def format_sweep(res, metric: str = "total_ops_per_s") -> str:
     for _, r in res.differences[res.differences["metric"] == metric].iterrows():
         diffs.setdefault(tuple(r[k] for k in point_keys), {})[r["design"]] = r
     for point, designs in by_point.items():
-        lines.append("  " + " ".join(f"{str(v):>{w}}" for v, w in zip(point, widths))
-                     + "".join(f" {_cell(designs.get(d)):>22}" for d in exp.designs)
-                     + "".join(f" {_cell(diffs.get(point, {}).get(d), sign=True):>22}" for d in others))
+        lines.append(
+            "  "
+            + " ".join(f"{str(v):>{w}}" for v, w in zip(point, widths))
+            + "".join(f" {_cell(designs.get(d)):>22}" for d in exp.designs)
+            + "".join(f" {_cell(diffs.get(point, {}).get(d), sign=True):>22}" for d in others)
+        )
     for _, f in res.failures.iterrows():
-        lines.append(f"  failed: run {f['run_id']} ({f['design']}, {f['workload']}, replication "
-                     f"{f['replication']}): {f['error'][:160]}")
+        lines.append(
+            f"  failed: run {f['run_id']} ({f['design']}, {f['workload']}, replication "
+            f"{f['replication']}): {f['error'][:160]}"
+        )
     lines.append(f"  tables in {res.out}/ (summary.parquet, aggregate.parquet, runs/)")
     return "\n".join(lines)

@@ -37,8 +37,10 @@ from pmsim.workload.load import _Loader, _one_line, preset_question, yaml_proble
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
 
 # Keys a factor may not vary: the seed is derived per run, the name identifies the workload.
-_RESERVED = {"seed": "seeds are derived from the experiment's seed, the factor point and the replication",
-             "name": "a run's workload name comes from its workload"}
+_RESERVED = {
+    "seed": "seeds are derived from the experiment's seed, the factor point and the replication",
+    "name": "a run's workload name comes from its workload",
+}
 
 
 class ExperimentSpec(BaseModel):
@@ -67,7 +69,9 @@ class ExperimentSpec(BaseModel):
         known = designs()
         for d in v:
             if d not in known:
-                raise ValueError(f"unknown design {d!r}{did_you_mean(d, known)} (pmsim designs lists them)")
+                raise ValueError(
+                    f"unknown design {d!r}{did_you_mean(d, known)} (pmsim designs lists them)"
+                )
         if len(set(v)) != len(v):
             raise ValueError(f"a design is listed twice: {v}")
         return v
@@ -81,22 +85,30 @@ class ExperimentSpec(BaseModel):
             if key in _RESERVED:
                 raise ValueError(f"{key!r} cannot be set here (got {value!r}): {_RESERVED[key]}")
         if "workload" in self.overrides:
-            raise ValueError(f"'workload' is not an override (got {self.overrides['workload']!r}): give it as "
-                             "the experiment's workload or as a factor")
+            raise ValueError(
+                f"'workload' is not an override (got {self.overrides['workload']!r}): give it as "
+                "the experiment's workload or as a factor"
+            )
         lengths = {k: len(v) for k, v in self.zip.items()}
         if len(set(lengths.values())) > 1:
-            raise ValueError("zip lists must have the same length, got "
-                             + ", ".join(f"{k}: {n}" for k, n in lengths.items()))
+            raise ValueError(
+                "zip lists must have the same length, got "
+                + ", ".join(f"{k}: {n}" for k, n in lengths.items())
+            )
         for key, values in [*self.grid.items(), *self.zip.items()]:
             if key == "workload" and not all(isinstance(v, str) for v in values):
-                raise ValueError(f"factor 'workload' takes preset names or YAML paths, got {values}")
+                raise ValueError(
+                    f"factor 'workload' takes preset names or YAML paths, got {values}"
+                )
             seen = []
             for v in values:
                 if v in seen:
                     raise ValueError(f"factor {key!r} lists the value {v!r} twice")
                 seen.append(v)
         if self.workload is None and "workload" not in self.factors:
-            raise ValueError("no workload: give 'workload' (a preset name or YAML path) or a 'workload' factor")
+            raise ValueError(
+                "no workload: give 'workload' (a preset name or YAML path) or a 'workload' factor"
+            )
         self._check_exclude()
         return self
 
@@ -112,11 +124,15 @@ class ExperimentSpec(BaseModel):
                 raise ValueError(f"exclude.{i}: an empty entry would leave out every run")
             for key, given in entry.items():
                 if key not in values:
-                    raise ValueError(f"exclude.{i}: key {key!r} is not 'design' or a factor "
-                                     f"({', '.join(values)}), got {given!r}")
+                    raise ValueError(
+                        f"exclude.{i}: key {key!r} is not 'design' or a factor "
+                        f"({', '.join(values)}), got {given!r}"
+                    )
                 for v in _any_of(given, values[key]):
                     if v not in values[key]:
-                        raise ValueError(f"exclude.{i}.{key}: {v!r} is not one of its values {values[key]}")
+                        raise ValueError(
+                            f"exclude.{i}.{key}: {v!r} is not one of its values {values[key]}"
+                        )
 
     def excluded(self, design: str, point: dict) -> bool:
         """Whether the run of ``design`` at ``point`` is left out (matches an ``exclude`` entry)."""
@@ -131,7 +147,6 @@ class ExperimentSpec(BaseModel):
     def factors(self) -> list[str]:
         """The factor keys: the grid's, then the zip's."""
         return [*self.grid, *self.zip]
-
 
 
 def _any_of(given, values: list) -> list:
@@ -150,9 +165,15 @@ def read_experiment(experiment: str) -> tuple[dict, Path | None]:
     if not (experiment.endswith((".yaml", ".yml")) or path.is_file()):
         table = experiments()
         if experiment not in table:
-            known = f"experiments: {', '.join(table)}; or" if table else "no experiments in experiments/;"
-            raise ConfigError(f"experiment: unknown name {experiment!r}{did_you_mean(experiment, table)} "
-                              f"({known} give a .yaml path)")
+            known = (
+                f"experiments: {', '.join(table)}; or"
+                if table
+                else "no experiments in experiments/;"
+            )
+            raise ConfigError(
+                f"experiment: unknown name {experiment!r}{did_you_mean(experiment, table)} "
+                f"({known} give a .yaml path)"
+            )
         path = table[experiment]
     if not path.is_file():
         raise ConfigError(f"experiment: no such file {experiment!r}")
@@ -165,8 +186,10 @@ def read_experiment(experiment: str) -> tuple[dict, Path | None]:
     except yaml.YAMLError as e:
         raise ConfigError(yaml_problem(e, f"experiment {path}")) from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"experiment {path}: expected a mapping of keys, got "
-                          f"{'an empty file' if raw is None else type(raw).__name__}")
+        raise ConfigError(
+            f"experiment {path}: expected a mapping of keys, got "
+            f"{'an empty file' if raw is None else type(raw).__name__}"
+        )
     return raw, path
 
 
@@ -204,9 +227,16 @@ def _describe(err: dict) -> str:
     if len(shown) > 60:
         shown = shown[:57] + "..."
     if err["type"] == "extra_forbidden":
-        close = difflib.get_close_matches(loc[-1], list(ExperimentSpec.model_fields), n=1) if len(loc) == 1 else []
-        hint = f" (did you mean {close[0]!r}?)" if close else \
-            f" (keys: {', '.join(k for k in ExperimentSpec.model_fields if k != 'base_dir')})"
+        close = (
+            difflib.get_close_matches(loc[-1], list(ExperimentSpec.model_fields), n=1)
+            if len(loc) == 1
+            else []
+        )
+        hint = (
+            f" (did you mean {close[0]!r}?)"
+            if close
+            else f" (keys: {', '.join(k for k in ExperimentSpec.model_fields if k != 'base_dir')})"
+        )
         return f"experiment key {key}: unknown key{hint}, got {shown}"
     if err["type"] == "missing":
         return f"experiment key {key}: required, not given"
@@ -214,4 +244,3 @@ def _describe(err: dict) -> str:
     if err["type"] == "value_error":
         return f"experiment {key}: {msg}" if loc else f"experiment: {msg}"
     return f"experiment key {key}: {msg.lower()}, got {shown}"
-

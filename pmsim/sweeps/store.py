@@ -33,8 +33,18 @@ from pmsim.errors import ConfigError
 from pmsim.sweeps.tables import aggregate, concat_rows, differences, flatten
 from pmsim.version import code_digest
 
-RUN_TABLES = ("ops", "locks", "lock_holders", "cores", "counters", "timeseries", "op_timeseries", "latency",
-              "intervals", "run")
+RUN_TABLES = (
+    "ops",
+    "locks",
+    "lock_holders",
+    "cores",
+    "counters",
+    "timeseries",
+    "op_timeseries",
+    "latency",
+    "intervals",
+    "run",
+)
 SWEEP_TABLES = ("summary", "aggregate", "differences", "provenance")
 # The finished runs' per-run tables gathered into one file each under DIR/tables/ (``run``
 # repeats the summary, so it stays per run): what a results folder without runs/ keeps.
@@ -57,8 +67,10 @@ def tables_digest(folder: Path) -> str | None:
     """A digest of the result tables' bytes, None if one is missing. Not of the provenance:
     its wall times differ between runs of one sweep, and the manifest is a result too."""
     h = hashlib.blake2b(digest_size=8)
-    for path in [*(f"{name}.parquet" for name in SWEEP_TABLES[:-1]),
-                 *(f"{TABLES}/{name}.parquet" for name in GATHERED)]:
+    for path in [
+        *(f"{name}.parquet" for name in SWEEP_TABLES[:-1]),
+        *(f"{TABLES}/{name}.parquet" for name in GATHERED),
+    ]:
         try:
             h.update((folder / path).read_bytes())
         except FileNotFoundError:
@@ -85,7 +97,9 @@ def _with_ident(df: pd.DataFrame, ident: dict):
     factors. Straight to Arrow: through pandas it took half the driver's time per run."""
     import pyarrow as pa
 
-    table = pa.Table.from_pandas(df.drop(columns=["design", "workload", "seed"]), preserve_index=False)
+    table = pa.Table.from_pandas(
+        df.drop(columns=["design", "workload", "seed"]), preserve_index=False
+    )
     for i, (key, value) in enumerate(ident.items()):
         table = table.add_column(i, key, pa.array([value] * len(df)))
     return table
@@ -114,7 +128,9 @@ class SweepStore:
         for parent in d.parents:
             if parent.exists():
                 if not parent.is_dir():
-                    raise ConfigError(f"--out: {str(parent)!r} is a file, so {str(d)!r} cannot be a folder")
+                    raise ConfigError(
+                        f"--out: {str(parent)!r} is a file, so {str(d)!r} cannot be a folder"
+                    )
                 break
         if d.exists() and not d.is_dir():
             raise ConfigError(f"--out: {str(d)!r} exists and is not a folder")
@@ -122,16 +138,20 @@ class SweepStore:
             return
         manifest = d / "manifest.json"
         if not manifest.is_file() and not all(self._ours(e) for e in d.iterdir()):
-            raise ConfigError(f"--out: {str(d)!r} is not empty and holds no sweep (no manifest.json); "
-                              "give a new or empty folder")
+            raise ConfigError(
+                f"--out: {str(d)!r} is not empty and holds no sweep (no manifest.json); "
+                "give a new or empty folder"
+            )
         if exp is not None and resume and manifest.is_file():
             try:
                 name = json.loads(manifest.read_text())["experiment"]["name"]
             except (OSError, ValueError, KeyError, TypeError):
                 name = None
             if name is not None and name != exp.name:
-                raise ConfigError(f"--out: {str(d)!r} holds the sweep of experiment {name!r}, not {exp.name!r} "
-                                  "(give another folder, or --no-resume to replace it)")
+                raise ConfigError(
+                    f"--out: {str(d)!r} holds the sweep of experiment {name!r}, not {exp.name!r} "
+                    "(give another folder, or --no-resume to replace it)"
+                )
 
     def open(self, exp, plans, resume: bool = True) -> set[str]:
         """Prepare the folder for ``plans``; return the ids of those already finished."""
@@ -160,21 +180,39 @@ class SweepStore:
                     entry.unlink()
                 continue
             for f in entry.iterdir():
-                if f.name.startswith(".") or entry.name == "failed" or f.name.split(".")[0] not in done:
+                if (
+                    f.name.startswith(".")
+                    or entry.name == "failed"
+                    or f.name.split(".")[0] not in done
+                ):
                     shutil.rmtree(f) if f.is_dir() else f.unlink()
         return done
 
-    def write_manifest(self, exp, plans, status: dict | None = None, tables: str | None = None) -> None:
+    def write_manifest(
+        self, exp, plans, status: dict | None = None, tables: str | None = None
+    ) -> None:
         """The experiment and its runs; after a sweep, each run's status and the digest of the
         sweep's tables (a reader checks it: tables of a killed or running sweep do not pass)."""
         import pmsim
 
-        runs = [{**p.ident, "point": p.point,
-                 **({"status": status.get(p.run_id, "missing")} if status is not None else {}),
-                 "spec": p.spec.model_dump(mode="json")} for p in plans]
-        manifest = {"experiment": exp.model_dump(mode="json", exclude={"base_dir"}),
-                    "pmsim_version": pmsim.__version__, "code_digest": code_digest(), "factors": exp.factors,
-                    "designs": exp.designs, "runs_total": len(plans), "runs": runs}
+        runs = [
+            {
+                **p.ident,
+                "point": p.point,
+                **({"status": status.get(p.run_id, "missing")} if status is not None else {}),
+                "spec": p.spec.model_dump(mode="json"),
+            }
+            for p in plans
+        ]
+        manifest = {
+            "experiment": exp.model_dump(mode="json", exclude={"base_dir"}),
+            "pmsim_version": pmsim.__version__,
+            "code_digest": code_digest(),
+            "factors": exp.factors,
+            "designs": exp.designs,
+            "runs_total": len(plans),
+            "runs": runs,
+        }
         if status is not None:
             manifest["runs_ok"] = sum(s == "ok" for s in status.values())
             manifest["runs_failed"] = sum(s == "failed" for s in status.values())
@@ -188,9 +226,14 @@ class SweepStore:
 
         ident = plan.ident
         for name in RUN_TABLES:
-            write_arrow(_with_ident(output["tables"][name], ident), self.runs / name / f"{plan.run_id}.parquet")
-        write_arrow(pa.Table.from_pylist([{"run_id": plan.run_id, **output["provenance"]}]),
-                    self.runs / "provenance" / f"{plan.run_id}.parquet")
+            write_arrow(
+                _with_ident(output["tables"][name], ident),
+                self.runs / name / f"{plan.run_id}.parquet",
+            )
+        write_arrow(
+            pa.Table.from_pylist([{"run_id": plan.run_id, **output["provenance"]}]),
+            self.runs / "provenance" / f"{plan.run_id}.parquet",
+        )
         row = {**ident, "status": "ok", "error": None, **flatten(output["summary"])}
         write_arrow(pa.Table.from_pylist([row]), self.runs / "summary" / f"{plan.run_id}.parquet")
         (self.runs / "failed" / f"{plan.run_id}.json").unlink(missing_ok=True)
@@ -198,9 +241,14 @@ class SweepStore:
     def write_failure(self, plan, error: BaseException) -> str:
         """Record a run that raised; returns its one-line error."""
         line = " ".join(f"{type(error).__name__}: {error}".split())
-        record = {**plan.ident, "error": line,
-                  "traceback": "".join(traceback.format_exception(error))}
-        write_text(json.dumps(record, indent=1, default=str), self.runs / "failed" / f"{plan.run_id}.json")
+        record = {
+            **plan.ident,
+            "error": line,
+            "traceback": "".join(traceback.format_exception(error)),
+        }
+        write_text(
+            json.dumps(record, indent=1, default=str), self.runs / "failed" / f"{plan.run_id}.json"
+        )
         return line
 
     # --- the sweep's tables ----------------------------------------------------------------
@@ -222,15 +270,24 @@ class SweepStore:
         summary = concat_rows(rows, factors)
         agg = aggregate(summary, exp.factors)
         diff = differences(summary, exp.factors, exp.designs[0])
-        provenance = pd.concat(prov, ignore_index=True) if prov else pd.DataFrame(columns=["run_id"])
-        tables = {"summary": summary, "aggregate": agg, "differences": diff, "provenance": provenance}
+        provenance = (
+            pd.concat(prov, ignore_index=True) if prov else pd.DataFrame(columns=["run_id"])
+        )
+        tables = {
+            "summary": summary,
+            "aggregate": agg,
+            "differences": diff,
+            "provenance": provenance,
+        }
         for name, df in tables.items():
             write_parquet(df, self.dir / f"{name}.parquet")
         ok = [p.run_id for p in plans if status.get(p.run_id) == "ok"]
         (self.dir / TABLES).mkdir(exist_ok=True)
         for name in GATHERED:
             self._gather(name, ok, factors, self.dir / TABLES / f"{name}.parquet")
-        self.write_manifest(exp, plans, status, tables_digest(self.dir))  # last: the set is complete
+        self.write_manifest(
+            exp, plans, status, tables_digest(self.dir)
+        )  # last: the set is complete
         return tables
 
     def _gather(self, name: str, run_ids, factors, path: Path) -> None:
@@ -242,7 +299,9 @@ class SweepStore:
         parts = [pq.read_table(self.runs / name / f"{r}.parquet") for r in run_ids]
         full = [t for t in parts if t.num_rows]  # empty tables carry no column types
         if not full:
-            return write_arrow(parts[0] if parts else pa.table({"run_id": pa.array([], pa.string())}), path)
+            return write_arrow(
+                parts[0] if parts else pa.table({"run_id": pa.array([], pa.string())}), path
+            )
         try:
             write_arrow(pa.concat_tables(full, promote_options="permissive"), path)
         except (pa.ArrowInvalid, pa.ArrowTypeError):
@@ -257,7 +316,10 @@ class SweepStore:
         if gathered.is_file():
             df = pd.read_parquet(gathered)
             return df[df["run_id"].isin(set(run_ids))].reset_index(drop=True)
-        frames = [pd.read_parquet(f) for r in run_ids if (f := self.runs / name / f"{r}.parquet").is_file()]
+        frames = [
+            pd.read_parquet(f)
+            for r in run_ids
+            if (f := self.runs / name / f"{r}.parquet").is_file()
+        ]
         full = [f for f in frames if len(f)]
         return pd.concat(full, ignore_index=True) if full else pd.DataFrame()
-

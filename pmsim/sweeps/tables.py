@@ -24,6 +24,7 @@ _SKIP = {"design", "workload", "seed"}
 
 def canonical(obj) -> str:
     """Compact JSON with sorted keys, mapping keys of any type written as strings."""
+
     def norm(o):
         if isinstance(o, dict):
             return {str(k): norm(v) for k, v in o.items()}
@@ -78,7 +79,9 @@ def _long(summary: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         summary = summary[summary["status"] == "ok"]
     ids = [*keys, "replication"]
     skip = set(ids) | set(IDENT) | set(STATUS)
-    metrics = [c for c in summary.columns if c not in skip and pd.api.types.is_numeric_dtype(summary[c])]
+    metrics = [
+        c for c in summary.columns if c not in skip and pd.api.types.is_numeric_dtype(summary[c])
+    ]
     if summary.empty or not metrics:
         return pd.DataFrame(columns=[*ids, "metric", "value"])
     return summary.melt(id_vars=ids, value_vars=metrics, var_name="metric").dropna(subset=["value"])
@@ -88,7 +91,11 @@ def _mean_ci(long: pd.DataFrame, by: list[str], cols: list[str]) -> pd.DataFrame
     """n, mean, std and the Student-t 95% interval of ``value`` per group (NaN for n = 1)."""
     if long.empty:
         return pd.DataFrame(columns=cols)
-    out = long.groupby(by, sort=False, dropna=False)["value"].agg(n="count", mean="mean", std="std").reset_index()
+    out = (
+        long.groupby(by, sort=False, dropna=False)["value"]
+        .agg(n="count", mean="mean", std="std")
+        .reset_index()
+    )
     n = out["n"].to_numpy()
     with np.errstate(invalid="ignore", divide="ignore"):
         tq = np.where(n > 1, stats.t.ppf(0.975, np.maximum(n - 1, 1)), math.nan)
@@ -115,8 +122,19 @@ def differences(summary: pd.DataFrame, factors: list[str], baseline: str) -> pd.
     ``baseline_mean`` gives the scale."""
     keys = group_keys(factors)
     point = keys[1:]
-    cols = ["design", "baseline", *point, "metric", "n", "mean", "std", "ci95_low", "ci95_high", "ci95_half",
-            "baseline_mean"]
+    cols = [
+        "design",
+        "baseline",
+        *point,
+        "metric",
+        "n",
+        "mean",
+        "std",
+        "ci95_low",
+        "ci95_high",
+        "ci95_half",
+        "baseline_mean",
+    ]
     long = _long(summary, keys)
     base = long[long["design"] == baseline].drop(columns="design")
     other = long[long["design"] != baseline]
@@ -124,8 +142,14 @@ def differences(summary: pd.DataFrame, factors: list[str], baseline: str) -> pd.
     if pairs.empty:
         return pd.DataFrame(columns=cols)
     pairs["value"] = pairs["value"] - pairs["value_base"]
-    out = _mean_ci(pairs, ["design", *point, "metric"], [c for c in cols if c not in ("baseline", "baseline_mean")])
-    base_mean = pairs.groupby(["design", *point, "metric"], sort=False, dropna=False)["value_base"].mean()
+    out = _mean_ci(
+        pairs,
+        ["design", *point, "metric"],
+        [c for c in cols if c not in ("baseline", "baseline_mean")],
+    )
+    base_mean = pairs.groupby(["design", *point, "metric"], sort=False, dropna=False)[
+        "value_base"
+    ].mean()
     out["baseline_mean"] = base_mean.to_numpy()
     out.insert(1, "baseline", baseline)
     return out[cols]

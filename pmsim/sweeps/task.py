@@ -17,5 +17,8 @@ from pmsim.workload.spec import WorkloadSpec
 def run_task(design: str, spec: WorkloadSpec) -> dict:
     """Simulate one run: its tables, summary and provenance."""
     res = run_workload(spec, design)
-    return {"tables": res.tables, "summary": res.summary,
-            "provenance": {**res.provenance, "pid": os.getpid(), "code_digest": code_digest()}}
+    return {
+        "tables": res.tables,
+        "summary": res.summary,
+        "provenance": {**res.provenance, "pid": os.getpid(), "code_digest": code_digest()},
+    }

@@ -20,8 +20,19 @@ WORDS = 8  # 8-byte words per 64-byte line
 class CacheLine:
     """FIFO service of atomics on one line, with per-word write times for CAS failures."""
 
-    __slots__ = ("name", "free_at", "owner", "written", "occupancy", "_local",
-                 "_cas", "_cas_remote", "_rmw", "_rmw_remote", "recorder")
+    __slots__ = (
+        "name",
+        "free_at",
+        "owner",
+        "written",
+        "occupancy",
+        "_local",
+        "_cas",
+        "_cas_remote",
+        "_rmw",
+        "_rmw_remote",
+        "recorder",
+    )
 
     def __init__(self, machine, name: str):
         c = machine.costs
@@ -51,7 +62,9 @@ class CacheLine:
         if owner is core:
             latency = occ = self._local
         else:
-            latency = self._rmw if owner is None or owner.socket == core.socket else self._rmw_remote
+            latency = (
+                self._rmw if owner is None or owner.socket == core.socket else self._rmw_remote
+            )
             occ = self.occupancy if self.occupancy < latency else latency  # min()
         self.free_at = start + occ
         self.owner = core
@@ -62,8 +75,9 @@ class CacheLine:
         """Was ``word`` written (serialized) at or after ``t``?"""
         return self.written[word] >= t
 
-    def cas(self, thread, word: int = 0, read_at: float | None = None,
-            equal: bool | None = None) -> tuple[bool, float]:
+    def cas(
+        self, thread, word: int = 0, read_at: float | None = None, equal: bool | None = None
+    ) -> tuple[bool, float]:
         """One ``atomic_cas`` attempt on ``word`` whose expected value was read at ``read_at``.
 
         It fails if another successful write to the word was serialized at or after
@@ -82,7 +96,9 @@ class CacheLine:
         if owner is core:
             latency = occ = self._local
         else:
-            latency = self._cas if owner is None or owner.socket == core.socket else self._cas_remote
+            latency = (
+                self._cas if owner is None or owner.socket == core.socket else self._cas_remote
+            )
             occ = self.occupancy if self.occupancy < latency else latency  # min()
         self.free_at = start + occ
         self.owner = core

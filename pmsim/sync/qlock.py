@@ -34,9 +34,27 @@ class QLock:
     """A sleeping FIFO lock with direct hand-off; waiters give their core up."""
 
     kind = "qlock"
-    __slots__ = ("machine", "env", "name", "wake", "nr_signals", "waiters", "holder", "line_core",
-                 "acquired_at", "stats", "_pair", "_xfer", "_block", "_kmsg", "_restart",
-                 "_ipi_send", "_remote_wake", "_queue_area", "_queue_since")
+    __slots__ = (
+        "machine",
+        "env",
+        "name",
+        "wake",
+        "nr_signals",
+        "waiters",
+        "holder",
+        "line_core",
+        "acquired_at",
+        "stats",
+        "_pair",
+        "_xfer",
+        "_block",
+        "_kmsg",
+        "_restart",
+        "_ipi_send",
+        "_remote_wake",
+        "_queue_area",
+        "_queue_since",
+    )
 
     def __init__(self, machine, name: str, wake: str = "waker_core", held_by=None):
         """``held_by``: a semaphore initialised to 0 and owned by that thread (a page lock
@@ -98,7 +116,9 @@ class QLock:
         yield from thread.block(ev)
         now = self.env.now
         if self.holder is not thread:
-            raise violation(self.machine, thread, None, f"{self.name}: {thread.name} woke without the lock")
+            raise violation(
+                self.machine, thread, None, f"{self.name}: {thread.name} woke without the lock"
+            )
         self.acquired_at = now
         self.stats.acquired(now, now - t_req, True)
 
@@ -116,14 +136,23 @@ class QLock:
         if thread.pending or thread.stolen:
             yield from thread.sync()
         if self.holder is not thread:
-            raise violation(self.machine, thread, None,
-                            f"{self.name}: qunlock by {thread.name}, held by {getattr(self.holder, 'name', None)}")
+            raise violation(
+                self.machine,
+                thread,
+                None,
+                f"{self.name}: qunlock by {thread.name}, held by {getattr(self.holder, 'name', None)}",
+            )
         now = self.env.now
         self.stats.released(now, now - self.acquired_at, thread.op)
         self.line_core = thread.core
         if self.nr_signals < 0:
             if not self.waiters:
-                raise violation(self.machine, thread, None, f"{self.name}: nr_signals {self.nr_signals} < 0 with no waiter")
+                raise violation(
+                    self.machine,
+                    thread,
+                    None,
+                    f"{self.name}: nr_signals {self.nr_signals} < 0 with no waiter",
+                )
             self.nr_signals += 1
             self._queue_length_changes(now)
             nxt, ev, ready_at = self.waiters.popleft()
@@ -141,6 +170,11 @@ class QLock:
                 trigger_at(self.env, ev, self._remote_wake)
         else:
             if self.waiters:
-                raise violation(self.machine, thread, None, f"{self.name}: nr_signals {self.nr_signals} >= 0 with waiters")
+                raise violation(
+                    self.machine,
+                    thread,
+                    None,
+                    f"{self.name}: nr_signals {self.nr_signals} >= 0 with waiters",
+                )
             self.nr_signals += 1
             self.holder = None

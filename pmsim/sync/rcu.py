@@ -124,11 +124,18 @@ class Rcu:
     def _run_gp(self):
         env = self.env
         if self.gpnum != self.completed:
-            raise violation(self.machine, None, None, f"RCU: GP started with gpnum {self.gpnum} != completed {self.completed}")
+            raise violation(
+                self.machine,
+                None,
+                None,
+                f"RCU: GP started with gpnum {self.gpnum} != completed {self.completed}",
+            )
         self.gpnum += 1
         self.gp_started_at = env.now
         cores = self.machine.cores
-        self.tardy = {c for c in cores if not (self._in_qs(c) and not (self.debug_tardy and c.index % 2))}
+        self.tardy = {
+            c for c in cores if not (self._in_qs(c) and not (self.debug_tardy and c.index % 2))
+        }
         for c in self.tardy:
             self._report_when_idle(c)
         while self.tardy:
@@ -137,7 +144,12 @@ class Rcu:
             self._gp_ev = None
             self.tardy = {c for c in self.tardy if not self._in_qs(c)}
         if self.gpnum - self.completed != 1:
-            raise violation(self.machine, None, None, f"RCU: gpnum {self.gpnum} - completed {self.completed} > 1")
+            raise violation(
+                self.machine,
+                None,
+                None,
+                f"RCU: gpnum {self.gpnum} - completed {self.completed} > 1",
+            )
         self.completed = self.gpnum
         rec = self.machine.recorder
         rec.count("rcu_grace_periods")
@@ -148,12 +160,12 @@ class Rcu:
         core0 = self.machine.cores[0]
         for lst in self.cbs:
             n = 0
-            for stamp, fn, cost, nbytes in lst:
+            for stamp, *_ in lst:
                 if stamp > self.completed:
                     break
                 n += 1
             work, lst[:n] = lst[:n], []
-            for stamp, fn, cost, nbytes in work:
+            for _, fn, cost, nbytes in work:
                 if cost:
                     yield from self._on_core0(core0, cost)
                 if fn is not None:

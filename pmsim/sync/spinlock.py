@@ -28,8 +28,19 @@ class SpinLock:
     """A spinlock; subclasses choose the next holder and the hand-off cost."""
 
     kind = "?"
-    __slots__ = ("machine", "env", "name", "holder", "waiters", "line_core", "acquired_at", "stats",
-                 "_pair", "_xfer", "_xfer_remote")
+    __slots__ = (
+        "machine",
+        "env",
+        "name",
+        "holder",
+        "waiters",
+        "line_core",
+        "acquired_at",
+        "stats",
+        "_pair",
+        "_xfer",
+        "_xfer_remote",
+    )
 
     def __init__(self, machine, name: str):
         c = machine.costs
@@ -90,8 +101,12 @@ class SpinLock:
                 if ev is not None:
                     yield ev
         if self.holder is not thread:
-            raise violation(self.machine, thread, None,
-                            f"{self.name}: released by {thread.name}, held by {getattr(self.holder, 'name', None)}")
+            raise violation(
+                self.machine,
+                thread,
+                None,
+                f"{self.name}: released by {thread.name}, held by {getattr(self.holder, 'name', None)}",
+            )
         now = self.env._now
         thread.spinlocks_held -= 1
         self.stats.released(now, now - self.acquired_at, thread.op)

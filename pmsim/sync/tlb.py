@@ -20,7 +20,9 @@ class TlbShootdown:
 
     def __init__(self, machine, mode: str = "async"):
         if mode not in SHOOTDOWN_MODES:
-            raise ConfigError(f"shootdown mode: unknown {mode!r} (one of {', '.join(SHOOTDOWN_MODES)})")
+            raise ConfigError(
+                f"shootdown mode: unknown {mode!r} (one of {', '.join(SHOOTDOWN_MODES)})"
+            )
         c = machine.costs
         self.machine = machine
         self.mode = mode

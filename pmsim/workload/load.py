@@ -49,8 +49,9 @@ class _Loader(yaml.SafeLoader):
                 key = self.construct_object(key_node, deep=deep)
                 try:
                     if key in seen:
-                        raise yaml.constructor.ConstructorError(None, None, f"key {key!r} given twice",
-                                                                key_node.start_mark)
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"key {key!r} given twice", key_node.start_mark
+                        )
                     seen.add(key)
                 except TypeError:  # an unhashable key: the base class refuses it
                     pass
@@ -84,8 +85,10 @@ def read_workload(workload: str) -> tuple[dict, str]:
     else:
         table = presets()
         if workload not in table:
-            raise ConfigError(f"workload: unknown preset {workload!r}{did_you_mean(workload, table)} "
-                              f"(presets: {', '.join(table)}; or give a .yaml path)")
+            raise ConfigError(
+                f"workload: unknown preset {workload!r}{did_you_mean(workload, table)} "
+                f"(presets: {', '.join(table)}; or give a .yaml path)"
+            )
         path, name = table[workload], workload
     try:
         text = path.read_text(encoding="utf-8")
@@ -136,8 +139,10 @@ def set_dotted(raw: dict, key: str, value, label: str = "--set") -> None:
         where = ".".join(parts[: i + 1])
         if isinstance(node, list):
             if not part.isdigit() or int(part) >= len(node):
-                raise ConfigError(f"{label} {key}: {where!r} is not an index of a list of {len(node)} "
-                                  f"(0..{len(node) - 1})")
+                raise ConfigError(
+                    f"{label} {key}: {where!r} is not an index of a list of {len(node)} "
+                    f"(0..{len(node) - 1})"
+                )
             part = int(part)
             if last:
                 node[part] = value
@@ -145,7 +150,9 @@ def set_dotted(raw: dict, key: str, value, label: str = "--set") -> None:
                 node = node[part]
             continue
         if not isinstance(node, dict):
-            raise ConfigError(f"{label} {key}: {'.'.join(parts[:i])!r} is not a mapping (it is {node!r})")
+            raise ConfigError(
+                f"{label} {key}: {'.'.join(parts[:i])!r} is not a mapping (it is {node!r})"
+            )
         if last:
             if value is None:  # KEY=null drops the key: its default applies again
                 node.pop(part, None)
@@ -157,8 +164,10 @@ def set_dotted(raw: dict, key: str, value, label: str = "--set") -> None:
                 if part in ("files", "processes"):  # a list the spec fills with one default item
                     child = node[part] = [{}]
                 elif parts[i + 1].isdigit():
-                    raise ConfigError(f"{label} {key}: {where!r} is not set, so it has no item {parts[i + 1]} "
-                                      f"(set the whole list, e.g. {where}=[{{...}}])")
+                    raise ConfigError(
+                        f"{label} {key}: {where!r} is not set, so it has no item {parts[i + 1]} "
+                        f"(set the whole list, e.g. {where}=[{{...}}])"
+                    )
                 else:
                     child = node[part] = {}
             node = child
@@ -192,7 +201,9 @@ def _validate(raw: dict) -> WorkloadSpec:
     from pmsim.costs import CostTable
 
     params = cost_params()
-    given = raw.get("machine", {}).get("costs", {})  # as written: pydantic has read true and 3 as 1.0, 3.0
+    given = raw.get("machine", {}).get(
+        "costs", {}
+    )  # as written: pydantic has read true and 3 as 1.0, 3.0
     for name, value in spec.machine.costs.items():
         key, value = f"workload key machine.costs.{name}", given.get(name, value)
         if name not in params:
@@ -200,10 +211,14 @@ def _validate(raw: dict) -> WorkloadSpec:
         if isinstance(value, bool):
             raise ConfigError(f"{key}: expected a number or a duration, not the boolean {value!r}")
         try:
-            CostTable._parse(name, value)  # reference (not input) names, malformed or negative values
+            CostTable._parse(
+                name, value
+            )  # reference (not input) names, malformed or negative values
         except ConfigError as e:
             raise ConfigError(f"{key}: {str(e).removeprefix(f'cost {name}: ')}") from None
-    CostTable(spec.machine.costs)  # what the table itself checks of the whole set (cpu_clock_ghz > 0)
+    CostTable(
+        spec.machine.costs
+    )  # what the table itself checks of the whole set (cpu_clock_ghz > 0)
     return spec
 
 
@@ -252,7 +267,11 @@ def describe(err: dict, raw) -> str:
         allowed = _allowed_keys(err["loc"])
         hint = ""
         close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-        cost = difflib.get_close_matches(str(loc[-1]), list(cost_params()), n=1) if len(loc) == 1 else []
+        cost = (
+            difflib.get_close_matches(str(loc[-1]), list(cost_params()), n=1)
+            if len(loc) == 1
+            else []
+        )
         if close:
             hint = f" (did you mean {close[0]!r}?)"
         elif cost:  # a bare --set NAME=VALUE is a cost override when NAME is a cost
@@ -266,15 +285,25 @@ def describe(err: dict, raw) -> str:
     if kind == "missing":
         return f"workload key {key}: required, not given"
     if kind == "union_tag_invalid":
-        tag, expected = str(err["ctx"]["tag"]), [t.strip(" '") for t in str(err["ctx"]["expected_tags"]).split(",")]
-        return (f"workload key {key}.kind: unknown kind{did_you_mean(tag, expected)} "
-                f"(one of {', '.join(expected)}), got {tag!r}")
+        tag, expected = (
+            str(err["ctx"]["tag"]),
+            [t.strip(" '") for t in str(err["ctx"]["expected_tags"]).split(",")],
+        )
+        return (
+            f"workload key {key}.kind: unknown kind{did_you_mean(tag, expected)} "
+            f"(one of {', '.join(expected)}), got {tag!r}"
+        )
     if kind == "union_tag_not_found":
-        typo = difflib.get_close_matches("kind", [k for k in value if isinstance(k, str)], n=1) \
-            if isinstance(value, dict) else []
+        typo = (
+            difflib.get_close_matches("kind", [k for k in value if isinstance(k, str)], n=1)
+            if isinstance(value, dict)
+            else []
+        )
         hint = f" (for {typo[0]!r} did you mean 'kind'?)" if typo else ""
-        return (f"workload key {key}.kind: required, not given{hint} (one of {', '.join(_KINDS.get(key, ()))}), "
-                f"got {shown}")
+        return (
+            f"workload key {key}.kind: required, not given{hint} (one of {', '.join(_KINDS.get(key, ()))}), "
+            f"got {shown}"
+        )
     return f"workload key {key}: {err['msg'].lower()}, got {shown}"
 
 

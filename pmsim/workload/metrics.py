@@ -27,10 +27,20 @@ class OpStats:
     """One (source, operation): latency histogram, in-progress time, unfinished ages, and its
     completions per simulated millisecond (count, latency sum and maximum)."""
 
-    __slots__ = ("meter", "_latency", "_samples", "_starts", "_ends", "busy", "unfinished", "warmup", "end",
-                 "per_ms")
+    __slots__ = (
+        "meter",
+        "_latency",
+        "_samples",
+        "_starts",
+        "_ends",
+        "busy",
+        "unfinished",
+        "warmup",
+        "end",
+        "per_ms",
+    )
 
-    def __init__(self, meter: "OpMeter", source: str):
+    def __init__(self, meter: OpMeter, source: str):
         self.meter = meter
         self._latency = Histogram()
         self._samples: list[float] = []  # latencies not yet handed to the histogram
@@ -40,7 +50,11 @@ class OpStats:
         self.unfinished: list[float] = []  # ages (ns) at the end of those still running
         self.warmup, self.end = meter.warmup, meter.end
         n = meter.buckets
-        self.per_ms = (np.zeros(n, dtype=np.int64), np.zeros(n), np.zeros(n))  # count, latency sum, max (ns)
+        self.per_ms = (
+            np.zeros(n, dtype=np.int64),
+            np.zeros(n),
+            np.zeros(n),
+        )  # count, latency sum, max (ns)
 
     @property
     def latency(self) -> Histogram:
@@ -102,7 +116,9 @@ class OpMeter:
     def __init__(self, warmup: float, end: float):
         self.warmup = warmup
         self.end = end
-        self.buckets = max(1, math.ceil(end / MS))  # simulated milliseconds (the last may be partial)
+        self.buckets = max(
+            1, math.ceil(end / MS)
+        )  # simulated milliseconds (the last may be partial)
         self.ops: dict[tuple[str, str], OpStats] = {}
 
     def completions(self, ops) -> list[int]:
@@ -122,5 +138,7 @@ class OpMeter:
 
     def seen(self) -> list[tuple[tuple[str, str], OpStats]]:
         """Every (source, operation) that completed in the window or was in progress in it."""
-        return sorted(((k, s) for k, s in self.ops.items() if s.latency.count or s.busy > 0 or s.unfinished),
-                      key=lambda item: item[0])
+        return sorted(
+            ((k, s) for k, s in self.ops.items() if s.latency.count or s.busy > 0 or s.unfinished),
+            key=lambda item: item[0],
+        )

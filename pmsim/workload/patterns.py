@@ -23,7 +23,9 @@ def _zipf_table(extent: int, theta: float) -> tuple[np.ndarray, np.ndarray]:
     weights = np.arange(1, extent + 1, dtype=float) ** -theta
     cdf = np.cumsum(weights)
     cdf /= cdf[-1]
-    perm = np.random.default_rng(np.random.SeedSequence([extent, int(theta * 1e6)])).permutation(extent)
+    perm = np.random.default_rng(np.random.SeedSequence([extent, int(theta * 1e6)])).permutation(
+        extent
+    )
     return cdf, perm
 
 
@@ -43,6 +45,7 @@ def chooser(pattern, extent: int, step: int, g: int, n_threads: int, rng: np.ran
             i = cursor[0]
             cursor[0] = (i + step) % extent
             return i
+
         return sequential
     if kind == "uniform":
         lo, hi = 0, extent
@@ -65,6 +68,7 @@ def _blocks(draw):
         if not buf:
             buf.extend(draw()[::-1].tolist())
         return buf.pop()
+
     return nxt
 
 

@@ -62,9 +62,14 @@ class RunResult:
         try:
             for name, df in self.tables.items():
                 df.to_parquet(tmp / f"{name}.parquet", index=False)
-            (tmp / "summary.json").write_text(json.dumps(self.summary_with_provenance(), indent=2, sort_keys=True))
-            (tmp / "spec.yaml").write_text(yaml.safe_dump(
-                {"design": self.design, **self.spec.model_dump(mode="json")}, sort_keys=False))
+            (tmp / "summary.json").write_text(
+                json.dumps(self.summary_with_provenance(), indent=2, sort_keys=True)
+            )
+            (tmp / "spec.yaml").write_text(
+                yaml.safe_dump(
+                    {"design": self.design, **self.spec.model_dump(mode="json")}, sort_keys=False
+                )
+            )
             if out.exists():
                 if not out.is_dir():
                     raise ConfigError(f"--out: {str(out)!r} exists and is not a folder")
@@ -97,20 +102,31 @@ def build_result(run, wall_s: float) -> RunResult:
         h = st.latency
         n = h.count
         ages = st.unfinished
-        op_rows.append({"source": source, "op": op, "count": n,
-                        "throughput_per_s": n / seconds,
-                        "latency_us_mean": _us(h.mean()),
-                        **{f"latency_us_{q}": _us(h.quantile(p)) for q, p in QUANTILES},
-                        "latency_us_max": _us(h.max if n else 0.0),
-                        "in_progress_mean": st.busy / window,
-                        "unfinished": len(ages), "unfinished_age_us_max": _us(max(ages, default=0.0))})
+        op_rows.append(
+            {
+                "source": source,
+                "op": op,
+                "count": n,
+                "throughput_per_s": n / seconds,
+                "latency_us_mean": _us(h.mean()),
+                **{f"latency_us_{q}": _us(h.quantile(p)) for q, p in QUANTILES},
+                "latency_us_max": _us(h.max if n else 0.0),
+                "in_progress_mean": st.busy / window,
+                "unfinished": len(ages),
+                "unfinished_age_us_max": _us(max(ages, default=0.0)),
+            }
+        )
     lock_rows = [{"lock": name, **st.summary()} for name, st in sorted(rec.locks.items())]
     core_rows = [{"socket": m.cores[c["core"]].socket, **c} for c in rec.per_core()]
     counters = dict(sorted(rec.counters.items()))
     rcu = m._rcu
     stores = [f.store for f in run.file_list if f.store.depth]
     capacity = sum(s.depth for s in stores)
-    io_util = (sum(s.utilization(window, rec.end_time) * s.depth for s in stores) / capacity) if capacity else 0.0
+    io_util = (
+        (sum(s.utilization(window, rec.end_time) * s.depth for s in stores) / capacity)
+        if capacity
+        else 0.0
+    )
     cpu = rec.cpu()
     workload_ops = [r for r in op_rows if r["source"] == "workload"]
     total = sum(r["count"] for r in workload_ops if r["op"] in ISSUED_OPS) / seconds
@@ -120,58 +136,123 @@ def build_result(run, wall_s: float) -> RunResult:
         "duration_ms": spec.duration / 1e6,
         "warmup_ms": spec.warmup / 1e6,
         "total_ops_per_s": total,
-        **({"offered_ops_per_s": len(run.workers) * 1e9 / spec.loop.arrivals.mean}
-           if spec.loop.kind == "open" else {}),
+        **(
+            {"offered_ops_per_s": len(run.workers) * 1e9 / spec.loop.arrivals.mean}
+            if spec.loop.kind == "open"
+            else {}
+        ),
         "ops": {r["op"]: _op_summary(r) for r in workload_ops},
         "daemons": {r["op"]: _op_summary(r) for r in op_rows if r["source"] == "daemon"},
         "locks": {name: _lock_summary(rec.locks.get(name)) for name in LOCK_NAMES},
         "cpu": {k: cpu[k] for k in ("useful", "spin", "idle", "ipi")},
         "tlb": {"shootdowns": counters.get("tlb_shootdowns", 0), "ipis": counters.get("ipis", 0)},
-        "io": {"reads": counters.get("io_reads", 0), "writes": counters.get("io_writes", 0),
-               "utilization": io_util},
-        "rcu": {"callbacks": counters.get("rcu_callbacks", 0),
-                "grace_periods": counters.get("rcu_grace_periods", 0),
-                "max_pending_bytes": rcu.max_pending_bytes if rcu is not None else 0},
+        "io": {
+            "reads": counters.get("io_reads", 0),
+            "writes": counters.get("io_writes", 0),
+            "utilization": io_util,
+        },
+        "rcu": {
+            "callbacks": counters.get("rcu_callbacks", 0),
+            "grace_periods": counters.get("rcu_grace_periods", 0),
+            "max_pending_bytes": rcu.max_pending_bytes if rcu is not None else 0,
+        },
         "timings": {name: _timing(h) for name, h in sorted(rec.histograms.items())},
         "counters": counters,
     }
     for name, st in rec.locks.items():
         if name not in summary["locks"]:
             summary["locks"][name] = _lock_summary(st)
-    holder_rows = [{"lock": name, "op": op, **h} for name, st in sorted(rec.locks.items())
-                   for op, h in st.held_by().items()]
+    holder_rows = [
+        {"lock": name, "op": op, **h}
+        for name, st in sorted(rec.locks.items())
+        for op, h in st.held_by().items()
+    ]
 
     timeseries = _timeseries(run)
-    run_row = {"total_ops_per_s": total, "duration_ms": summary["duration_ms"], "warmup_ms": summary["warmup_ms"],
-               **{f"cpu_{k}": v for k, v in summary["cpu"].items()},
-               "tlb_shootdowns": summary["tlb"]["shootdowns"], "tlb_ipis": summary["tlb"]["ipis"],
-               "io_reads": summary["io"]["reads"], "io_writes": summary["io"]["writes"],
-               "io_utilization": io_util, **{f"rcu_{k}": v for k, v in summary["rcu"].items()}}
+    run_row = {
+        "total_ops_per_s": total,
+        "duration_ms": summary["duration_ms"],
+        "warmup_ms": summary["warmup_ms"],
+        **{f"cpu_{k}": v for k, v in summary["cpu"].items()},
+        "tlb_shootdowns": summary["tlb"]["shootdowns"],
+        "tlb_ipis": summary["tlb"]["ipis"],
+        "io_reads": summary["io"]["reads"],
+        "io_writes": summary["io"]["writes"],
+        "io_utilization": io_util,
+        **{f"rcu_{k}": v for k, v in summary["rcu"].items()},
+    }
     tables = {
-        "ops": _frame(ident, op_rows, ["source", "op", "count", "throughput_per_s", "latency_us_mean",
-                                       "latency_us_p50", "latency_us_p90", "latency_us_p99", "latency_us_p999",
-                                       "latency_us_max", "in_progress_mean", "unfinished",
-                                       "unfinished_age_us_max"]),
-        "locks": _frame(ident, lock_rows, ["lock", "kind", "acquisitions", "contended_fraction", "wait_us_mean",
-                                           "wait_us_p99", "hold_us_mean", "hold_us_p99", "max_queue"]),
+        "ops": _frame(
+            ident,
+            op_rows,
+            [
+                "source",
+                "op",
+                "count",
+                "throughput_per_s",
+                "latency_us_mean",
+                "latency_us_p50",
+                "latency_us_p90",
+                "latency_us_p99",
+                "latency_us_p999",
+                "latency_us_max",
+                "in_progress_mean",
+                "unfinished",
+                "unfinished_age_us_max",
+            ],
+        ),
+        "locks": _frame(
+            ident,
+            lock_rows,
+            [
+                "lock",
+                "kind",
+                "acquisitions",
+                "contended_fraction",
+                "wait_us_mean",
+                "wait_us_p99",
+                "hold_us_mean",
+                "hold_us_p99",
+                "max_queue",
+            ],
+        ),
         "cores": _frame(ident, core_rows, ["core", "socket", "useful", "spin", "ipi", "idle"]),
-        "counters": _frame(ident, [{"name": k, "value": float(v)} for k, v in counters.items()], ["name", "value"]),
-        "lock_holders": _frame(ident, holder_rows, ["lock", "op", "count", "hold_us_mean", "hold_us_p99",
-                                                    "hold_us_max"]),
-        "timeseries": _frame(ident, timeseries, ["time_ms", "measured", "ops", "ops_per_s", "pm_qlock_queue",
-                                                 "dirty_pages"]),
-        "op_timeseries": _frame(ident, _op_timeseries(run), ["source", "op", "time_ms", "measured", "count",
-                                                             "latency_us_mean", "latency_us_max"]),
+        "counters": _frame(
+            ident, [{"name": k, "value": float(v)} for k, v in counters.items()], ["name", "value"]
+        ),
+        "lock_holders": _frame(
+            ident,
+            holder_rows,
+            ["lock", "op", "count", "hold_us_mean", "hold_us_p99", "hold_us_max"],
+        ),
+        "timeseries": _frame(
+            ident,
+            timeseries,
+            ["time_ms", "measured", "ops", "ops_per_s", "pm_qlock_queue", "dirty_pages"],
+        ),
+        "op_timeseries": _frame(
+            ident,
+            _op_timeseries(run),
+            ["source", "op", "time_ms", "measured", "count", "latency_us_mean", "latency_us_max"],
+        ),
         "latency": _frame(ident, _latency_buckets(meter), ["source", "op", "latency_us", "count"]),
-        "intervals": _frame(ident, _intervals(run), ["source", "op", "start_ms", "end_ms", "finished"]),
+        "intervals": _frame(
+            ident, _intervals(run), ["source", "op", "start_ms", "end_ms", "finished"]
+        ),
         "run": _frame(ident, [run_row], list(run_row)),
     }
-    import pmsim
     import simpy
 
-    provenance = {"wall_s": wall_s, "sim_ops_per_wall_s": total * seconds / wall_s if wall_s > 0 else math.inf,
-                  "pmsim_version": pmsim.__version__, "simpy_version": simpy.__version__,
-                  "python": platform.python_version(), "host": platform.node()}
+    import pmsim
+
+    provenance = {
+        "wall_s": wall_s,
+        "sim_ops_per_wall_s": total * seconds / wall_s if wall_s > 0 else math.inf,
+        "pmsim_version": pmsim.__version__,
+        "simpy_version": simpy.__version__,
+        "python": platform.python_version(),
+        "host": platform.node(),
+    }
     return RunResult(spec, run.design.name, tables, summary, provenance)
 
 
@@ -185,8 +266,16 @@ def _timeseries(run) -> list[dict]:
     for k in range(len(counts)):
         hi = min((k + 1) * MS, end)
         width = hi - k * MS
-        rows.append({"time_ms": hi / 1e6, "measured": k * MS >= run.spec.warmup, "ops": counts[k],
-                     "ops_per_s": counts[k] / (width / 1e9), "pm_qlock_queue": q[k], "dirty_pages": d[k]})
+        rows.append(
+            {
+                "time_ms": hi / 1e6,
+                "measured": k * MS >= run.spec.warmup,
+                "ops": counts[k],
+                "ops_per_s": counts[k] / (width / 1e9),
+                "pm_qlock_queue": q[k],
+                "dirty_pages": d[k],
+            }
+        )
     return rows
 
 
@@ -199,9 +288,17 @@ def _op_timeseries(run) -> list[dict]:
         count, total, longest = st.series()
         for k in np.flatnonzero(count).tolist():
             n = int(count[k])
-            rows.append({"source": source, "op": op, "time_ms": min((k + 1) * MS, run.spec.duration) / 1e6,
-                         "measured": k * MS >= warmup, "count": n, "latency_us_mean": _us(total[k] / n),
-                         "latency_us_max": _us(longest[k])})
+            rows.append(
+                {
+                    "source": source,
+                    "op": op,
+                    "time_ms": min((k + 1) * MS, run.spec.duration) / 1e6,
+                    "measured": k * MS >= warmup,
+                    "count": n,
+                    "latency_us_mean": _us(total[k] / n),
+                    "latency_us_max": _us(longest[k]),
+                }
+            )
     return rows
 
 
@@ -210,8 +307,10 @@ def _latency_buckets(meter) -> list[dict]:
     rows = []
     for (source, op), st in meter.seen():
         upper, counts = st.latency.buckets(16)
-        rows += [{"source": source, "op": op, "latency_us": _us(u), "count": int(c)}
-                 for u, c in zip(upper.tolist(), counts.tolist())]
+        rows += [
+            {"source": source, "op": op, "latency_us": _us(u), "count": int(c)}
+            for u, c in zip(upper.tolist(), counts.tolist())
+        ]
     return rows
 
 
@@ -221,14 +320,20 @@ def _intervals(run) -> list[dict]:
     end = run.spec.duration
     rows = [(op, t0, min(t1, end), True) for op, t0, t1 in run.intervals]
     rows += [(op, t0, end, False) for op, t0 in run.daemons_running.values()]
-    return [{"source": "daemon", "op": op, "start_ms": t0 / 1e6, "end_ms": t1 / 1e6, "finished": done}
-            for op, t0, t1, done in sorted(rows, key=lambda r: (r[1], r[0]))]
+    return [
+        {"source": "daemon", "op": op, "start_ms": t0 / 1e6, "end_ms": t1 / 1e6, "finished": done}
+        for op, t0, t1, done in sorted(rows, key=lambda r: (r[1], r[0]))
+    ]
 
 
 def _timing(h) -> dict:
     """A timed kernel step (``pte_walk``, ``shootdown_vmrs``, ``rcu_grace_period``) in µs."""
-    return {"count": h.count, "us_mean": _us(h.mean()), "us_p99": _us(h.quantile(0.99)),
-            "us_max": _us(h.max if h.count else 0.0)}
+    return {
+        "count": h.count,
+        "us_mean": _us(h.mean()),
+        "us_p99": _us(h.quantile(0.99)),
+        "us_max": _us(h.max if h.count else 0.0),
+    }
 
 
 def _frame(ident: dict, rows: list[dict], columns: list[str]) -> pd.DataFrame:
@@ -239,16 +344,30 @@ def _frame(ident: dict, rows: list[dict], columns: list[str]) -> pd.DataFrame:
 
 
 def _op_summary(row: dict) -> dict:
-    return {"count": row["count"], "throughput_per_s": row["throughput_per_s"],
-            "latency_us": {"mean": row["latency_us_mean"], **{q: row[f"latency_us_{q}"] for q, _ in QUANTILES},
-                           "max": row["latency_us_max"]},
-            "unfinished": row["unfinished"], "unfinished_age_us_max": row["unfinished_age_us_max"]}
+    return {
+        "count": row["count"],
+        "throughput_per_s": row["throughput_per_s"],
+        "latency_us": {
+            "mean": row["latency_us_mean"],
+            **{q: row[f"latency_us_{q}"] for q, _ in QUANTILES},
+            "max": row["latency_us_max"],
+        },
+        "unfinished": row["unfinished"],
+        "unfinished_age_us_max": row["unfinished_age_us_max"],
+    }
 
 
 def _lock_summary(st) -> dict:
     if st is None:
-        return {"acquisitions": 0, "contended_fraction": 0.0, "wait_us_mean": 0.0, "wait_us_p99": 0.0,
-                "hold_us_mean": 0.0, "hold_us_p99": 0.0, "max_queue": 0}
+        return {
+            "acquisitions": 0,
+            "contended_fraction": 0.0,
+            "wait_us_mean": 0.0,
+            "wait_us_p99": 0.0,
+            "hold_us_mean": 0.0,
+            "hold_us_p99": 0.0,
+            "max_queue": 0,
+        }
     s = st.summary()
     s.pop("kind")
     held_by = st.held_by()
@@ -259,29 +378,45 @@ def _lock_summary(st) -> dict:
 
 def format_summary(summary: dict) -> str:
     """The readable report ``pmsim run`` prints."""
-    lines = [f"{summary['workload']} on {summary['design']}: seed {summary['seed']}, "
-             f"{summary['duration_ms']:g} ms simulated ({summary['warmup_ms']:g} ms warm-up excluded)",
-             f"  total {summary['total_ops_per_s']:,.0f} ops/s", "",
-             f"  {'operation':12} {'count':>9} {'ops/s':>12} {'mean':>9} {'p50':>9} {'p90':>9} {'p99':>9} "
-             f"{'p99.9':>9} {'max':>9}  (latency, us)"]
+    lines = [
+        f"{summary['workload']} on {summary['design']}: seed {summary['seed']}, "
+        f"{summary['duration_ms']:g} ms simulated ({summary['warmup_ms']:g} ms warm-up excluded)",
+        f"  total {summary['total_ops_per_s']:,.0f} ops/s",
+        "",
+        f"  {'operation':12} {'count':>9} {'ops/s':>12} {'mean':>9} {'p50':>9} {'p90':>9} {'p99':>9} "
+        f"{'p99.9':>9} {'max':>9}  (latency, us)",
+    ]
     for title, ops in (("", summary["ops"]), ("daemon ", summary["daemons"])):
         for name, o in ops.items():
             lat = o["latency_us"]
-            lines.append(f"  {title + name:12} {o['count']:>9,} {o['throughput_per_s']:>12,.0f} "
-                         + " ".join(f"{lat[k]:>9.3f}" for k in ("mean", "p50", "p90", "p99", "p999", "max"))
-                         + (f"  +{o['unfinished']} unfinished, oldest {o['unfinished_age_us_max']:,.1f} us"
-                            if o["unfinished"] else ""))
-    lines += ["", f"  {'lock':12} {'acquired':>10} {'contended':>9} {'wait mean':>10} {'wait p99':>9} "
-                  f"{'hold mean':>10}  (us)"]
+            lines.append(
+                f"  {title + name:12} {o['count']:>9,} {o['throughput_per_s']:>12,.0f} "
+                + " ".join(f"{lat[k]:>9.3f}" for k in ("mean", "p50", "p90", "p99", "p999", "max"))
+                + (
+                    f"  +{o['unfinished']} unfinished, oldest {o['unfinished_age_us_max']:,.1f} us"
+                    if o["unfinished"]
+                    else ""
+                )
+            )
+    lines += [
+        "",
+        f"  {'lock':12} {'acquired':>10} {'contended':>9} {'wait mean':>10} {'wait p99':>9} "
+        f"{'hold mean':>10}  (us)",
+    ]
     for name, lk in summary["locks"].items():
         if lk["acquisitions"]:
-            lines.append(f"  {name:12} {lk['acquisitions']:>10,} {lk['contended_fraction']:>9.3f} "
-                         f"{lk['wait_us_mean']:>10.3f} {lk['wait_us_p99']:>9.3f} {lk['hold_us_mean']:>10.3f}")
+            lines.append(
+                f"  {name:12} {lk['acquisitions']:>10,} {lk['contended_fraction']:>9.3f} "
+                f"{lk['wait_us_mean']:>10.3f} {lk['wait_us_p99']:>9.3f} {lk['hold_us_mean']:>10.3f}"
+            )
     c, t, io, r = summary["cpu"], summary["tlb"], summary["io"], summary["rcu"]
-    lines += ["", f"  cpu          useful {c['useful']:.3f}  spin {c['spin']:.3f}  ipi {c['ipi']:.3f}  "
-                  f"idle {c['idle']:.3f}",
-              f"  tlb          {t['shootdowns']:,} shootdowns, {t['ipis']:,} IPIs",
-              f"  io           {io['reads']:,} reads, {io['writes']:,} writes, utilization {io['utilization']:.3f}",
-              f"  rcu          {r['callbacks']:,} callbacks, {r['grace_periods']:,} grace periods, "
-              f"at most {r['max_pending_bytes']:,} bytes waiting"]
+    lines += [
+        "",
+        f"  cpu          useful {c['useful']:.3f}  spin {c['spin']:.3f}  ipi {c['ipi']:.3f}  "
+        f"idle {c['idle']:.3f}",
+        f"  tlb          {t['shootdowns']:,} shootdowns, {t['ipis']:,} IPIs",
+        f"  io           {io['reads']:,} reads, {io['writes']:,} writes, utilization {io['utilization']:.3f}",
+        f"  rcu          {r['callbacks']:,} callbacks, {r['grace_periods']:,} grace periods, "
+        f"at most {r['max_pending_bytes']:,} bytes waiting",
+    ]
     return "\n".join(lines)

@@ -40,8 +40,24 @@ PROTS = {"r": PROT_READ, "rw": PROT_READ | PROT_WRITE}
 class Worker:
     """One simulated user thread: its process, mappings, random choices and current operation."""
 
-    __slots__ = ("th", "proc", "vmrs", "g", "next_op", "pick_file", "file_pages", "vmr_pages",
-                 "pick_vmr", "is_store", "think", "arrivals", "churn_at", "rng", "current", "arrival")
+    __slots__ = (
+        "th",
+        "proc",
+        "vmrs",
+        "g",
+        "next_op",
+        "pick_file",
+        "file_pages",
+        "vmr_pages",
+        "pick_vmr",
+        "is_store",
+        "think",
+        "arrivals",
+        "churn_at",
+        "rng",
+        "current",
+        "arrival",
+    )
 
     def __init__(self, th, proc, vmrs, g):
         self.th, self.proc, self.vmrs, self.g = th, proc, vmrs, g
@@ -59,8 +75,15 @@ class WorkloadRun:
             self.design.require(op)
         ms = spec.machine
         self.costs = CostTable(ms.costs)
-        self.m = Machine(cores=ms.cores, sockets=ms.sockets, costs=self.costs, seed=spec.seed,
-                         warmup=spec.warmup, spinlock_kind=ms.spinlock, qlock_wake=ms.qlock_wake)
+        self.m = Machine(
+            cores=ms.cores,
+            sockets=ms.sockets,
+            costs=self.costs,
+            seed=spec.seed,
+            warmup=spec.warmup,
+            spinlock_kind=ms.spinlock,
+            qlock_wake=ms.qlock_wake,
+        )
         self.k = Kernel(self.m, self.design)
         self.meter = OpMeter(spec.warmup, spec.duration)
         self.m.op_done = self._kernel_op_done
@@ -76,8 +99,10 @@ class WorkloadRun:
         self._queue_time = 0.0  # the pm_qlocks' queue-time integral at the last sample
         self.ops = self._operations()
         k = self.k
-        self.inline_ops = {name: (entry, self.meter.stats("workload", name)) for name, entry in
-                           (("read", k.read), ("write", k.write), ("punch_hole", k.punch_hole))}
+        self.inline_ops = {
+            name: (entry, self.meter.stats("workload", name))
+            for name, entry in (("read", k.read), ("write", k.write), ("punch_hole", k.punch_hole))
+        }
 
     # --- set-up ---------------------------------------------------------------------
     def _file(self, fs):
@@ -96,9 +121,22 @@ class WorkloadRun:
             for c in range(ps.count):
                 pname = f"{ps.name}{c}" if ps.count > 1 else ps.name
                 thread_cores = [(g + t) % cores for t in range(ps.threads)]
-                proc = k.process(pname, sorted(set(thread_cores)), "RUNNING_M" if ps.kind == "mcp" else "RUNNING_S")
-                vmrs = [k.map_now(proc, self.files[spec.file_spec(ms.file).name], ms.offset,
-                                  spec.mapping_length(ms), PROTS[ms.prot], ms.shared) for ms in ps.mappings]
+                proc = k.process(
+                    pname,
+                    sorted(set(thread_cores)),
+                    "RUNNING_M" if ps.kind == "mcp" else "RUNNING_S",
+                )
+                vmrs = [
+                    k.map_now(
+                        proc,
+                        self.files[spec.file_spec(ms.file).name],
+                        ms.offset,
+                        spec.mapping_length(ms),
+                        PROTS[ms.prot],
+                        ms.shared,
+                    )
+                    for ms in ps.mappings
+                ]
                 for t, core in enumerate(thread_cores):
                     th = m.thread(f"{pname}.t{t}", core, proc)
                     workers.append(self._worker(Worker(th, proc, vmrs, g)))
@@ -111,8 +149,12 @@ class WorkloadRun:
         n = spec.total_threads
         w.next_op = op_chooser(spec.mix.weights(), rng)
         files = self.file_list
-        w.file_pages = [chooser(spec.pattern, f.nr_pages - spec.request_pages + 1, spec.request_pages, w.g, n, rng)
-                        for f in files]
+        w.file_pages = [
+            chooser(
+                spec.pattern, f.nr_pages - spec.request_pages + 1, spec.request_pages, w.g, n, rng
+            )
+            for f in files
+        ]
         if len(files) == 1:
             w.pick_file = lambda: 0
         else:
@@ -122,9 +164,13 @@ class WorkloadRun:
         nv = len(w.vmrs)
         w.pick_vmr = (lambda: 0) if nv <= 1 else (lambda: int(rng.integers(nv)))
         stores = spec.touch_stores
-        w.is_store = (lambda: stores >= 1.0) if stores in (0.0, 1.0) else (lambda: rng.random() < stores)
+        w.is_store = (
+            (lambda: stores >= 1.0) if stores in (0.0, 1.0) else (lambda: rng.random() < stores)
+        )
         churn_file = self.files[spec.file_spec(spec.churn.file).name]
-        w.churn_at = chooser(spec.pattern, churn_file.nr_pages - spec.churn.pages + 1, spec.churn.pages, w.g, n, rng)
+        w.churn_at = chooser(
+            spec.pattern, churn_file.nr_pages - spec.churn.pages + 1, spec.churn.pages, w.g, n, rng
+        )
         loop = spec.loop
         if loop.kind == "closed":
             no_think = loop.think.kind == "const" and loop.think.params[0] == 0
@@ -146,10 +192,15 @@ class WorkloadRun:
     def _operations(self) -> dict:
         """Mix name -> a generator function running one such operation for a worker."""
         k, n = self.k, self.spec.request_pages
-        return {"read": self._file_op("read", k.read, n), "write": self._file_op("write", k.write, n),
-                "punch_hole": self._file_op("punch_hole", k.punch_hole, n),
-                "fsync": self._file_op("fsync", k.fsync, None), "reclaim": self._reclaim,
-                "touch": self._touch_op, "mmap_munmap": self._churn}
+        return {
+            "read": self._file_op("read", k.read, n),
+            "write": self._file_op("write", k.write, n),
+            "punch_hole": self._file_op("punch_hole", k.punch_hole, n),
+            "fsync": self._file_op("fsync", k.fsync, None),
+            "reclaim": self._reclaim,
+            "touch": self._touch_op,
+            "mmap_munmap": self._churn,
+        }
 
     def _file_op(self, name: str, entry, npages):
         """read / write / punch_hole of ``npages`` pages (or fsync) of a file picked by weight."""
@@ -165,6 +216,7 @@ class WorkloadRun:
                 yield from entry(th, files[i], w.file_pages[i](), npages)
             stats.done(t0, th.now)
             w.current = None
+
         return op
 
     def _reclaim(self, w: Worker):
@@ -193,7 +245,9 @@ class WorkloadRun:
         self._done(w, "mmap", t0)
         stores = self.spec.touch_stores
         for off in w.rng.choice(c.pages, c.touches, replace=False).tolist():
-            yield from self._touch(w, vmr, off, c.prot == "rw" and (stores >= 1.0 or w.rng.random() < stores))
+            yield from self._touch(
+                w, vmr, off, c.prot == "rw" and (stores >= 1.0 or w.rng.random() < stores)
+            )
         t0 = self._start(w, "munmap")
         yield from k.munmap(th, vmr)
         self._done(w, "munmap", t0)
@@ -226,7 +280,9 @@ class WorkloadRun:
         inline, files, pick_file, pages = self.inline_ops, self.file_list, w.pick_file, w.file_pages
         one_file = len(files) == 1
         weights = self.spec.mix.weights()
-        only = next(iter(weights)) if len(weights) == 1 else None  # a one-operation mix draws nothing
+        only = (
+            next(iter(weights)) if len(weights) == 1 else None
+        )  # a one-operation mix draws nothing
         n = self.spec.request_pages
         while True:
             before = env.now
@@ -299,10 +355,18 @@ class WorkloadRun:
         now = self.m.env.now
         q = sum(f.pm.pm_qlock.queue_time(now) for f in self.file_list if hasattr(f.pm, "pm_qlock"))
         start = len(self.series["pm_qlock_queue"]) * MS
-        self.series["pm_qlock_queue"].append((q - self._queue_time) / (now - start) if now > start else 0.0)
+        self.series["pm_qlock_queue"].append(
+            (q - self._queue_time) / (now - start) if now > start else 0.0
+        )
         self._queue_time = q
-        self.series["dirty_pages"].append(sum(1 for f in self.file_list for s in f.pm.tree.slots.values()
-                                              if s.page is not None and s.page.flags & PG_DIRTY))
+        self.series["dirty_pages"].append(
+            sum(
+                1
+                for f in self.file_list
+                for s in f.pm.tree.slots.values()
+                if s.page is not None and s.page.flags & PG_DIRTY
+            )
+        )
 
     # --- run ---------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -329,7 +393,9 @@ class WorkloadRun:
             self.meter.stats("daemon" if th.proc is None else "workload", op).running(t0)
         rcu = self.m._rcu
         if rcu is not None and rcu.read_sections:  # counted as a plain int on the lookup path
-            self.m.recorder.counters["rcu_read_sections"] = rcu.read_sections - self.rcu_sections_at_warmup
+            self.m.recorder.counters["rcu_read_sections"] = (
+                rcu.read_sections - self.rcu_sections_at_warmup
+            )
         self.costs.check_all_read(self.spec.machine.costs, "this workload")
         return build_result(self, wall)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union, get_args
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator)
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
 
 from pmsim.errors import ConfigError
 from pmsim.units import Distribution, format_time, parse_dist, parse_time
@@ -34,13 +34,19 @@ def _distribution(v):
         return v
     try:
         return parse_dist(v)
-    except ConfigError as e:  # keep "distribution 'exp:2': ..." (the value) when the problem is inside it
+    except (
+        ConfigError
+    ) as e:  # keep "distribution 'exp:2': ..." (the value) when the problem is inside it
         raise ValueError(str(e).removeprefix("distribution: ")) from None
 
 
 # A duration in ns, written and printed with its unit.
-Duration = Annotated[float, BeforeValidator(_duration), PlainSerializer(format_time, return_type=str)]
-Dist = Annotated[Distribution, BeforeValidator(_distribution), PlainSerializer(str, return_type=str)]
+Duration = Annotated[
+    float, BeforeValidator(_duration), PlainSerializer(format_time, return_type=str)
+]
+Dist = Annotated[
+    Distribution, BeforeValidator(_distribution), PlainSerializer(str, return_type=str)
+]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 Weight = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 Pages = Annotated[int, Field(gt=0)]
@@ -59,7 +65,9 @@ class Strict(BaseModel):
             for name, v in data.items():
                 field = cls.model_fields.get(name)
                 if isinstance(v, bool) and field is not None and field.annotation is not bool:
-                    raise ValueError(f"{name} ({v!r}): expected a number or a string, not a boolean")
+                    raise ValueError(
+                        f"{name} ({v!r}): expected a number or a string, not a boolean"
+                    )
         return data
 
 
@@ -68,7 +76,7 @@ class MachineSpec(Strict):
     sockets: Annotated[int, Field(gt=0)] = 1
     spinlock: Literal["ttas", "ticket", "mcs"] = "ttas"
     qlock_wake: Literal["waker_core", "remote_ipi"] = "waker_core"
-    costs: dict[str, Union[float, str]] = {}  # cost-table overrides by name (pmsim costs)
+    costs: dict[str, float | str] = {}  # cost-table overrides by name (pmsim costs)
 
     @model_validator(mode="after")
     def _sockets(self):
@@ -88,7 +96,9 @@ class FileSpec(Strict):
     @model_validator(mode="after")
     def _dirty_resident(self):
         if self.dirty > self.resident:
-            raise ValueError(f"dirty ({self.dirty}) exceeds resident ({self.resident}): only resident pages can be dirty")
+            raise ValueError(
+                f"dirty ({self.dirty}) exceeds resident ({self.resident}): only resident pages can be dirty"
+            )
         return self
 
 
@@ -110,7 +120,9 @@ class ProcessSpec(Strict):
     @model_validator(mode="after")
     def _scp(self):
         if self.kind == "scp" and self.threads != 1:
-            raise ValueError(f"a single-core process (kind scp) runs one thread, got threads={self.threads}")
+            raise ValueError(
+                f"a single-core process (kind scp) runs one thread, got threads={self.threads}"
+            )
         return self
 
 
@@ -166,7 +178,7 @@ def _by_kind(*members) -> dict:
 
 
 PATTERN_KINDS = _by_kind(Uniform, Zipf, Sequential, HotPage, Disjoint)
-Pattern = Annotated[Union[tuple(PATTERN_KINDS.values())], Field(discriminator="kind")]
+Pattern = Annotated[Union[tuple(PATTERN_KINDS.values())], Field(discriminator="kind")]  # noqa: UP007 (a tuple of members, not X | Y)
 
 
 class Closed(Strict):
@@ -180,7 +192,7 @@ class Open(Strict):
 
 
 LOOP_KINDS = _by_kind(Closed, Open)
-Loop = Annotated[Union[tuple(LOOP_KINDS.values())], Field(discriminator="kind")]
+Loop = Annotated[Union[tuple(LOOP_KINDS.values())], Field(discriminator="kind")]  # noqa: UP007
 
 
 class Churn(Strict):
@@ -227,8 +239,10 @@ class WorkloadSpec(Strict):
         if self.duration <= 0:
             raise ValueError(f"duration must be > 0, got {format_time(self.duration)}")
         if self.warmup >= self.duration:
-            raise ValueError(f"warmup ({format_time(self.warmup)}) must be shorter than duration "
-                             f"({format_time(self.duration)})")
+            raise ValueError(
+                f"warmup ({format_time(self.warmup)}) must be shorter than duration "
+                f"({format_time(self.duration)})"
+            )
         names = [f.name for f in self.files]
         if len(set(names)) != len(names):
             raise ValueError(f"files: two files share a name ({names})")
@@ -238,65 +252,112 @@ class WorkloadSpec(Strict):
                 where = f"processes[{i}].mappings[{j}]"
                 f = _file(by_name, m.file, names, where)
                 if m.offset >= f.pages:
-                    raise ValueError(f"{where}.offset ({m.offset}) is past the end of file {f.name!r} "
-                                     f"({f.pages} pages, 0..{f.pages - 1})")
+                    raise ValueError(
+                        f"{where}.offset ({m.offset}) is past the end of file {f.name!r} "
+                        f"({f.pages} pages, 0..{f.pages - 1})"
+                    )
                 if m.length is not None and m.offset + m.length > f.pages:
-                    raise ValueError(f"{where}.length ({m.length}) from offset {m.offset} runs past the end of "
-                                     f"file {f.name!r}: pages {m.offset}..{m.offset + m.length - 1} of {f.pages}")
+                    raise ValueError(
+                        f"{where}.length ({m.length}) from offset {m.offset} runs past the end of "
+                        f"file {f.name!r}: pages {m.offset}..{m.offset + m.length - 1} of {f.pages}"
+                    )
         mix = self.mix.weights()
         threads = self.total_threads
         if "touch" in mix:
             for i, p in enumerate(self.processes):
                 if not p.mappings:
-                    raise ValueError(f"processes[{i}] ({p.name}): mix.touch needs a mapping to touch; it has none")
+                    raise ValueError(
+                        f"processes[{i}] ({p.name}): mix.touch needs a mapping to touch; it has none"
+                    )
                 for j, m in enumerate(p.mappings):
                     if self.touch_stores > 0 and m.prot != "rw":
-                        raise ValueError(f"processes[{i}].mappings[{j}].prot is {m.prot!r}, but touch_stores "
-                                         f"({self.touch_stores}) would store to it (a segfault)")
-        f = _file(by_name, self.churn.file, names, "churn")  # the runner resolves it even when unused
+                        raise ValueError(
+                            f"processes[{i}].mappings[{j}].prot is {m.prot!r}, but touch_stores "
+                            f"({self.touch_stores}) would store to it (a segfault)"
+                        )
+        f = _file(
+            by_name, self.churn.file, names, "churn"
+        )  # the runner resolves it even when unused
         if "mmap_munmap" in mix:
             if self.churn.pages > f.pages:
-                raise ValueError(f"churn.pages ({self.churn.pages}) exceeds file {f.name!r} ({f.pages} pages)")
+                raise ValueError(
+                    f"churn.pages ({self.churn.pages}) exceeds file {f.name!r} ({f.pages} pages)"
+                )
             if self.churn.touches > self.churn.pages:
-                raise ValueError(f"churn.touches ({self.churn.touches}) exceeds churn.pages ({self.churn.pages})")
+                raise ValueError(
+                    f"churn.touches ({self.churn.touches}) exceeds churn.pages ({self.churn.pages})"
+                )
         file_ops = {"read", "write", "punch_hole"} & set(mix)
         for f in self.files:
             if file_ops and self.request_pages > f.pages:
-                raise ValueError(f"request_pages ({self.request_pages}) exceeds file {f.name!r} ({f.pages} pages)")
+                raise ValueError(
+                    f"request_pages ({self.request_pages}) exceeds file {f.name!r} ({f.pages} pages)"
+                )
         pat = self.pattern
         for extent, what in self._ranges():
             if isinstance(pat, HotPage) and pat.page >= extent:
-                raise ValueError(f"pattern.page ({pat.page}) is past the end of {what} ({extent} pages)")
+                raise ValueError(
+                    f"pattern.page ({pat.page}) is past the end of {what} ({extent} pages)"
+                )
             if isinstance(pat, Disjoint) and extent < threads:
-                raise ValueError(f"pattern disjoint: {what} has {extent} pages, fewer than the {threads} threads")
+                raise ValueError(
+                    f"pattern disjoint: {what} has {extent} pages, fewer than the {threads} threads"
+                )
         for name, d in (("writeback", self.daemons.writeback), ("reclaim", self.daemons.reclaim)):
             if d is not None:
                 if d.period <= 0:
-                    raise ValueError(f"daemons.{name}.period must be > 0, got {format_time(d.period)}")
+                    raise ValueError(
+                        f"daemons.{name}.period must be > 0, got {format_time(d.period)}"
+                    )
                 if d.core is not None and d.core >= self.machine.cores:
-                    raise ValueError(f"daemons.{name}.core ({d.core}) is not a core (0..{self.machine.cores - 1})")
+                    raise ValueError(
+                        f"daemons.{name}.core ({d.core}) is not a core (0..{self.machine.cores - 1})"
+                    )
         return self
 
     def _nothing_ignored(self) -> None:
         """A setting given a value other than its default that nothing in this workload uses is
         refused, not ignored (a resolved spec, which spells out every default, stays valid)."""
         mix, given = self.mix.weights(), self.model_fields_set
-        stores_used = "touch" in mix or ("mmap_munmap" in mix and self.churn.touches and self.churn.prot == "rw")
+        stores_used = "touch" in mix or (
+            "mmap_munmap" in mix and self.churn.touches and self.churn.prot == "rw"
+        )
         unused = [
-            ("churn", self.churn.model_dump(mode="json"), "churn" in given and self.churn != Churn()
-             and "mmap_munmap" not in mix,
-             "mix.mmap_munmap is 0"),
-            ("touch_stores", self.touch_stores, "touch_stores" in given and self.touch_stores > 0 and not stores_used,
-             "nothing touches a writable mapping (mix.touch is 0, and no read-write churn touches)"),
-            ("request_pages", self.request_pages, "request_pages" in given and self.request_pages != 1
-             and not {"read", "write", "punch_hole"} & set(mix), "mix has no read, write or punch_hole"),
-            ("files[0].weight", self.files[0].weight, len(self.files) == 1
-             and "weight" in self.files[0].model_fields_set and self.files[0].weight != 1.0, "there is only one file"),
+            (
+                "churn",
+                self.churn.model_dump(mode="json"),
+                "churn" in given and self.churn != Churn() and "mmap_munmap" not in mix,
+                "mix.mmap_munmap is 0",
+            ),
+            (
+                "touch_stores",
+                self.touch_stores,
+                "touch_stores" in given and self.touch_stores > 0 and not stores_used,
+                "nothing touches a writable mapping (mix.touch is 0, and no read-write churn touches)",
+            ),
+            (
+                "request_pages",
+                self.request_pages,
+                "request_pages" in given
+                and self.request_pages != 1
+                and not {"read", "write", "punch_hole"} & set(mix),
+                "mix has no read, write or punch_hole",
+            ),
+            (
+                "files[0].weight",
+                self.files[0].weight,
+                len(self.files) == 1
+                and "weight" in self.files[0].model_fields_set
+                and self.files[0].weight != 1.0,
+                "there is only one file",
+            ),
         ]
         for key, value, ignored, why in unused:
             if ignored:
-                raise ValueError(f"{key} is set ({value!r}) but nothing uses it: {why} "
-                                 f"(drop it, or --set {key.replace('[0]', '.0')}=null)")
+                raise ValueError(
+                    f"{key} is set ({value!r}) but nothing uses it: {why} "
+                    f"(drop it, or --set {key.replace('[0]', '.0')}=null)"
+                )
 
     def _ranges(self):
         """The page ranges the access pattern is applied to: files for file ops, mappings for touches."""
@@ -323,8 +384,10 @@ class WorkloadSpec(Strict):
         """The kernel entry points this workload uses (a design must offer them all)."""
         ops = set()
         for op in self.mix.weights():
-            ops |= {"mmap_munmap": {"mmap", "munmap", "touch", "fault"},
-                    "touch": {"touch", "fault"}}.get(op, {op})
+            ops |= {
+                "mmap_munmap": {"mmap", "munmap", "touch", "fault"},
+                "touch": {"touch", "fault"},
+            }.get(op, {op})
         if self.daemons.writeback is not None:
             ops.add("fsync")
         if self.daemons.reclaim is not None:
@@ -338,5 +401,7 @@ def _file(by_name: dict, name: str | None, names: list[str], where: str):
     if name is None:
         return next(iter(by_name.values()))
     if name not in by_name:
-        raise ValueError(f"{where}.file: no file named {name!r}{did_you_mean(name, names)} (files: {', '.join(names)})")
+        raise ValueError(
+            f"{where}.file: no file named {name!r}{did_you_mean(name, names)} (files: {', '.join(names)})"
+        )
     return by_name[name]
