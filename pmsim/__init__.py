@@ -1,6 +1,8 @@
 """pmsim: a discrete-event performance simulator of the Akaros page map (OLD vs NEW design)."""
 
-__version__ = "0.1.0"
+from pmsim.version import __version__
+
+__all__ = ["__version__", "sweep"]
 
 
 def __getattr__(name):

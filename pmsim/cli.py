@@ -192,11 +192,14 @@ def _workloads(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from pmsim.lockbench import LOCK_KINDS
+    from pmsim.sync.qlock import WAKE_POLICIES
+
     p = _Parser(prog="pmsim", description="Simulate the Akaros page map's OLD and NEW designs.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     lb = sub.add_parser("lockbench", help="a lock microbenchmark (closed or open loop)")
-    lb.add_argument("--lock", required=True, choices=("ttas", "ticket", "mcs", "qlock"))
+    lb.add_argument("--lock", required=True, choices=LOCK_KINDS)
     lb.add_argument("--threads", required=True, type=int)
     lb.add_argument("--cores", type=int, help="default: --threads")
     lb.add_argument("--hold", required=True, type=_dist, help="critical-section time, e.g. exp:1us")
@@ -213,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     lb.add_argument(
         "--wake",
-        choices=("waker_core", "remote_ipi"),
+        choices=WAKE_POLICIES,
         help="qlock wake policy (default waker_core)",
     )
     lb.add_argument("--duration", type=_time, default=_time("20ms"))

@@ -64,11 +64,11 @@ class CostTable:
         params = cost_params()
         values = {n: p.default for n, p in params.items()}
         for name, raw in (overrides or {}).items():
-            values[name] = self._parse(name, raw)
+            values[name] = self.parse_value(name, raw)
         self._values = values
-        self.read: set[str] = (
-            set()
-        )  # names the model has read: an override of anything else did nothing
+        self._views: dict[type, object] = {}
+        # names the model has read: an override of anything else did nothing
+        self.read: set[str] = set()
         ghz = values["cpu_clock_ghz"]
         if ghz <= 0:
             raise ConfigError(f"cost cpu_clock_ghz: must be > 0, got {ghz!r}")
@@ -82,7 +82,7 @@ class CostTable:
             self._ns[n] = v
 
     @staticmethod
-    def _parse(name: str, raw) -> float:
+    def parse_value(name: str, raw) -> float:
         params = cost_params()
         p = params.get(name)
         if p is None:
@@ -111,6 +111,14 @@ class CostTable:
         if cost_params()[name].unit == "cycles":
             self.read.add("cpu_clock_ghz")
         return self._ns[name]
+
+    def view(self, cls):
+        """A component's typed view of its costs, ``cls(self)``, built once per table (a view
+        class reads the costs it needs by name in its ``__init__``; see ``SpinLockCosts``)."""
+        view = self._views.get(cls)
+        if view is None:
+            view = self._views[cls] = cls(self)
+        return view
 
     def value(self, name: str) -> float:
         """The value in the parameter's own unit."""

@@ -13,15 +13,17 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
-import simpy
 
 from pmsim.costs import CostTable, cost_params
+from pmsim.engine import Event
 from pmsim.errors import ConfigError
 from pmsim.machine import Machine
 from pmsim.stats import Histogram, mean_ci, ratio_ci
+from pmsim.sync.spinlock import SPINLOCK_KINDS
 from pmsim.units import Distribution, format_time
 
-LOCK_KINDS = ("ttas", "ticket", "mcs", "qlock")
+# Every spinlock kind the machine offers, plus the sleeping qlock.
+LOCK_KINDS = (*SPINLOCK_KINDS, "qlock")
 IDEAL_GROUPS = ("atomics", "locks")
 BATCHES = 20
 
@@ -142,7 +144,7 @@ def run_lockbench(spec: LockBenchSpec) -> dict:
             elif queue:
                 t_req = queue.popleft()
             else:
-                ev = simpy.Event(env)
+                ev = Event(env)
                 idle.append(ev)
                 t_req = yield from th.block(ev)
             th.kernel_enter()

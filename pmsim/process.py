@@ -14,6 +14,7 @@ from pmsim.errors import ConfigError
 from pmsim.kernel.vm import PT_ENTRIES
 
 PROC_STATES = ("RUNNING_M", "RUNNING_S")
+PROCESS_LOCKS = ("pte_lock", "vmr_lock", "proc_lock")  # every process's, reported summed by name
 
 
 class Process:

@@ -64,7 +64,7 @@ class BackingStore:
         self._slots = [0.0] * self.depth  # min-heap of the times each slot becomes free
         self.busy_ns = 0.0
 
-    def _queue(self, now: float, latency: float, counter: str) -> float:
+    def _issue(self, now: float, latency: float, counter: str) -> float:
         """Queue one IO issued at ``now`` on the first free slot; return its completion time."""
         start = max(now, self._slots[0])
         done = start + latency
@@ -77,10 +77,9 @@ class BackingStore:
 
     def _io(self, thread, latency: float, counter: str):
         """Queue one IO and sleep until it completes (a generator)."""
-        if thread.pending or thread.stolen:
-            yield from thread.sync()
+        yield from thread.sync()
         env = self.machine.env
-        done = self._queue(env.now, latency, counter)
+        done = self._issue(env.now, latency, counter)
         yield from thread.block(env.timeout(done - env.now))
 
     def readpage(self, thread):
@@ -106,10 +105,9 @@ class BackingStore:
         if self.kind == "tmpfs":
             self.machine.recorder.count("io_writes", n)
             return
-        if thread.pending or thread.stolen:
-            yield from thread.sync()
+        yield from thread.sync()
         env = self.machine.env
-        last = max(self._queue(env.now, self.write(), "io_writes") for _ in range(n))
+        last = max(self._issue(env.now, self.write(), "io_writes") for _ in range(n))
         yield from thread.block(env.timeout(last - env.now))
 
     def utilization(self, window: float, end: float) -> float:

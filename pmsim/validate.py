@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pmsim import analytic
-from pmsim.lockbench import LockBenchSpec, run_lockbench
+from pmsim.lockbench import LOCK_KINDS, LockBenchSpec, run_lockbench
 from pmsim.stats import mean_ci, t_quantile
 from pmsim.units import parse_dist
 
@@ -69,7 +69,7 @@ def check_repairman(quick: bool) -> list[Row]:
         if quick
         else [(1, 1, 10), (4, 1, 10), (11, 1, 10), (16, 1, 10), (32, 1, 10), (8, 2, 4)]
     )
-    for lock in ("ttas", "ticket", "mcs", "qlock"):
+    for lock in LOCK_KINDS:
         for n, s, z in cases:
             x, r = analytic.mva_repairman(n, s * US, z * US)
             res = _bench(

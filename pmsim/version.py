@@ -11,6 +11,7 @@ import functools
 import hashlib
 from pathlib import Path
 
+__version__ = "0.1.0"  # the release (pyproject.toml's version); pmsim.__version__ too
 PACKAGE = Path(__file__).resolve().parent
 # Subpackages that only read finished results: a new figure or report wording reruns nothing.
 READERS = ("plots", "report")

@@ -1,39 +1,59 @@
-"""The flattened read step of NEW (``NewPageMap.load_copy_put``) against the general path.
+"""Fast paths (pmsim.fastpath) against their general paths, and when they may run.
 
-The flattened step is pm_load_page -> pm_find_page (NEW) -> the slot CAS loop, memcpy_to_safe
-and pm_put_page in one generator, for speed. It must be invisible: the same simulated times,
-the same state, the same measurements as the general path (``PageMap.load_copy_put``, the
-functions one by one). Each run below is made twice, once with ``_flat_read`` off, and every
-operation's start and end time, every thread's clock, every slot word and cache line, the
-core meters, the counters and the lock statistics must be equal.
+A fast path (NEW's ``load_copy_put_hit``: pm_load_page -> pm_find_page (NEW) -> the slot CAS
+loop, memcpy_to_safe and pm_put_page in one generator) must be invisible: the same simulated
+times, the same state, the same measurements as the general path (``PageMap.load_copy_put``,
+the functions one by one). Each run below is made twice, once with the page maps' fast paths
+turned off, and every operation's start and end time, every thread's clock, every slot word and
+cache line, the core meters, the counters and the lock statistics must be equal. A design that
+overrides any function a fast path copies, or a probe, gets the general path.
 """
 
 from __future__ import annotations
 
+import gc
+import sys
+from collections import Counter
+
 import numpy as np
 import pytest
 
+from pmsim import fastpath, probes
 from pmsim.costs import CostTable
 from pmsim.designs import designs
-from pmsim.designs.base import PageMap
 from pmsim.kernel.system import Kernel
 from pmsim.machine import Machine
+from pmsim.pagecache.radix import RadixTree
+from pmsim.sync.rcu import Rcu
 
-NEW_DESIGNS = [n for n, cls in designs().items() if "reclaim" in cls.entry_points]
+# Every design with a fast path, and each fast path it declares.
+FAST = {n: fastpath.declared(cls) for n, cls in designs().items() if fastpath.declared(cls)}
+INLINED = [(n, p.replaces, name) for n, paths in FAST.items() for p in paths for name in p.inlines]
 
 
-def _run(design: str, seed: int, flat: bool, cores: int, per_core: int, monkeypatch) -> dict:
+def _calls(names: dict, fn) -> Counter:
+    """Run ``fn()``, counting Python-level entries (and generator resumes) into each code object
+    of ``names`` (code -> name), by identity (equal code objects compare equal)."""
+    by_id = {id(code): name for code, name in names.items()}
+    counts = Counter()
+    gc.collect()  # (an earlier run's suspended generators, closed now, not while counting)
+
+    def profile(frame, event, arg):
+        if event == "call" and id(frame.f_code) in by_id:
+            counts[by_id[id(frame.f_code)]] += 1
+
+    sys.setprofile(profile)
+    try:
+        fn()
+    finally:
+        sys.setprofile(None)
+    return counts
+
+
+def _run(design: str, seed: int, flat: bool, cores: int, per_core: int) -> dict:
     """Readers (mostly hits, some misses and multi-page reads) on a partly warm tmpfs file
     and an nvme file, threads sharing cores, with writes, hole punches and reclaims that
     empty slots under the readers."""
-    calls = [0]
-    general = PageMap.load_copy_put
-
-    def counting(self, th, index, copy_ns):
-        calls[0] += 1
-        return (yield from general(self, th, index, copy_ns))
-
-    monkeypatch.setattr(PageMap, "load_copy_put", counting)
     shape = np.random.default_rng(seed)
     m = Machine(cores=cores, costs=CostTable({}), seed=seed)
     k = Kernel(m, design)
@@ -41,9 +61,10 @@ def _run(design: str, seed: int, flat: bool, cores: int, per_core: int, monkeypa
     k.warm(files[0], sorted(shape.choice(256, 200, replace=False).tolist()))
     k.warm(files[1], range(0, 64, 2))
     for f in files:
-        assert f.pm._flat_read  # on by default for NEW and its variants
+        assert fastpath.active(f.pm) == [p.replaces for p in FAST[design]]  # on by default
         if not flat:
-            f.pm._flat_read = False
+            fastpath.disable(f.pm)
+            assert fastpath.active(f.pm) == []
     trace = []
 
     def worker(th, i):
@@ -75,7 +96,9 @@ def _run(design: str, seed: int, flat: bool, cores: int, per_core: int, monkeypa
     for i in range(cores * per_core):
         th = m.thread(f"t{i}", i % cores)
         m.env.process(worker(th, i))
-    m.run(2e6)
+    codes = {p.fn.__code__: "fast" for p in FAST[design]}
+    codes.update({getattr(type(files[0].pm), p.replaces).__code__: "general" for p in FAST[design]})
+    counts = _calls(codes, lambda: m.run(2e6))
     state = []
     for f in files:
         for idx, slot in sorted(f.pm.tree.slots.items()):
@@ -111,15 +134,15 @@ def _run(design: str, seed: int, flat: bool, cores: int, per_core: int, monkeypa
         "meters": [c.meter(m.env.now) for c in m.cores],
         "counters": sorted(rec.counters.items()),
         "locks": sorted(locks.items()),
-        "general_steps": calls[0],
+        "steps": counts,
     }
 
 
-@pytest.mark.parametrize("design", NEW_DESIGNS)
+@pytest.mark.parametrize("design", sorted(FAST))
 @pytest.mark.parametrize("seed, cores, per_core", [(1, 4, 1), (2, 4, 2), (3, 2, 3), (4, 8, 1)])
-def test_flattened_read_step_is_the_general_path(design, seed, cores, per_core, monkeypatch):
-    flat = _run(design, seed, True, cores, per_core, monkeypatch)
-    general = _run(design, seed, False, cores, per_core, monkeypatch)
+def test_fast_path_is_the_general_path(design, seed, cores, per_core):
+    flat = _run(design, seed, True, cores, per_core)
+    general = _run(design, seed, False, cores, per_core)
     assert len(flat["trace"]) > 200
     assert flat["trace"] == general["trace"]
     assert flat["state"] == general["state"]
@@ -128,14 +151,62 @@ def test_flattened_read_step_is_the_general_path(design, seed, cores, per_core, 
     assert flat["locks"] == general["locks"]
     c = dict(flat["counters"])
     assert c.get("io_reads", 0) > 0 and c.get("pages_removed", 0) > 0  # misses and removals ran
-    # The flattened step ran for every page read (the general run took the general step).
-    assert flat["general_steps"] == 0 and general["general_steps"] > len(flat["trace"]) / 2
+    # The fast path ran for every page read in the first run, the general one in the second.
+    assert "general" not in flat["steps"] and flat["steps"]["fast"] > len(flat["trace"]) / 2
+    assert "fast" not in general["steps"] and general["steps"]["general"] > len(flat["trace"]) / 2
 
 
-def test_replacing_a_flattened_function_turns_the_step_off():
-    """A probe put on one page map (as the invariant tests do) is called: no flattening."""
+def _delegate(fn):
+    """An override of ``fn`` that does what ``fn`` does."""
+    return lambda self, *args: fn(self, *args)
+
+
+def _pm(design_cls, **machine):
+    m = Machine(cores=1, costs=CostTable({}), seed=0, **machine)
+    return Kernel(m, design_cls).file("f", 8, "tmpfs").pm
+
+
+@pytest.mark.parametrize("design, replaces, inlined", INLINED, ids=["-".join(k) for k in INLINED])
+def test_a_design_that_overrides_an_inlined_function_gets_the_general_path(
+    design, replaces, inlined
+):
+    """A subclass that overrides any function a fast path copies (on the page map, or on the
+    object it reaches: the radix tree's lookup cost, the RCU read section) runs the general path;
+    the design itself runs the fast one."""
+    cls = designs()[design]
+    assert replaces in fastpath.active(_pm(cls))
+    *owners, name = inlined.split(".")
+    if not owners:  # a page-map method: override it in a subclass that only delegates
+        variant = type("Variant", (cls,), {name: _delegate(getattr(cls, name))})
+        assert fastpath.active(_pm(variant)) == []
+    elif owners == ["tree"]:  # the radix tree: a design with another tree class
+        tree = type(
+            "Tree", (RadixTree,), {name: lambda self, *a: getattr(RadixTree, name)(self, *a)}
+        )
+        assert fastpath.active(_pm(type("Variant", (cls,), {"tree_class": tree}))) == []
+    else:  # the machine's RCU: a class probe, seen by every page map built after it
+        assert owners == ["rcu"]
+        with probes.attach(Rcu, name, lambda original, *a: original(*a)):
+            assert fastpath.active(_pm(cls)) == []
+        assert replaces in fastpath.active(_pm(cls))
+
+
+def test_a_probe_turns_the_fast_paths_of_its_object_off():
+    """A probe on one page map (as the invariant tests use) is called: no fast path there; the
+    other page map keeps its fast path."""
     m = Machine(cores=1, costs=CostTable({}), seed=0)
     k = Kernel(m, "new")
     f, g = k.file("f", 8, "tmpfs"), k.file("g", 8, "tmpfs")
-    f.pm.pm_put_page = f.pm.pm_put_page
-    assert not f.pm._flat_read and g.pm._flat_read
+    k.warm(f, [1])
+    seen = []
+
+    def spy(original, th, index):
+        seen.append(index)
+        return (yield from original(th, index))
+
+    probes.attach(f.pm, "pm_find_page", spy)
+    assert fastpath.active(f.pm) == [] and fastpath.active(g.pm) == ["load_copy_put"]
+    th = m.thread("t", 0)
+    m.env.process(k.read(th, f, 1))
+    m.run(1e6)
+    assert seen == [1]

@@ -58,7 +58,7 @@ def test_warmup_is_excluded_from_cpu_fractions(work, until, useful):
     th = m.thread("t", 0)
 
     def proc():
-        th.charge(work)
+        th.pending += work
         yield from th.sync()
 
     m.env.process(proc())

@@ -20,6 +20,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from pmsim import probes
 from pmsim.costs import CostTable
 from pmsim.designs import designs
 from pmsim.errors import InvariantViolation
@@ -191,14 +192,13 @@ def test_put_of_a_page_whose_slot_refcount_is_zero_stops_the_run(design):
     reference is lost (refcnt forced to 0) between pm_load_page and pm_put_page."""
     c, m, k, f = setup(design, warm=[3])
     pm = f.pm
-    load = pm.pm_load_page
 
-    def load_then_lose_ref(th, index):
+    def load_then_lose_ref(load, th, index):
         page = yield from load(th, index)
         page.slot.refcnt = 0
         return page
 
-    pm.pm_load_page = load_then_lose_ref
+    probes.attach(pm, "pm_load_page", load_then_lose_ref)
     th = m.thread("a", 0)
     start(m, lambda: k.read(th, f, 3))
     expect_violation(
@@ -235,16 +235,15 @@ def test_put_of_a_page_its_slot_no_longer_holds_stops_the_run(design):
     given another page while the read held this one."""
     c, m, k, f = setup(design, warm=[3])
     pm = f.pm
-    load = pm.pm_load_page
 
-    def load_then_swap(th, index):
+    def load_then_swap(load, th, index):
         page = yield from load(th, index)
         impostor = Page(index)
         impostor.slot = page.slot
         page.slot.page = impostor
         return page
 
-    pm.pm_load_page = load_then_swap
+    probes.attach(pm, "pm_load_page", load_then_swap)
     th = m.thread("a", 0)
     start(m, lambda: k.read(th, f, 3))
     expect_violation(
@@ -263,14 +262,13 @@ def test_load_of_a_found_page_without_a_slot_ref_stops_the_run(design):
     """pm_load_page asserts the found page's slot refcount and page right after the find."""
     c, m, k, f = setup(design, warm=[9])
     pm = f.pm
-    find = pm.pm_find_page
 
-    def find_then_lose_ref(th, index):
+    def find_then_lose_ref(find, th, index):
         page = yield from find(th, index)
         page.slot.refcnt = 0
         return page
 
-    pm.pm_find_page = find_then_lose_ref
+    probes.attach(pm, "pm_find_page", find_then_lose_ref)
     th = m.thread("a", 0)
     start(m, lambda: k.read(th, f, 9))
     expect_violation(
@@ -290,10 +288,10 @@ def test_readpage_that_does_not_set_uptodate_stops_the_run(design):
     tmpfs's (zero the page, kthread_usleep) but forgets the flag."""
     c, m, k, f = setup(design)
 
-    def readpage_without_uptodate(th, page):
+    def readpage_without_uptodate(_readpage, th, page):
         yield from f.store.readpage(th)
 
-    f.readpage = readpage_without_uptodate
+    probes.attach(f, "readpage", readpage_without_uptodate)
     th = m.thread("a", 0)
     start(m, lambda: k.read(th, f, 11))
     t = miss_readpage_at(c, design) + c.ns("page_zero_4k_ns") + c.ns("tmpfs_readpage_sleep_us")
@@ -333,13 +331,12 @@ def test_freeing_a_page_that_still_has_pg_pagemap_stops_the_run(design):
     the flag still set (page_decref wrapped to set it back first)."""
     c, m, k, f = setup(design, warm=[6])
     pm = f.pm
-    decref = pm.page_decref
 
-    def decref_with_pagemap(th, page):
+    def decref_with_pagemap(decref, th, page):
         page.flags |= PG_PAGEMAP
         return decref(th, page)
 
-    pm.page_decref = decref_with_pagemap
+    probes.attach(pm, "page_decref", decref_with_pagemap)
     th = m.thread("a", 0)
     start(m, lambda: k.punch_hole(th, f, 6, 1))
     n = c.ns
@@ -430,13 +427,12 @@ def test_reclaim_does_not_free_a_page_whose_refcount_rose_after_its_check(design
     cas_at = read_at + n("lock_pair_uncontended_ns") + 6 * n("radix_walk_ns_per_slot")  # slots 0-5
     assert read_at < find_cas_at(c, design) < cas_at
     freed = []
-    decref = f.pm.page_decref
 
-    def decref_spy(th, page):
+    def decref_spy(decref, th, page):
         freed.append((page.index, page.slot.refcnt))
         return decref(th, page)
 
-    f.pm.page_decref = decref_spy
+    probes.attach(f.pm, "page_decref", decref_spy)
     reclaimer, reader = m.thread("reclaimer", 0), m.thread("reader", 1)
     start(m, lambda: k.reclaim(reclaimer))
     start(m, lambda: k.read(reader, f, 5))
@@ -451,7 +447,7 @@ def test_reclaim_does_not_free_a_page_whose_refcount_rose_after_its_check(design
 def _release_at_t0(m, k, f):
     """The file's last reference goes at T0; pm_destroy runs from the first grace period's
     callbacks, at rcu_gp_min_period_ms (every core idle or in user space: the GP ends at once)."""
-    m.rcu  # noqa: B018  (start RCU at t=0 in OLD too, which has no other RCU user)
+    m.start_rcu()  # at t=0 in OLD too, which has no other RCU user
     th = m.thread("a", 0)
 
     def release():
@@ -568,13 +564,12 @@ def test_remove_contig_warns_but_removes_a_page_with_an_unexpected_ref():
     c, m, k, f = setup("old_remove_contig", warm=[4])
     slot = f.pm.tree.slots[4]
     slot.page.flags |= PG_DIRTY
-    write = f.writepage
 
-    def writepage_then_ref(th, page):
+    def writepage_then_ref(write, th, page):
         slot.refcnt = 1
         yield from write(th, page)
 
-    f.writepage = writepage_then_ref
+    probes.attach(f, "writepage", writepage_then_ref)
     th = m.thread("a", 0)
     start(m, lambda: k.punch_hole(th, f, 4, 1))
     m.run(UNTIL)
@@ -591,14 +586,13 @@ def test_concurrent_misses_insert_once_and_the_loser_gets_eexist(design):
     returns -EEXIST; it frees its page and finds the winner's. One readpage."""
     c, m, k, f = setup(design)
     got = {}
-    load = f.pm.pm_load_page
 
-    def load_and_record(th, index):
+    def load_and_record(load, th, index):
         page = yield from load(th, index)
         got[th.name] = page
         return page
 
-    f.pm.pm_load_page = load_and_record
+    probes.attach(f.pm, "pm_load_page", load_and_record)
     for i in range(2):
         th = m.thread(f"r{i}", i)
         start(m, lambda th=th: k.read(th, f, 7))
@@ -630,13 +624,12 @@ def _punch_with_corrupt_qlock(design, corrupt):
     the walk, while pm_qlock is held."""
     c, m, k, f = setup(design)
     pm = f.pm
-    walk = pm._walk
 
-    def walk_then_corrupt(th, start_, end):
+    def walk_then_corrupt(walk, th, start_, end):
         corrupt(pm)
         return walk(th, start_, end)
 
-    pm._walk = walk_then_corrupt
+    probes.attach(pm, "_walk", walk_then_corrupt)
     th = m.thread("a", 0)
     start(m, lambda: k.punch_hole(th, f, 30, 1))
     # pm_qlock's uncontended acquisition is synced at its release
@@ -679,7 +672,7 @@ def _rcu_gp_overtaken():
     halfway through, gpnum is bumped. The GP ends when that core passes smp_idle."""
     c = CostTable(COSTS)
     m = Machine(cores=1, costs=c, seed=0)
-    rcu = m.rcu
+    rcu = m.start_rcu()
     period = c.ns("rcu_gp_min_period_ms")
     th = m.thread("a", 0)
 
@@ -711,11 +704,11 @@ def _readpage_under_pm_lock(design):
     """A readpage that runs with pm_lock held: the store's sleep is a block with a spinlock."""
     c, m, k, f = setup(design)
 
-    def readpage_holding_pm_lock(th, page):
+    def readpage_holding_pm_lock(_readpage, th, page):
         yield from f.pm.pm_lock.acquire(th)
         yield from f.store.readpage(th)
 
-    f.readpage = readpage_holding_pm_lock
+    probes.attach(f, "readpage", readpage_holding_pm_lock)
     th = m.thread("a", 0)
     start(m, lambda: k.read(th, f, 11))
     t = miss_readpage_at(c, design) + c.ns("lock_pair_uncontended_ns") + c.ns("page_zero_4k_ns")
@@ -845,12 +838,12 @@ def soak(design: str, seed: int) -> dict:
     freed_in_use = []  # (file, index, slot refcount) of PM pages freed while in use
     for f in files:
 
-        def decref_spy(th, page, f=f, decref=f.pm.page_decref):
+        def decref_spy(decref, th, page, f=f):
             if page.slot is not None and page.slot.refcnt:
                 freed_in_use.append((f.name, page.index, page.slot.refcnt))
             return decref(th, page)
 
-        f.pm.page_decref = decref_spy
+        probes.attach(f.pm, "page_decref", decref_spy)
     ops = ["read", "read", "write", "touch", "touch", "touch", "punch", "mmap"]
     if new:
         ops += ["fsync", "reclaim"]

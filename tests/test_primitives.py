@@ -1083,7 +1083,7 @@ def test_backing_store_utilization_counts_in_flight_io_only_up_to_the_end():
 def _rcu_caller(m, th, at, fns, in_kernel_after=0.0, cost=0.0):
     """At ``at``, ``th`` enters the kernel, queues ``fns`` with call_rcu, works
     ``in_kernel_after`` more in the kernel, then leaves it."""
-    rcu = m.rcu
+    rcu = m.start_rcu()
 
     def run():
         yield m.env.timeout(at)
@@ -1104,7 +1104,7 @@ def _recorder_fn(ran, name, m):
 def test_lone_callback_runs_after_the_next_gp_tick(cores):
     """rcu_debug_tardy is off at Akaros HEAD: idle odd cores are expedited like the others."""
     m = machine(cores=cores)
-    rcu = m.rcu  # started at 0
+    rcu = m.start_rcu()  # started at 0
     assert rcu.debug_tardy is False
     ran = []
     _rcu_caller(m, m.thread("t", 0), 1 * MS, [_recorder_fn(ran, "cb", m)])
@@ -1119,7 +1119,7 @@ def test_lone_callback_runs_after_the_next_gp_tick(cores):
 @pytest.mark.parametrize("cores, expected", [(1, 25 * MS), (2, 26 * MS), (4, 26 * MS)])
 def test_debug_tardy_odd_cores_are_caught_by_the_tardy_poll(cores, expected):
     m = machine(cores=cores)
-    rcu = m.rcu
+    rcu = m.start_rcu()
     rcu.debug_tardy = True  # as if flipped in the debugger
     ran = []
     _rcu_caller(m, m.thread("t", 0), 1 * MS, [_recorder_fn(ran, "cb", m)])
@@ -1130,7 +1130,7 @@ def test_debug_tardy_odd_cores_are_caught_by_the_tardy_poll(cores, expected):
 def test_debug_tardy_odd_core_reports_at_its_smp_idle_before_the_poll():
     """The last core to report wakes the GP kthread: no need to wait for the 1 ms poll."""
     m = machine(cores=2)
-    rcu = m.rcu
+    rcu = m.start_rcu()
     rcu.debug_tardy = True
     ran = []
     _rcu_caller(m, m.thread("t", 0), 1 * MS, [_recorder_fn(ran, "cb", m)])
@@ -1150,7 +1150,7 @@ def test_debug_tardy_odd_core_reports_at_its_smp_idle_before_the_poll():
 def test_callback_stamped_for_the_next_gp_after_a_gp_in_progress():
     """A callback queued during a GP waits for the following one (it may precede a reader)."""
     m = machine(cores=1)
-    rcu = m.rcu
+    rcu = m.start_rcu()
     ran = []
     k = m.thread("k", 0)
 
@@ -1173,7 +1173,7 @@ def test_callback_stamped_for_the_next_gp_after_a_gp_in_progress():
 @pytest.mark.parametrize("n, expected", [(10, 25 * MS), (11, 1 * MS + 11 * 100 + 5000)])
 def test_more_than_thresh_callbacks_start_a_gp_at_once(n, expected):
     m = machine(cores=1)
-    assert m.rcu is not None  # RCU starts on first use
+    m.start_rcu()
     ran = []
     fns = [_recorder_fn(ran, f"cb{i}", m) for i in range(n)]
     _rcu_caller(m, m.thread("t", 0), 1 * MS, fns, in_kernel_after=5000)
@@ -1184,7 +1184,7 @@ def test_more_than_thresh_callbacks_start_a_gp_at_once(n, expected):
 
 def test_thresh_is_a_cost_parameter():
     m = machine(cores=1, costs={"rcu_cb_thresh": 2})
-    assert m.rcu is not None  # RCU starts on first use
+    m.start_rcu()
     ran = []
     _rcu_caller(m, m.thread("t", 0), 1 * MS, [_recorder_fn(ran, i, m) for i in range(3)])
     m.run(until=10 * MS)
@@ -1193,7 +1193,7 @@ def test_thresh_is_a_cost_parameter():
 
 def test_a_core_in_the_kernel_stretches_the_gp():
     m = machine(cores=2)
-    rcu = m.rcu
+    rcu = m.start_rcu()
     ran = []
     t = m.thread("t", 0)
 
@@ -1215,7 +1215,7 @@ def test_a_core_in_the_kernel_stretches_the_gp():
 
 def test_a_spinning_core_stretches_the_gp():
     m = machine(cores=2, spinlock_kind="ticket")
-    rcu = m.rcu
+    rcu = m.start_rcu()
     lock = m.spinlock("L")
     h, s = m.thread("h", 0), m.thread("s", 1)
     ran = []
@@ -1251,7 +1251,7 @@ def test_a_spinning_core_stretches_the_gp():
 
 def test_synchronize_rcu_blocks_for_a_gp_and_frees_the_core():
     m = machine(cores=2)
-    rcu = m.rcu
+    rcu = m.start_rcu()
     t, y = m.thread("t", 0), m.thread("y", 0)
     done = {}
 
@@ -1279,7 +1279,7 @@ def test_synchronize_rcu_blocks_for_a_gp_and_frees_the_core():
 
 def test_callbacks_run_in_order_on_core_0():
     m = machine(cores=3)
-    rcu = m.rcu
+    rcu = m.start_rcu()
     ran = []
     a, b, z = m.thread("a", 1), m.thread("b", 2), m.thread("z", 0)
 
@@ -1313,7 +1313,7 @@ def test_callbacks_run_in_order_on_core_0():
 
 def test_callbacks_pending_bytes():
     m = machine(cores=1)
-    rcu = m.rcu
+    rcu = m.start_rcu()
     t = m.thread("t", 0)
 
     def run():
@@ -1332,7 +1332,7 @@ def test_rcu_invariants_under_load():
     """gpnum - completed stays 0 or 1, and every callback runs after a whole GP that began
     after it was queued, in per-core FIFO order."""
     m = machine(cores=4, costs={"rcu_gp_min_period_ms": 2})
-    rcu = m.rcu
+    rcu = m.start_rcu()
     rng = np.random.default_rng(3)
     violations = []
     ran = []
@@ -1378,7 +1378,7 @@ def test_rcu_invariants_under_load():
 
 def test_rcu_asserts_gpnum_completed():
     m = machine(cores=1)
-    rcu = m.rcu
+    rcu = m.start_rcu()
 
     def corrupt():
         yield m.env.timeout(1 * MS)
@@ -1393,7 +1393,7 @@ def test_rcu_read_section_costs_and_counts():
     m = machine(cores=1, costs={"rcu_read_section_ns": 0.5})
     t = m.thread("t", 0)
     for _ in range(4):
-        m.rcu.read_section(t)
+        m.start_rcu().read_section(t)
     assert t.pending == 2.0
     assert m.rcu.read_sections == 4
 

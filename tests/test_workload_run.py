@@ -13,9 +13,10 @@ import yaml
 from pmsim.cli import main
 from pmsim.designs import designs
 from pmsim.errors import ConfigError
+from pmsim.operations import COUNTED_OPERATIONS, REPORTED_OPERATIONS
+from pmsim.process import PROCESS_LOCKS
 from pmsim.sweeps.store import RUN_TABLES
 from pmsim.workload.load import load_spec, presets, read_workload, validate_spec
-from pmsim.workload.result import ISSUED_OPS, LOCK_NAMES, OP_NAMES
 from pmsim.workload.runner import run_workload
 
 SMALL = ["machine.cores=4", "duration=3ms", "warmup=1ms"]
@@ -112,12 +113,12 @@ def test_counts_match_throughput_and_total(results):
         window_s = (res.spec.duration - res.spec.warmup) / 1e9
         ops = res.summary["ops"]
         for name, o in ops.items():
-            assert name in OP_NAMES
+            assert name in REPORTED_OPERATIONS
             assert o["throughput_per_s"] == pytest.approx(o["count"] / window_s, rel=1e-12)
             lat = o["latency_us"]
             assert lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p999"] <= lat["max"], (key, name)
             assert o["count"] == 0 or lat["mean"] <= lat["max"]
-        issued = sum(o["count"] for n, o in ops.items() if n in ISSUED_OPS)
+        issued = sum(o["count"] for n, o in ops.items() if n in COUNTED_OPERATIONS)
         assert res.summary["total_ops_per_s"] == pytest.approx(issued / window_s, rel=1e-12)
 
 
@@ -125,7 +126,7 @@ def test_time_series_counts_the_same_operations(results):
     for key, res in results.items():
         ts = res.tables["timeseries"]
         assert len(ts) == math.ceil(res.spec.duration / 1e6)
-        issued = sum(o["count"] for n, o in res.summary["ops"].items() if n in ISSUED_OPS)
+        issued = sum(o["count"] for n, o in res.summary["ops"].items() if n in COUNTED_OPERATIONS)
         assert ts.loc[ts.measured, "ops"].sum() == issued, key  # nested faults and misses left out
 
 
@@ -159,7 +160,7 @@ def test_holds_by_operation_add_up_to_the_lock(results):
             mean = (rows["count"] * rows.hold_us_mean).sum() / rows["count"].sum()
             assert mean == pytest.approx(locks.loc[name, "hold_us_mean"], rel=1e-9), (key, name)
             assert (rows.hold_us_mean <= rows.hold_us_max * (1 + 1e-12)).all()
-            assert set(rows.op) <= set(OP_NAMES) | {"other"}, (key, name)
+            assert set(rows.op) <= set(REPORTED_OPERATIONS) | {"other"}, (key, name)
 
 
 def test_misses_are_nested_in_reads_that_miss():
@@ -230,7 +231,8 @@ def test_summary_keys_are_stable(results):
     assert set(s) >= {"total_ops_per_s", "ops", "locks", "cpu", "tlb", "io", "rcu", "provenance"}
     assert set(s["ops"]["read"]) >= {"count", "throughput_per_s", "latency_us"}
     assert set(s["ops"]["read"]["latency_us"]) == {"mean", "p50", "p90", "p99", "p999", "max"}
-    for name in LOCK_NAMES:
+    assert set(s["locks"]) >= {"pm_lock", "pm_qlock", "page_lock", *PROCESS_LOCKS}
+    for name in designs()["new"].locks + PROCESS_LOCKS:
         assert set(s["locks"][name]) >= {
             "acquisitions",
             "contended_fraction",

@@ -4,27 +4,57 @@ Read beside kern/src/pagemap.c. ``pm_add_vmr``, ``pm_remove_vmr``, ``pm_put_page
 ``pm_load_page`` (its control flow), ``pm_load_page_nowait`` and ``pm_destroy``
 are the same in both designs (akaros-pagemap.md 2.1, 2.4, 2.5, 2.6, 2.15), and
 ``pm_insert_page`` and ``pm_remove_or_zero_pages`` differ only in the lock radix
-writers hold (2.3, 2.8); a design supplies ``pm_find_page``, that lock, its
-``__remove_or_zero_cb`` and its removal and writeback functions. Every function is a generator run by a simulated thread
-(``th``); costs come from the cost table, never literals.
+writers hold (2.3, 2.8); a design supplies ``pm_find_page``, that lock
+(``radix_writers_lock``), its ``__remove_or_zero_cb`` and its removal and writeback
+functions. Every function is a generator run by a simulated thread (``th``); work is charged
+with ``th.pending += ns`` from the cost table (never literals) and ``yield from th.sync()``
+comes before each point where another thread can interact.
 
-A design declares the kernel operations it has (``entry_points``); asking it for
-one it lacks is a :class:`~pmsim.errors.ConfigError`, never a silent zero.
+A design describes itself (docs/designs.md): the kernel operations it lacks (asking for one is
+a :class:`~pmsim.errors.ConfigError`, never a silent zero), the locks it reports, and the lock
+order of each kernel path (``lock_order``, ``lock_nesting``, ``lock_edges``: what
+tests/test_lock_order.py checks, written here beside the code a reviewer reads). A subclass
+inherits every row it does not declare again.
 """
 
 from __future__ import annotations
 
+from pmsim import fastpath
 from pmsim.errors import ConfigError, violation
 from pmsim.kernel.vm import walk_ns
+from pmsim.operations import ENTRY_POINTS
 from pmsim.pagecache.page import PG_LOCKED, PG_PAGEMAP, PG_UPTODATE, Page
 from pmsim.pagecache.radix import REFCNT_MAX, RadixTree
 from pmsim.sync.qlock import QLock
 from pmsim.sync.tlb import TlbShootdown
 
-# Kernel operations a workload can ask of a design (akaros-pagemap.md section 4).
-OPERATIONS = ("read", "write", "touch", "fault", "fsync", "punch_hole", "reclaim", "mmap", "munmap")
 EEXIST = -17
 ULONG_LIMIT = 1 << 64  # page indices are unsigned longs: a range reaching this wraps
+
+
+class PageMapCosts:
+    """The costs the page-map functions read."""
+
+    __slots__ = (
+        "page_alloc",
+        "page_zero",
+        "flags_rmw",
+        "vmr_scan",
+        "slab",
+        "pte_entry",
+        "pte_level",
+    )
+
+    def __init__(self, costs):
+        self.page_alloc = (
+            costs.ns("page_alloc_ns") / 2
+        )  # kpage_alloc; the other half at page_decref
+        self.page_zero = costs.ns("page_zero_4k_ns")
+        self.flags_rmw = costs.ns("cacheline_transfer_ns")  # an atomic on pg_flags (docs/model.md)
+        self.vmr_scan = costs.ns("vmr_scan_ns_per_vmr")
+        self.slab = costs.ns("slab_alloc_ns")
+        self.pte_entry = costs.ns("pte_walk_ns_per_entry")
+        self.pte_level = costs.ns("pte_walk_ns_per_level")
 
 
 class PageMap:
@@ -32,41 +62,64 @@ class PageMap:
 
     name = "?"
     summary = ""
-    # OLD (a4d7239a) has no writeback or memory-pressure entry point (ref 4.5, 4.6, 4.8).
-    entry_points = frozenset({"read", "write", "touch", "fault", "punch_hole", "mmap", "munmap"})
+    lacks: frozenset[str] = frozenset()  # kernel entry points (pmsim.operations) it does not have
+    entry_points: frozenset[str] = frozenset(ENTRY_POINTS)  # derived: every entry point but lacks
+    # The locks it reports in every summary, whether or not a run takes them (with the kernel's:
+    # the per-process pte_lock, vmr_lock, proc_lock and the pages' page_lock).
+    locks: tuple[str, ...] = ("pm_lock", "page_lock")
     pm_lock_kind: str | None = None  # None: the machine's spinlock kind
     shootdown_mode = "async"  # proc_tlbshootdown does not wait for acks
     punch_hole_fn = "pm_remove_or_zero_pages"  # what fs_file_punch_hole calls (a4d7239a and later)
+    tree_class = RadixTree  # pm_tree
+
+    # Lock order per kernel path: path -> the thread's steps in order ("+L" takes L, "-L" drops
+    # it, "*L" L created held, "rcu" a read section, readpage / writepage / writepages a pm_op
+    # call, tlbshootdown, "L@P" a per-process lock of process P). lock_nesting: path -> step ->
+    # the locks held when it happens (a tuple: every time; a list: each time in order).
+    # lock_edges: the held -> taken edges the reference names for this design's family.
+    lock_order: dict[str, tuple[str, ...]] = {}
+    lock_nesting: dict[str, dict] = {}
+    lock_edges: frozenset[tuple[str, str]] = frozenset()
+
+    def __init_subclass__(cls, **kwargs):
+        """Inherit the lock-order rows a subclass does not declare; derive its entry points."""
+        super().__init_subclass__(**kwargs)
+        for attr in ("lock_order", "lock_nesting"):
+            setattr(cls, f"_own_{attr}", vars(cls).get(attr, {}))
+            merged = {}
+            for klass in reversed(cls.__mro__):
+                merged.update(vars(klass).get(f"_own_{attr}", {}))
+            setattr(cls, attr, merged)
+        cls.entry_points = frozenset(op for op in ENTRY_POINTS if op not in cls.lacks)
+
+    @classmethod
+    def own_lock_order(cls) -> dict[str, tuple[str, ...]]:
+        """The lock-order rows this class declares itself (the rest it inherits)."""
+        return vars(cls).get("_own_lock_order", {})
 
     def __init__(self, machine, file):
-        c = machine.costs
         self.machine = machine
         self.env = machine.env
         self.file = file
-        self.tree = RadixTree(machine, file.nr_pages)  # pm_tree
+        self.cost = machine.costs.view(PageMapCosts)
+        self.tree = self.tree_class(machine, file.nr_pages)  # pm_tree
         self.pm_lock = machine.spinlock("pm_lock", self.pm_lock_kind)
         self.vmrs: list = []  # pm_vmrs
         self.num_pages = 0  # pm_num_pages
         self.tlb = TlbShootdown(machine, self.shootdown_mode)
         self.recorder = machine.recorder
-        self._page_alloc = c.ns("page_alloc_ns") / 2  # kpage_alloc; the other half at page_decref
-        self._zero = c.ns("page_zero_4k_ns")
-        self._flags_rmw = c.ns("cacheline_transfer_ns")  # an atomic on pg_flags (see docs/model.md)
-        self._vmr_scan = c.ns("vmr_scan_ns_per_vmr")
-        self._slab = c.ns("slab_alloc_ns")
-        self._pte_entry = c.ns("pte_walk_ns_per_entry")
-        self._pte_level = c.ns("pte_walk_ns_per_level")
+        fastpath.install(self)  # (a subclass builds what its fast paths read before this)
 
     # --- what the design offers ------------------------------------------------
     @classmethod
     def require(cls, op: str) -> None:
         """Refuse an operation this design has no entry point for."""
-        if op not in OPERATIONS:
-            raise ConfigError(f"operation {op!r}: unknown (one of {', '.join(OPERATIONS)})")
+        if op not in ENTRY_POINTS:
+            raise ConfigError(f"operation {op!r}: unknown (one of {', '.join(ENTRY_POINTS)})")
         if op not in cls.entry_points:
             raise ConfigError(
                 f"design {cls.name}: has no {op} entry point "
-                f"(it offers {', '.join(o for o in OPERATIONS if o in cls.entry_points)})"
+                f"(it offers {', '.join(o for o in ENTRY_POINTS if o in cls.entry_points)})"
             )
 
     def violation(self, th, index, msg: str):
@@ -77,9 +130,9 @@ class PageMap:
     def pm_find_page(self, th, index):
         raise NotImplementedError
 
-    @property
-    def radix_writers_lock(self):
-        """The lock radix writers hold: OLD ``pm_lock`` (a spinlock), NEW ``pm_qlock``."""
+    def radix_writers_lock(self, index: int):
+        """The lock radix writers hold for page ``index``: OLD ``pm_lock`` (a spinlock, which
+        its lookups take too), NEW ``pm_qlock``. A per-page or striped variant overrides this."""
         raise NotImplementedError
 
     def _free_radix_nodes(self, th, n: int) -> None:
@@ -104,12 +157,7 @@ class PageMap:
         """The CAS loop of pm_find_page: read the word; a NULL page is a miss; else CAS in
         refcount + 1 (OLD also clears PM_REMOVAL). A CAS that fails because the word changed
         is retried at once with the value it returned, while this core owns the line."""
-        if th.core.thread is not th:
-            yield from th.sync()
-        else:  # th.sync() without a generator
-            ev = th.flush()
-            if ev is not None:
-                yield ev
+        yield from th.sync()
         return self._slot_cas_ref(th, slot, clear_removal)
 
     def _slot_cas_ref(self, th, slot, clear_removal: bool):
@@ -137,12 +185,7 @@ class PageMap:
     def pm_put_page(self, th, page):
         """kern/src/pagemap.c: pm_put_page. Asserts, then ``atomic_add`` of -1 on the
         slot refcount: one lock-free RMW on the slot's cache line."""
-        if th.core.thread is not th:  # sync: the asserts read the slot when the put runs
-            yield from th.sync()
-        else:  # th.sync() without a generator
-            ev = th.flush()
-            if ev is not None:
-                yield ev
+        yield from th.sync()  # the asserts read the slot when the put runs
         self._put_ref(th, page)
 
     def _put_ref(self, th, page) -> None:
@@ -177,12 +220,12 @@ class PageMap:
     def _miss(self, th, index, page):
         """pm_load_page past its failed first lookup (kern/src/pagemap.c), as described above."""
         while page is None:
-            th.pending += self._page_alloc  # kpage_alloc (MEM_ATOMIC: never sleeps)
+            th.pending += self.cost.page_alloc  # kpage_alloc (MEM_ATOMIC: never sleeps)
             page = Page(index)
             page.flags = PG_LOCKED | PG_PAGEMAP
-            page.sem = QLock(
+            page.sem = QLock(  # sem_init(&pg_sem, 0): created held by the inserter
                 self.machine, "page_lock", self.machine.qlock_wake, held_by=th
-            )  # sem_init 0
+            )
             error = yield from self.pm_insert_page(th, index, page)
             if error == 0:
                 yield from self._load_locked_page(th, page)
@@ -210,7 +253,7 @@ class PageMap:
 
     def load_copy_put(self, th, index, copy_ns: float):
         """fs_file_read's step for one page: pm_load_page, memcpy_to_safe (``copy_ns``),
-        pm_put_page. (NEW flattens it for a hit.)"""
+        pm_put_page. (NEW declares a fast path for it: ``NewPageMap.load_copy_put_hit``.)"""
         page = yield from self.pm_load_page(th, index)
         th.pending += copy_ns
         yield from self.pm_put_page(th, page)
@@ -238,13 +281,13 @@ class PageMap:
         if page.flags & PG_LOCKED:
             raise self.violation(th, page.index, "PG_LOCKED set when sem_down(pg_sem) returned")
         page.flags |= PG_LOCKED
-        th.pending += self._flags_rmw
+        th.pending += self.cost.flags_rmw
 
     def unlock_page(self, th, page):
         """kern/src/page_alloc.c: unlock_page. Clear PG_LOCKED, ``sem_up(pg_sem)``: wakes one
         waiter, which restarts on this core after this kernel path (the wake chain, 2.5)."""
         page.flags &= ~PG_LOCKED
-        th.pending += self._flags_rmw
+        th.pending += self.cost.flags_rmw
         yield from page.sem.release(th)
 
     # --- pm_insert_page (2.3) ----------------------------------------------------------
@@ -254,11 +297,11 @@ class PageMap:
         lock (OLD ``pm_lock``; NEW ``pm_qlock``, which may sleep), radix_insert: node
         allocations (OLD: no sleep; NEW: ``MEM_WAIT``), -EEXIST if the slot is taken, the
         item's store into its node (NEW: ``rcu_assign_pointer``); ``pm_num_pages++``."""
-        lock = self.radix_writers_lock
+        lock = self.radix_writers_lock(index)
         yield from lock.acquire(th)
         tree = self.tree
         slot, allocs = tree.insert(index, page)
-        th.pending += tree.lookup_ns() + allocs * self._slab
+        th.pending += tree.lookup_ns() + allocs * self.cost.slab
         if slot is None:
             yield from lock.release(th)
             return EEXIST
@@ -270,20 +313,27 @@ class PageMap:
         return 0
 
     # --- pm_remove_or_zero_pages (2.8) --------------------------------------------------
-
     def pm_remove_or_zero_pages(self, th, start: int, nr: int):
         """kern/src/pagemap.c: pm_remove_or_zero_pages (truncate, hole punch): under the radix
         writers' lock (OLD ``pm_lock``: everything below runs under the spinlock; NEW
         ``pm_qlock``), walk the range and run the design's ``__remove_or_zero_cb`` on each
-        resident page: zero it if mapped or in use, else remove and free it."""
+        resident page: zero it if mapped or in use, else remove and free it. (A design whose
+        writers' lock depends on the page moves from lock to lock along the walk.)"""
         end = start + nr
         if not start < end < ULONG_LIMIT:  # assert(end_idx > start_idx), unsigned
             raise self.violation(
                 th, start, f"pm_remove_or_zero_pages: range of {nr} pages wraps or is empty"
             )
-        lock = self.radix_writers_lock
+        lock = self.radix_writers_lock(start)
         yield from lock.acquire(th)
         for idx in self._walk(th, start, end):
+            page_lock = self.radix_writers_lock(idx)
+            if page_lock is not lock:
+                yield from lock.release(th)
+                lock = page_lock
+                yield from lock.acquire(th)
+                if idx not in self.tree.slots:  # removed while its lock was not held
+                    continue
             removed = yield from self._remove_or_zero_cb(th, idx)
             if removed:
                 self._radix_remove(th, idx)
@@ -298,7 +348,7 @@ class PageMap:
         if page.mapcount:  # a PTE still points at it (akaros-pagemap.md 5.2, item 2)
             self.recorder.count("hazard_mapped_page_freed")
         if th is not None:
-            th.pending += self._page_alloc
+            th.pending += self.cost.page_alloc
 
     def _radix_remove(self, th, index: int) -> None:
         """The range walker removes a slot whose callback returned true."""
@@ -311,6 +361,13 @@ class PageMap:
         return indices
 
     # --- VMR helpers (2.7) -------------------------------------------------------------
+    def pm_has_vmr_with_page(self, th, idx: int):
+        """pm_has_vmr_with_page (NEW): takes ``pm_lock`` itself, on every call; the O(V) scan."""
+        yield from self.pm_lock.acquire(th)
+        found = self._has_vmr_with_page(th, idx)
+        yield from self.pm_lock.release(th)
+        return found
+
     def _has_vmr_with_page(self, th, idx: int) -> bool:
         """The scan of ``pm_has_vmr_with_page`` (caller holds ``pm_lock``): stops at the first
         VMR that could map ``idx``."""
@@ -321,7 +378,7 @@ class PageMap:
             if vmr.has_page_idx(idx):
                 found = True
                 break
-        th.pending += n * self._vmr_scan
+        th.pending += n * self.cost.vmr_scan
         return found
 
     def vmr_for_each(self, th, vmr, idx: int, nr: int, callback) -> None:
@@ -334,7 +391,7 @@ class PageMap:
         if hi <= lo:
             return
         th.pending += walk_ns(
-            vmr.proc, vmr.base + lo, vmr.base + hi, self._pte_entry, self._pte_level
+            vmr.proc, vmr.base + lo, vmr.base + hi, self.cost.pte_entry, self.cost.pte_level
         )
         for off, pte in vmr.ptes_in(lo, hi):
             callback(th, vmr, off, pte)
@@ -342,7 +399,7 @@ class PageMap:
     # --- __remove_or_zero_cb's outcomes ------------------------------------------------
     def _keep_zeroed(self, th) -> bool:
         """``memset(page, 0, PGSIZE)`` and keep the page (mapped, in use, or the CAS failed)."""
-        th.pending += self._zero
+        th.pending += self.cost.page_zero
         self.recorder.count("pages_zeroed")
         return False
 
@@ -359,9 +416,7 @@ class PageMap:
     def pm_destroy(self) -> float:
         """kern/src/pagemap.c: pm_destroy, run from an RCU callback on core 0 (4.7): free
         every page (each must have slot refcount 0) and every node. Returns its cost."""
-        cost = 0.0
-        indices, walk = self.tree.walk(0, len(self.tree.resident))
-        cost += walk
+        indices, total = self.tree.walk(0, len(self.tree.resident))
         for idx in indices:
             slot = self.tree.slots[idx]
             if slot.refcnt != 0:
@@ -369,8 +424,8 @@ class PageMap:
             page = slot.page
             page.flags = 0
             self.page_decref(None, page)
-            cost += self._page_alloc
-            cost += self._slab * self.tree.delete(idx)
+            total += self.cost.page_alloc
+            total += self.cost.slab * self.tree.delete(idx)
         if len(self.tree):
             raise self.violation(None, None, "radix_tree_destroy: tree not empty")
-        return cost
+        return total

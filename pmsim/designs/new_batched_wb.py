@@ -10,7 +10,7 @@ Not modelled: what would keep the queued pages alive once the qlock is dropped
 
 from __future__ import annotations
 
-from pmsim.designs.new_rcu_qlock import NewPageMap
+from pmsim.designs.new_rcu_qlock import NEW_WB_MARK_AND_SHOOT, SYNC_METADATA, NewPageMap
 
 
 class NewBatchedWriteback(NewPageMap):
@@ -35,6 +35,22 @@ class NewBatchedWriteback(NewPageMap):
             yield from self._writeback_cb(th, idx, queue)
         yield from self.pm_qlock.release(th)
         yield from self.flush_queued_writebacks(th, queue)
+
+    # Where its locks differ from NEW's: the qlock dropped before one bulk write.
+    lock_order = {
+        "pm_writeback_pages": NEW_WB_MARK_AND_SHOOT + (
+            "-pm_qlock",  # queue_writeback only collected the pages; qunlock first
+            "+file_qlock", "writepages", "-file_qlock",  # flush_queued_writebacks: one bulk write
+        ),
+    }  # fmt: skip
+    lock_order["fsync"] = SYNC_METADATA + lock_order["pm_writeback_pages"]
+    lock_nesting = {
+        "pm_writeback_pages": {
+            "+pte_lock@A": ("pm_qlock", "pm_lock"),
+            "+file_qlock": (),
+            "writepages": ("file_qlock",),
+        },
+    }
 
 
 DESIGN = NewBatchedWriteback

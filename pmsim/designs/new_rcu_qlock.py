@@ -11,20 +11,38 @@ nodes are freed through ``call_rcu``. akaros-pagemap.md 2.2, 2.3, 2.8, 2.11 - 2.
 from __future__ import annotations
 
 from pmsim.designs.base import ULONG_LIMIT, PageMap
+from pmsim.fastpath import fast_path
 from pmsim.kernel.vm import PROT_WRITE
 from pmsim.pagecache.page import PG_DIRTY, PG_UPTODATE
+from pmsim.pagecache.radix import REFCNT_MAX, RadixTree
+from pmsim.sync.rcu import Rcu
 
-# What the flattened read step (NewPageMap.load_copy_put) does in one generator.
-FLATTENED = (
-    "pm_find_page",
-    "_slot_get",
-    "_slot_cas_ref",
-    "pm_load_page",
-    "_check_found",
-    "_load_page_not_hit",
-    "pm_put_page",
-    "_put_ref",
-)
+# Steps the lock_order rows below share (see PageMap.lock_order for the notation).
+NEW_LOAD_MISS = (
+    "rcu",  # pm_find_page misses: rcu_read_lock only (2.2 NEW)
+    "*page_lock",  # sem_init(&pg_sem, 0) (2.5 step 2.3)
+    "+pm_qlock", "-pm_qlock",  # pm_insert_page: qlock(pm_qlock) (2.3 NEW; 6.2)
+    "readpage",  # load_locked_page, outside the PM locks (6.2 "pm_load_page miss")
+    "-page_lock",  # unlock_page
+)  # fmt: skip
+# pm_writeback_pages on the fsync scenario (VMRs vA1, vP, vB, vA2, vR: tests/test_lock_order.py
+# _fsync_setup): the part before the page walk.
+NEW_WB_MARK_AND_SHOOT = (
+    "+pm_qlock",  # pm_writeback_pages: qlock(pm_qlock) (2.13 step 1)
+    "+pm_lock",  # mark_and_clear_dirty_ptes: spin_lock(pm_lock) (2.11 step 1)
+    "+pte_lock@A", "-pte_lock@A",  # vA1 (PROT_WRITE|MAP_SHARED): whole-VMR walk; vP private: skipped
+    "+pte_lock@B", "-pte_lock@B",  # vB
+    "+pte_lock@A", "-pte_lock@A",  # vA2; vR read-only: skipped (2.11 step 2)
+    "-pm_lock",
+    "+pm_lock",  # shootdown_vmrs: spin_lock(pm_lock) (2.12)
+    "tlbshootdown", "+proc_lock@A", "-proc_lock@A",  # vA1 flagged: proc_tlbshootdown(A) (3.4)
+    "tlbshootdown", "+proc_lock@B", "-proc_lock@B",  # vB
+    "tlbshootdown", "+proc_lock@A", "-proc_lock@A",  # vA2: A again, no de-dup by process (2.12)
+    "-pm_lock",
+)  # fmt: skip
+SYNC_METADATA = (
+    "+file_qlock", "-file_qlock",  # gtfs writeback_file -> sync_metadata: qlock(&f->qlock) (4.5)
+)  # fmt: skip
 
 
 class NewPageMap(PageMap):
@@ -32,21 +50,14 @@ class NewPageMap(PageMap):
 
     name = "new"
     summary = "HEAD: RCU lock-free lookups, pm_qlock for insert/remove/writeback"
-    entry_points = PageMap.entry_points | {"fsync", "reclaim"}
+    locks = ("pm_lock", "pm_qlock", "page_lock")
 
     def __init__(self, machine, file):
+        self.rcu = (
+            machine.start_rcu()
+        )  # (before PageMap.__init__ installs the fast path reading it)
         super().__init__(machine, file)
         self.pm_qlock = machine.qlock("pm_qlock")
-        self.rcu = machine.rcu
-        cls = type(self)  # a variant that overrides a function the flattened step models
-        self._flat_read = all(getattr(cls, fn) is getattr(NewPageMap, fn) for fn in FLATTENED)
-
-    def __setattr__(self, name, value):
-        """Replacing one of the ``FLATTENED`` functions on this page map (a test's probe)
-        turns the flattened read step off, so the replacement is called."""
-        if name in FLATTENED:
-            object.__setattr__(self, "_flat_read", False)
-        object.__setattr__(self, name, value)
 
     # --- lookups and inserts ---------------------------------------------------------
     def pm_find_page(self, th, index):
@@ -59,61 +70,76 @@ class NewPageMap(PageMap):
             return None
         return (yield from self._slot_get(th, slot, clear_removal=False))
 
-    def load_copy_put(self, th, index, copy_ns: float):
-        """fs_file_read's step for one page, flattened for a hit into one generator:
-        pm_load_page -> pm_find_page (NEW) -> its CAS loop (``_slot_get``), memcpy_to_safe,
-        pm_put_page. The same charges, syncs, CAS and asserts in the same order; anything
-        but a hit on an up-to-date page goes on in pm_load_page's own code. A variant that
-        overrides one of those functions gets the general path (``_flat_read``).
-        tests/test_fast_paths.py checks it against the general path."""
-        if not self._flat_read:
-            yield from PageMap.load_copy_put(self, th, index, copy_ns)
-            return
-        # pm_find_page (NEW)
-        self.rcu.read_section(th)
+    @fast_path(
+        replaces="load_copy_put",
+        inlines={
+            "load_copy_put": PageMap.load_copy_put,
+            "pm_load_page": PageMap.pm_load_page,
+            "pm_find_page": pm_find_page,
+            "rcu.read_section": Rcu.read_section,
+            "tree.lookup_ns": RadixTree.lookup_ns,
+            "_slot_get": PageMap._slot_get,
+            "_slot_cas_ref": PageMap._slot_cas_ref,
+            "_check_found": PageMap._check_found,
+            "pm_put_page": PageMap.pm_put_page,
+            "_put_ref": PageMap._put_ref,
+        },
+    )
+    def load_copy_put_hit(self, th, index, copy_ns: float):
+        """fs_file_read's step for one page (``load_copy_put``) as one generator: the bodies of
+        pm_load_page, pm_find_page (NEW) with its RCU read section and radix lookup, its CAS loop
+        (``_slot_get``, ``_slot_cas_ref``) and pm_put_page (``_put_ref``) copied in, with the
+        same charges, syncs, CAS, asserts and counts in the same order. Anything but a hit on an
+        up-to-date page goes on in pm_load_page's own code (``_load_page_not_hit``)."""
+        # pm_find_page (NEW): rcu_read_lock .. unlock, radix lookup
+        rcu = self.rcu
+        th.pending += rcu.read_ns
+        rcu.read_sections += 1
         tree = self.tree
-        th.pending += tree.depth * tree.per_level_ns  # tree.lookup_ns()
+        th.pending += tree.depth * tree.per_level_ns
         slot = tree.slots.get(index)
         page = None
         if slot is not None:  # _slot_get: sync, then the CAS loop on the word
-            if th.core.thread is not th:
-                yield from th.sync()
-            else:
-                ev = th.flush()
-                if ev is not None:
-                    yield ev
-            page = self._slot_cas_ref(th, slot, False)
+            yield from th.sync()
+            page = slot.page
+            if page is not None:
+                line = slot.line
+                ok, _ = line.cas(th, slot.word)
+                if not ok:  # the failed CAS returned the current value; the retry owns the line
+                    page = slot.page
+                    if page is not None:
+                        line.retry_owned(th, slot.word)
+                if page is not None:
+                    slot.refcnt += 1
+                    if slot.refcnt > REFCNT_MAX:
+                        raise self.violation(th, index, f"slot refcount overflows {REFCNT_MAX}")
+                    if page.slot is not slot:
+                        raise self.violation(
+                            th, index, "page->pg_tree_slot != tree_slot after find"
+                        )
         # pm_load_page
         if page is not None and page.flags & PG_UPTODATE:
-            if slot.refcnt <= 0 or slot.page is not page:  # self._check_found(th, index, page)
+            if slot.refcnt <= 0 or slot.page is not page:  # _check_found
                 raise self.violation(th, index, "pm_load_page: found page without a slot ref")
         else:
             page = yield from self._load_page_not_hit(th, index, page)
         th.pending += copy_ns  # memcpy_to_safe
-        # pm_put_page: sync, then the asserts and the atomic_add
-        if th.core.thread is not th:
-            yield from th.sync()
-        else:
-            ev = th.flush()
-            if ev is not None:
-                yield ev
-        self._put_ref(th, page)
+        # pm_put_page: sync, the asserts, the atomic_add
+        yield from th.sync()
+        slot = page.slot
+        if slot is None or slot.page is not page:
+            raise self.violation(th, page.index, "pm_put_page: the slot does not hold this page")
+        if slot.refcnt <= 0:
+            raise self.violation(th, page.index, "pm_put_page: slot refcount would go negative")
+        slot.line.rmw(th, slot.word)
+        slot.refcnt -= 1
 
     def _free_radix_nodes(self, th, n: int) -> None:
         for _ in range(n):  # __radix_remove_slot: call_rcu(__rnode_free_rcu)
-            self.rcu.call_rcu(th, None, self._slab, self.tree.node_bytes)
-
-    # --- VMR helpers ----------------------------------------------------------------------
-    def pm_has_vmr_with_page(self, th, idx: int):
-        """pm_has_vmr_with_page (NEW): takes ``pm_lock`` itself, on every call; O(V) scan."""
-        yield from self.pm_lock.acquire(th)
-        found = self._has_vmr_with_page(th, idx)
-        yield from self.pm_lock.release(th)
-        return found
+            self.rcu.call_rcu(th, None, self.cost.slab, self.tree.node_bytes)
 
     # --- pm_remove_or_zero_pages (2.8) ------------------------------------------------------
-    @property
-    def radix_writers_lock(self):
+    def radix_writers_lock(self, index: int):
         """NEW: ``pm_qlock`` serialises radix writers (its comment: "for the radix tree nr_pgs")."""
         return self.pm_qlock
 
@@ -129,7 +155,7 @@ class NewPageMap(PageMap):
         read_at = self.env.now
         old = slot.value()
         mapped = yield from self.pm_has_vmr_with_page(th, idx)
-        if mapped or old[1]:
+        if mapped or old.refcnt:
             return self._keep_zeroed(th)
         yield from th.sync()
         line = slot.line
@@ -147,7 +173,7 @@ class NewPageMap(PageMap):
         call to the return, is the ``pte_walk`` timing."""
         t0 = th.now
         yield from self.pm_lock.acquire(th)
-        th.pending += len(self.vmrs) * self._vmr_scan
+        th.pending += len(self.vmrs) * self.cost.vmr_scan
         for vmr in list(self.vmrs):
             if not (vmr.prot & PROT_WRITE and vmr.shared):
                 continue
@@ -165,7 +191,7 @@ class NewPageMap(PageMap):
             page = pte.page
             if not page.flags & PG_DIRTY:
                 page.flags |= PG_DIRTY
-                th.pending += self._flags_rmw
+                th.pending += self.cost.flags_rmw
             pte.dirty = False
             vmr.shootdown_needed = True
 
@@ -174,7 +200,7 @@ class NewPageMap(PageMap):
         de-duplication by process and no waiting for the IPIs. Timed as ``shootdown_vmrs``."""
         t0 = th.now
         yield from self.pm_lock.acquire(th)
-        th.pending += len(self.vmrs) * self._vmr_scan
+        th.pending += len(self.vmrs) * self.cost.vmr_scan
         for vmr in list(self.vmrs):
             if vmr.shootdown_needed:
                 vmr.shootdown_needed = False
@@ -201,7 +227,7 @@ class NewPageMap(PageMap):
             raise self.violation(th, idx, "radix item without a page while the qlock is held")
         if page.flags & PG_DIRTY:
             page.flags &= ~PG_DIRTY
-            th.pending += self._flags_rmw
+            th.pending += self.cost.flags_rmw
             yield from self.queue_writeback(th, page, queue)
 
     def queue_writeback(self, th, page, queue: list):
@@ -250,6 +276,116 @@ class NewPageMap(PageMap):
         self.page_decref(th, page)
         self.recorder.count("pages_reclaimed")
         return True
+
+    # --- lock order per kernel path (tests/test_lock_order.py runs each path and compares) ---
+    # From akaros-pagemap.md (table 6.2, sections 2 and 4), checked against the C code at HEAD
+    # (kern/src/pagemap.c, mm.c, process.c, ns/fs_file.c, ns/tree_file.c, drivers/dev/gtfs.c).
+    lock_order = {
+        "read_hit": ("rcu",),  # pm_find_page: RCU read side, no lock (2.2 NEW; 6.2 "hit: none")
+        "read_miss": NEW_LOAD_MISS,
+        "read_miss_network": (  # gtfs exists only at HEAD (99d1ef50 is after a4d7239a)
+            "rcu", "*page_lock", "+pm_qlock", "-pm_qlock",
+            "+file_qlock", "readpage", "-file_qlock",  # gtfs_pm_readpage: qlock(&f->qlock) (3.8)
+            "-page_lock",
+        ),
+        "read_wait": ("rcu", "+page_lock", "-page_lock"),
+        "write_miss": NEW_LOAD_MISS + ("+file_qlock", "-file_qlock"),
+        "fault_hit": ("+vmr_lock", "rcu", "+pte_lock", "-pte_lock", "-vmr_lock"),
+        "fault_miss_scp": (  # 6.2 "page fault (miss, SCP)"; proc_wakeup from 4.1 and the C code
+            "+vmr_lock", "rcu", "-vmr_lock",
+            "+proc_lock", "-proc_lock",
+            *NEW_LOAD_MISS,
+            "+proc_lock", "-proc_lock",  # proc_wakeup(p)
+            "+vmr_lock", "rcu", "+pte_lock", "-pte_lock", "-vmr_lock",
+        ),
+        "fault_miss_mcp": (
+            "+vmr_lock", "rcu", "-vmr_lock",
+            "+proc_lock", "-proc_lock",
+            "+vmr_lock", "rcu", "-vmr_lock",
+            *NEW_LOAD_MISS,
+            "+vmr_lock", "+pte_lock", "-pte_lock", "-vmr_lock",
+        ),
+        # truncate / hole punch of whole pages 0..11 (4.3)
+        "punch_hole": (
+            "+file_qlock", "-file_qlock",
+            "+pm_qlock",  # pm_remove_or_zero_pages: qlock(pm_qlock) (2.8 NEW)
+            # __remove_or_zero_cb -> pm_has_vmr_with_page per resident page (2.7; 6.2)
+            *("+pm_lock", "-pm_lock") * 12,
+            "-pm_qlock",
+        ),
+        # writeback (4.5): pm_writeback_pages (2.13), and fsync = gtfs writeback_file
+        "pm_writeback_pages": NEW_WB_MARK_AND_SHOOT + (
+            # __writeback_cb per dirty page (0, 1, 2 from PTEs, 5 from write()): queue_writeback
+            # -> gtfs_pm_writepage: qlock(&f->qlock) around the RPC (2.13 step 4; 3.8)
+            *("+file_qlock", "writepage", "-file_qlock") * 4,
+            "-pm_qlock",  # flush_queued_writebacks (empty TODO), qunlock (2.13 steps 5, 6)
+        ),
+        # memory pressure: pm_free_unused_pages (2.14; 6.2) on pages 0..3 (_reclaim's scenario)
+        "reclaim": (
+            "+pm_qlock",  # qlock (2.14 step 1)
+            "+pm_lock", "-pm_lock",  # page 0: CAS page -> NULL, pm_has_vmr_with_page: freed
+            # page 1: slot refcount 1 (a reader between load and put): skipped before any lock
+            "+pm_lock", "-pm_lock",  # page 2: a VMR covers it -> WRITE_ONCE restores it
+            "+pm_lock", "-pm_lock",  # page 3: no VMR, PG_DIRTY ->
+            "+file_qlock", "writepage", "-file_qlock",  # writepage, the qlock held (2.14 step 5)
+            "-pm_qlock",
+        ),
+        "mmap_shared_rw": ("+file_qlock", "-file_qlock", "+pm_lock", "-pm_lock", "+vmr_lock", "-vmr_lock"),
+        "mmap_private_ro": ("+file_qlock", "-file_qlock", "+pm_lock", "-pm_lock", "+vmr_lock", "-vmr_lock"),
+        "munmap": (
+            "+vmr_lock", "+pte_lock", "-pte_lock", "tlbshootdown", "+proc_lock", "-proc_lock",
+            "+pte_lock", "-pte_lock", "+pm_lock", "-pm_lock", "-vmr_lock",
+        ),
+    }  # fmt: skip
+    lock_order["fsync"] = SYNC_METADATA + lock_order["pm_writeback_pages"]
+    lock_nesting = {
+        "fault_hit": {"rcu": ("vmr_lock",), "+pte_lock": ("vmr_lock",)},
+        "read_miss": {"+pm_qlock": ("page_lock",), "readpage": ("page_lock",)},
+        "read_miss_network": {
+            "+file_qlock": ("page_lock",),
+            "readpage": ("page_lock", "file_qlock"),
+        },
+        "read_wait": {"+page_lock": ()},
+        "fault_miss_scp": {
+            "+proc_lock": (),
+            "+pm_qlock": ("page_lock",),
+            "readpage": ("page_lock",),
+        },
+        "fault_miss_mcp": {
+            "+pm_qlock": ("page_lock",),
+            "readpage": ("page_lock",),
+            "+pte_lock": ("vmr_lock",),
+        },
+        # 2.8: the per-page pm_lock round trips sit inside the qlock
+        "punch_hole": {"+pm_lock": ("pm_qlock",)},
+        # 2.11 - 2.13: pm_qlock -> pm_lock -> pte_lock / proc_lock; writepage under pm_qlock
+        "pm_writeback_pages": {
+            "+pm_lock": ("pm_qlock",),
+            "+pte_lock@A": ("pm_qlock", "pm_lock"),
+            "+pte_lock@B": ("pm_qlock", "pm_lock"),
+            "+proc_lock@A": ("pm_qlock", "pm_lock"),
+            "+proc_lock@B": ("pm_qlock", "pm_lock"),
+            "+file_qlock": ("pm_qlock",),
+            "writepage": ("pm_qlock", "file_qlock"),
+        },
+        # 2.14: pm_lock per page and the dirty page's writepage inside the qlock
+        "reclaim": {"+pm_lock": ("pm_qlock",), "writepage": ("pm_qlock", "file_qlock")},
+        "munmap": {
+            "+pte_lock": ("vmr_lock",),
+            "+proc_lock": ("vmr_lock",),
+            "+pm_lock": ("vmr_lock",),
+        },
+    }
+    # The held -> taken edges the reference names (5.2 item 7; 6.2; 3.8).
+    lock_edges = frozenset(
+        {
+            ("vmr_lock", "pte_lock"),
+            ("pm_qlock", "pm_lock"),
+            ("pm_lock", "pte_lock"),
+            ("pm_lock", "proc_lock"),
+            ("pm_qlock", "file_qlock"),
+        }
+    )
 
 
 DESIGN = NewPageMap

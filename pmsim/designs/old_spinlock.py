@@ -16,12 +16,23 @@ from pmsim.pagecache.page import PG_DIRTY, PG_REMOVAL
 
 PTR_ARR_LEN = 10  # pm_remove_contig's ptr_store: procs to shoot down, then pages to write back
 
+# The steps of a pm_load_page miss (lock_order rows below reuse them).
+OLD_LOAD_MISS = (
+    "+pm_lock", "-pm_lock",  # pm_find_page misses: spin_lock(pm_lock) (2.2 OLD; 2.5 step 1)
+    "*page_lock",  # kpage_alloc; sem_init(&pg_sem, 0): locked before it is visible (2.5 step 2.3)
+    "+pm_lock", "-pm_lock",  # pm_insert_page: radix_insert under pm_lock (2.3 OLD)
+    "readpage",  # load_locked_page: pm_op->readpage, no PM lock held (2.5 step 4.1; 6.1)
+    "-page_lock",  # unlock_page: sem_up(pg_sem) (2.5 step 4.4)
+)  # fmt: skip
+
 
 class OldPageMap(PageMap):
     """The spinlocked page map of a4d7239a."""
 
     name = "old"
     summary = "a4d7239a: pm_lock spinlock on every lookup, insert and removal"
+    # No writeback or memory-pressure entry point at a4d7239a (ref 4.5, 4.6, 4.8).
+    lacks = frozenset({"fsync", "reclaim"})
 
     def __init__(self, machine, file):
         super().__init__(machine, file)
@@ -31,23 +42,28 @@ class OldPageMap(PageMap):
     def pm_find_page(self, th, index):
         """pm_find_page (OLD): under ``pm_lock``, radix lookup, then the CAS loop that takes a
         slot ref and clears PM_REMOVAL (a reader aborts a concurrent pm_remove_contig)."""
-        yield from self.pm_lock.acquire(th)
+        lock = self.radix_writers_lock(index)
+        yield from lock.acquire(th)
         th.pending += self.tree.lookup_ns()
         slot = self.tree.slots.get(index)
         page = None
         if slot is not None:
             page = yield from self._slot_get(th, slot, clear_removal=True)
-        yield from self.pm_lock.release(th)
+        yield from lock.release(th)
         return page
 
     def _free_radix_nodes(self, th, n: int) -> None:
-        th.pending += n * self._slab  # kmem_cache_free at once
+        th.pending += n * self.cost.slab  # kmem_cache_free at once
 
     # --- pm_remove_or_zero_pages (2.8), a4d7239a: all under the spinlock ---------------
-    @property
-    def radix_writers_lock(self):
-        """OLD: ``pm_lock`` guards the radix tree (and the VMR list)."""
+    def radix_writers_lock(self, index: int):
+        """OLD: ``pm_lock`` guards the radix tree (and the VMR list); lookups take it too."""
         return self.pm_lock
+
+    def pm_has_vmr_with_page(self, th, idx: int):
+        """OLD: the caller of the scan holds ``pm_lock`` (it guards the VMR list too)."""
+        return self._has_vmr_with_page(th, idx)
+        yield
 
     def _remove_or_zero_cb(self, th, idx: int):
         """__remove_or_zero_cb (OLD): the caller holds ``pm_lock``; the VMR scan needs no lock."""
@@ -57,7 +73,8 @@ class OldPageMap(PageMap):
             raise self.violation(th, idx, "radix item without a page under pm_lock")
         yield from th.sync()  # read the word now
         old = slot.value()
-        if self._has_vmr_with_page(th, idx) or old[1]:
+        mapped = yield from self.pm_has_vmr_with_page(th, idx)
+        if mapped or old.refcnt:
             return self._keep_zeroed(th)
         yield from th.sync()
         ok, _ = slot.line.cas(th, slot.word, equal=slot.value() == old)
@@ -69,7 +86,7 @@ class OldPageMap(PageMap):
         second concurrent remover returns 0 at once (the single-remover rule)."""
         if nr == 0:
             return 0
-        th.pending += self._flags_rmw  # atomic_swap(&pm_removal, 1)
+        th.pending += self.cost.flags_rmw  # atomic_swap(&pm_removal, 1)
         if self.pm_removal:
             self.recorder.count("remove_contig_gave_up")
             return 0
@@ -80,7 +97,7 @@ class OldPageMap(PageMap):
         if not index < end < ULONG_LIMIT:  # assert(index + nr_pgs > index), unsigned
             raise self.violation(th, index, f"pm_remove_contig: range of {nr} pages wraps")
         # Pinned scan: MAP_LOCKED is never stored on the 2018 kernel (ref 1.4), so none are.
-        th.pending += len(self.vmrs) * self._vmr_scan
+        th.pending += len(self.vmrs) * self.cost.vmr_scan
         # Pass 1, mark: every index in range, resident or not (no radix_next_slot).
         for i in range(index, end):
             th.pending += tree.lookup_ns()
@@ -95,11 +112,11 @@ class OldPageMap(PageMap):
                 continue
             slot.removal = True
             slot.page.flags |= PG_REMOVAL
-            th.pending += self._flags_rmw
+            th.pending += self.cost.flags_rmw
         # Pass 2, revoke mappings: VMRs that map the *first* index (ref 5.1 item 7); procs
         # batched for shootdowns in a 10-entry store, flushed when full and at the end.
         ptr_store: list = []
-        th.pending += len(self.vmrs) * self._vmr_scan
+        th.pending += len(self.vmrs) * self.cost.vmr_scan
         for vmr in list(self.vmrs):
             if not vmr.has_page_idx(index):
                 continue
@@ -135,7 +152,7 @@ class OldPageMap(PageMap):
                         break
                     batch.append(page)
                     page.flags &= ~PG_DIRTY
-                    th.pending += self._flags_rmw
+                    th.pending += self.cost.flags_rmw
                 i += 1
             yield from self.pm_lock.release(th)
             for page in batch:
@@ -159,7 +176,7 @@ class OldPageMap(PageMap):
             ok, _ = slot.line.cas(th, slot.word, equal=slot.value() == old)
             if not ok:
                 page.flags &= ~PG_REMOVAL
-                th.pending += self._flags_rmw
+                th.pending += self.cost.flags_rmw
                 continue
             slot.page = None  # PM_REMOVAL stays set: the radix still sees an item
             page.flags = 0
@@ -183,7 +200,7 @@ class OldPageMap(PageMap):
             return None
         if not slot.removal:
             page.flags &= ~PG_REMOVAL
-            th.pending += self._flags_rmw
+            th.pending += self.cost.flags_rmw
             return None
         return page
 
@@ -203,7 +220,7 @@ class OldPageMap(PageMap):
         """__pm_mark_dirty_pgs_unmap: a dirty PTE dirties its page; clear the PTE."""
         if pte.page.flags & PG_REMOVAL and pte.dirty:
             pte.page.flags |= PG_DIRTY
-            th.pending += self._flags_rmw
+            th.pending += self.cost.flags_rmw
         self._pm_mark_unmap(th, vmr, off, pte)
 
     def _shootdown_and_reset(self, th, ptr_store: list):
@@ -211,6 +228,116 @@ class OldPageMap(PageMap):
         for proc in ptr_store:
             yield from self.tlb.shootdown(th, proc)
         ptr_store.clear()
+
+    # --- lock order per kernel path (tests/test_lock_order.py runs each path and compares) ---
+    # From akaros-pagemap.md (table 6.1, sections 2 and 4), checked against the C code at
+    # a4d7239a (kern/src/pagemap.c, mm.c, process.c, ns/fs_file.c, ns/tree_file.c); where table
+    # 6.1 and the C code differ, the row follows the C code and says so.
+    lock_order = {
+        # read() of a resident page: fs_file_read -> pm_load_page hit -> pm_put_page (4.2)
+        "read_hit": ("+pm_lock", "-pm_lock"),  # pm_find_page under pm_lock (6.1); put: no lock
+        # read() miss: find, insert, readpage, unlock_page (2.5; 6.1 "pm_load_page miss")
+        "read_miss": OLD_LOAD_MISS,
+        # read() of a page another thread is loading: the second reader's steps (2.5 step 3)
+        "read_wait": (
+            "+pm_lock", "-pm_lock",  # pm_find_page hits a page without PG_UPTODATE
+            "+page_lock",  # lock_page = sem_down(pg_sem): sleeps until the loader's unlock_page (6.1)
+            "-page_lock",  # PG_UPTODATE now set: unlock_page, return
+        ),
+        # write() of a non-resident page: the miss, then write_metadata (4.2 fs_file_write)
+        "write_miss": OLD_LOAD_MISS + (
+            "+file_qlock", "-file_qlock",  # write_metadata: qlock(&f->qlock): FSF_DIRTY, length, mtime
+        ),
+        # page fault, page resident (__hpf, 4.1; 6.1 "page fault (hit)")
+        "fault_hit": (
+            "+vmr_lock",  # __hpf: spin_lock(vmr_lock); find_vmr (4.1 step 1)
+            "+pm_lock", "-pm_lock",  # pm_load_page_nowait -> pm_find_page, nested in vmr_lock (2.6)
+            "+pte_lock", "-pte_lock",  # map_page_at_addr (4.1 step 6)
+            "-vmr_lock",  # pm_put_page (no lock); spin_unlock(vmr_lock) (4.1 steps 7, 8)
+        ),
+        # page fault miss, single-core process (PROC_RUNNING_S): load blocking, refault (4.1 step 5.4)
+        "fault_miss_scp": (
+            "+vmr_lock", "+pm_lock", "-pm_lock",  # __hpf: pm_load_page_nowait -> -EAGAIN
+            "-vmr_lock",  # foc_incref; spin_unlock(vmr_lock)
+            "+proc_lock", "-proc_lock",  # __hpf_load_page: RUNNING_S -> WAITING under proc_lock
+            *OLD_LOAD_MISS,  # pm_load_page (blocking)
+            "+proc_lock", "-proc_lock",  # proc_wakeup(p): spin_lock(proc_lock) (process.c)
+            "+vmr_lock", "+pm_lock", "-pm_lock", "+pte_lock", "-pte_lock", "-vmr_lock",  # refault
+        ),
+        # page fault miss, multicore process (PROC_RUNNING_M): -EAGAIN, then SYS_populate_va (4.1)
+        "fault_miss_mcp": (
+            "+vmr_lock", "+pm_lock", "-pm_lock", "-vmr_lock",  # __hpf: nowait misses; unlock
+            "+proc_lock", "-proc_lock",  # __hpf_load_page: RUNNING_M -> -EAGAIN, to user space
+            "+vmr_lock", "+pm_lock", "-pm_lock",  # populate_va: vmr_lock; populate_pm_va: nowait
+            "-vmr_lock",  # "might block here, can't hold the spinlock"
+            *OLD_LOAD_MISS,  # pm_load_page
+            "+vmr_lock",  # re-take vmr_lock; vmr_history unchanged
+            "+pte_lock", "-pte_lock",  # map_page_at_addr
+            "-vmr_lock",  # pm_put_page; populate_va: spin_unlock(vmr_lock)
+        ),
+        # truncate / hole punch of whole pages 0..11 (4.3): write_metadata, then the PM removal
+        "punch_hole": (
+            "+file_qlock", "-file_qlock",  # fs_file_truncate: write_metadata first (4.3 step 1)
+            "+pm_lock", "-pm_lock",  # pm_remove_or_zero_pages: the whole walk under pm_lock (2.8)
+        ),
+        # mmap of a file (4.4 do_mmap)
+        "mmap_shared_rw": (
+            "+file_qlock", "-file_qlock",  # tree_chan_mmap: qlock(&f->qlock), sets FSF_DIRTY (4.4)
+            "+pm_lock", "-pm_lock",  # pm_add_vmr while !vm_ready (2.1; 4.4 step 2)
+            "+vmr_lock", "-vmr_lock",  # vmr_insert; vm_ready = true (4.4 step 3)
+        ),
+        "mmap_private_ro": (
+            "+file_qlock", "-file_qlock",  # tree_chan_mmap qlocks f->qlock on every mmap
+            "+pm_lock", "-pm_lock",
+            "+vmr_lock", "-vmr_lock",
+        ),
+        # munmap of a whole shared writable VMR with two PTEs (4.4 __do_munmap)
+        "munmap": (
+            "+vmr_lock",  # munmap: spin_lock(vmr_lock)
+            "+pte_lock", "-pte_lock",  # __munmap_pte walk: dirty -> PG_DIRTY, clear Present (step 2)
+            "tlbshootdown", "+proc_lock", "-proc_lock",  # proc_tlbshootdown once (step 3)
+            "+pte_lock", "-pte_lock",  # __vmr_free_pgs walk (step 4)
+            "+pm_lock", "-pm_lock",  # destroy_vmr -> pm_remove_vmr (2.1)
+            "-vmr_lock",
+        ),
+    }  # fmt: skip
+    lock_nesting = {
+        # 2.6 / 4.1 step 5.3: the non-blocking lookup nests pm_lock inside the caller's vmr_lock
+        "fault_hit": {"+pm_lock": ("vmr_lock",), "+pte_lock": ("vmr_lock",)},
+        # 2.5: the new page is locked before the insert; readpage runs with no PM lock
+        "read_miss": {"+pm_lock": [(), ("page_lock",)], "readpage": ("page_lock",)},
+        "read_wait": {"+page_lock": ()},  # the waiter sleeps on the page lock holding nothing
+        "write_miss": {"+file_qlock": ()},
+        # 4.1: vmr_lock is dropped before proc_lock and the blocking load
+        "fault_miss_scp": {
+            "+proc_lock": (),
+            "readpage": ("page_lock",),
+            "+pte_lock": ("vmr_lock",),
+        },
+        "fault_miss_mcp": {
+            "+pm_lock": [("vmr_lock",), ("vmr_lock",), (), ("page_lock",)],
+            "+proc_lock": (),
+            "readpage": ("page_lock",),
+            "+pte_lock": ("vmr_lock",),
+        },
+        "punch_hole": {"+pm_lock": ()},
+        # 4.4: pm_add_vmr is not nested in vmr_lock; munmap nests everything in vmr_lock
+        "mmap_shared_rw": {"+file_qlock": (), "+pm_lock": (), "+vmr_lock": ()},
+        "munmap": {
+            "+pte_lock": ("vmr_lock",),
+            "+proc_lock": ("vmr_lock",),
+            "+pm_lock": ("vmr_lock",),
+        },
+    }
+    # The held -> taken edges the reference names (5.2 item 7; 6.1).
+    lock_edges = frozenset(
+        {
+            ("vmr_lock", "pm_lock"),
+            ("vmr_lock", "pte_lock"),
+            ("pm_lock", "pte_lock"),
+            ("pm_lock", "proc_lock"),
+        }
+    )
 
 
 DESIGN = OldPageMap

@@ -24,7 +24,7 @@ class FsFile:
         self.qlock = machine.qlock("file_qlock")  # f->qlock
         self.dirty = False  # FSF_DIRTY: set by write() and shared writable mmaps, never cleared
         self.pm = design(machine, self)
-        self._copy = machine.costs.ns("page_copy_4k_ns")
+        self.copy_ns = machine.costs.ns("page_copy_4k_ns")  # memcpy of one page
 
     # --- pm_op --------------------------------------------------------------------------
     def readpage(self, th, page):
@@ -64,14 +64,14 @@ def fs_file_read(th, f: FsFile, index: int, npages: int):
     Returns the generator to run: for one page, that page's step itself (one generator
     level less on the hot path)."""
     if npages == 1 and 0 <= index < f.nr_pages:
-        return f.pm.load_copy_put(th, index, f._copy)
+        return f.pm.load_copy_put(th, index, f.copy_ns)
     return _fs_file_read_pages(th, f, index, npages)
 
 
 def _fs_file_read_pages(th, f: FsFile, index: int, npages: int):
     step = f.pm.load_copy_put  # pm_load_page, memcpy_to_safe, pm_put_page
     for idx in range(index, min(index + npages, f.nr_pages)):
-        yield from step(th, idx, f._copy)
+        yield from step(th, idx, f.copy_ns)
 
 
 def fs_file_write(th, f: FsFile, index: int, npages: int):
@@ -80,7 +80,7 @@ def fs_file_write(th, f: FsFile, index: int, npages: int):
     pm = f.pm
     for idx in range(index, min(index + npages, f.nr_pages)):
         page = yield from pm.pm_load_page(th, idx)
-        th.pending += f._copy
+        th.pending += f.copy_ns
         line = page.flags_line
         if line is None:
             line = page.flags_line = f.machine.cacheline("pg_flags")

@@ -35,16 +35,16 @@ class MmCosts:
         self.flags_rmw = costs.ns("cacheline_transfer_ns")
 
 
-def map_page_at_addr(th, mmc: MmCosts, vmr: Vmr, off: int, page, private: bool):
+def map_page_at_addr(th, cost: MmCosts, vmr: Vmr, off: int, page, private: bool):
     """kern/src/mm.c: map_page_at_addr: ``pte_lock``; pgdir_walk with create (a page-table page where none
     exists); leave a present PTE; else write the PTE (writable if the VMR is)."""
     proc = vmr.proc
     yield from proc.pte_lock.acquire(th)
-    th.pending += 4 * mmc.pte_level
+    th.pending += 4 * cost.pte_level
     chunk = (vmr.base + off) // PT_ENTRIES
     if chunk not in proc.pt_chunks:
         proc.pt_chunks.add(chunk)
-        th.pending += mmc.pt_page
+        th.pending += cost.pt_page
     pte = vmr.ptes.get(off)
     if pte is None:
         vmr.ptes[off] = Pte(page, bool(vmr.prot & PROT_WRITE), private)
@@ -60,20 +60,20 @@ def map_page_at_addr(th, mmc: MmCosts, vmr: Vmr, off: int, page, private: bool):
     yield from proc.pte_lock.release(th)
 
 
-def copy_and_swap_pmpg(th, mmc: MmCosts, pm, page):
+def copy_and_swap_pmpg(th, cost: MmCosts, pm, page):
     """kern/src/mm.c: __copy_and_swap_pmpg: a private copy of the PM page; the PM page's slot ref is put."""
-    th.pending += mmc.page_alloc + mmc.copy
+    th.pending += cost.page_alloc + cost.copy
     yield from pm.pm_put_page(th, page)
     return Page(page.index)
 
 
-def map_file_page(th, mmc: MmCosts, vmr: Vmr, off: int, page):
+def map_file_page(th, cost: MmCosts, vmr: Vmr, off: int, page):
     """The tail __hpf and populate_pm_va share: a private mapping gets a copy (which puts the
     PM page); map_page_at_addr; ``pm_put_page`` of a PM page (the PTE holds no slot ref)."""
     pm = vmr.file.pm
     private = not vmr.shared
-    mapped = (yield from copy_and_swap_pmpg(th, mmc, pm, page)) if private else page
-    yield from map_page_at_addr(th, mmc, vmr, off, mapped, private)
+    mapped = (yield from copy_and_swap_pmpg(th, cost, pm, page)) if private else page
+    yield from map_page_at_addr(th, cost, vmr, off, mapped, private)
     if not private:
         yield from pm.pm_put_page(th, page)
 
@@ -94,13 +94,13 @@ def hpf_load_page(th, proc, pm, idx: int):
     return 0
 
 
-def hpf(th, mmc: MmCosts, proc, vpn: int, write: bool):
+def hpf(th, cost: MmCosts, proc, vpn: int, write: bool):
     """kern/src/mm.c: __hpf, for a file-backed VMR. Returns 0, EAGAIN (an MCP: populate from user space), EFAULT (no
     VMR) or EPERM (a store to a mapping without PROT_WRITE)."""
     while True:  # refault
         yield from proc.vmr_lock.acquire(th)
         vmr, visited = proc.find_vmr(vpn)
-        th.pending += visited * mmc.vmr_scan
+        th.pending += visited * cost.vmr_scan
         if vmr is None or (write and not vmr.prot & PROT_WRITE):
             yield from proc.vmr_lock.release(th)
             return EFAULT if vmr is None else EPERM
@@ -114,18 +114,18 @@ def hpf(th, mmc: MmCosts, proc, vpn: int, write: bool):
             if ret:
                 return ret
             continue
-        yield from map_file_page(th, mmc, vmr, off, page)
+        yield from map_file_page(th, cost, vmr, off, page)
         yield from proc.vmr_lock.release(th)
         return 0
 
 
-def populate_va(th, mmc: MmCosts, proc, vpn: int):
+def populate_va(th, cost: MmCosts, proc, vpn: int):
     """kern/src/mm.c: populate_va / populate_pm_va for one page (``SYS_populate_va(va, 1)``): under
     ``vmr_lock``, the non-blocking lookup; on a miss drop ``vmr_lock``, load blocking,
     re-take it and give up if the VMRs changed; map; put."""
     yield from proc.vmr_lock.acquire(th)
     vmr, visited = proc.find_vmr(vpn)
-    th.pending += visited * mmc.vmr_scan
+    th.pending += visited * cost.vmr_scan
     if vmr is None:
         yield from proc.vmr_lock.release(th)
         return EFAULT
@@ -141,7 +141,7 @@ def populate_va(th, mmc: MmCosts, proc, vpn: int):
             yield from pm.pm_put_page(th, page)
             yield from proc.vmr_lock.release(th)
             return 0
-    yield from map_file_page(th, mmc, vmr, off, page)
+    yield from map_file_page(th, cost, vmr, off, page)
     yield from proc.vmr_lock.release(th)
     return 0
 
@@ -152,15 +152,15 @@ def pte_usable(vmr: Vmr, off: int, write: bool) -> bool:
     return pte is not None and pte.present and (pte.writable or not write)
 
 
-def user_store_or_load(th, mmc: MmCosts, vmr: Vmr, off: int, write: bool) -> None:
+def user_store_or_load(th, cost: MmCosts, vmr: Vmr, off: int, write: bool) -> None:
     """The access itself, once the PTE is usable: a store sets the PTE's dirty bit (the MMU
     does, with no kernel entry)."""
-    th.pending += mmc.access
+    th.pending += cost.access
     if write:
         vmr.ptes[off].dirty = True
 
 
-def do_mmap(th, mmc: MmCosts, proc, f, foff: int, npages: int, prot: int, shared: bool) -> Vmr:
+def do_mmap(th, cost: MmCosts, proc, f, foff: int, npages: int, prot: int, shared: bool) -> Vmr:
     """kern/src/mm.c: do_mmap of a file: the device mmap hook (``tree_chan_mmap``: ``f->qlock``;
     a shared writable mapping sets FSF_DIRTY); ``pm_add_vmr`` while not ready; under ``vmr_lock`` insert the VMR
     and mark it ready. (merge_me and MAP_POPULATE are not modelled.)"""
@@ -171,7 +171,7 @@ def do_mmap(th, mmc: MmCosts, proc, f, foff: int, npages: int, prot: int, shared
     vmr = Vmr(proc, f, proc.place(npages), npages, foff, prot, shared)
     yield from f.pm.pm_add_vmr(th, vmr)
     yield from proc.vmr_lock.acquire(th)
-    th.pending += len(proc.vmrs) * mmc.vmr_scan  # vmr_insert: a sorted linear list
+    th.pending += len(proc.vmrs) * cost.vmr_scan  # vmr_insert: a sorted linear list
     proc.vmrs.append(vmr)
     proc.vmr_history += 1
     vmr.ready = True
@@ -179,15 +179,15 @@ def do_mmap(th, mmc: MmCosts, proc, f, foff: int, npages: int, prot: int, shared
     return vmr
 
 
-def do_munmap(th, mmc: MmCosts, tlb, vmr: Vmr):
+def do_munmap(th, cost: MmCosts, tlb, vmr: Vmr):
     """kern/src/mm.c: __do_munmap of a whole VMR, ``vmr_lock`` held: under ``pte_lock`` walk it with
     __munmap_pte (a dirty PTE dirties its page; clear Present); one shootdown; walk again
     under ``pte_lock`` with __vmr_free_pgs (PTEs to 0); destroy_vmr -> ``pm_remove_vmr``."""
     proc = vmr.proc
     pm = vmr.file.pm
     yield from proc.vmr_lock.acquire(th)
-    th.pending += len(proc.vmrs) * mmc.vmr_scan  # find and isolate the VMR
-    walk = walk_vmr_ns(mmc, vmr)
+    th.pending += len(proc.vmrs) * cost.vmr_scan  # find and isolate the VMR
+    walk = walk_vmr_ns(cost, vmr)
     yield from proc.pte_lock.acquire(th)
     th.pending += walk
     shootdown = False
@@ -195,7 +195,7 @@ def do_munmap(th, mmc: MmCosts, tlb, vmr: Vmr):
         if pte.present:
             if pte.dirty and not pte.private:
                 pte.page.flags |= PG_DIRTY
-                th.pending += mmc.flags_rmw
+                th.pending += cost.flags_rmw
             pte.present = False
             shootdown = True
     yield from proc.pte_lock.release(th)
@@ -214,6 +214,6 @@ def do_munmap(th, mmc: MmCosts, tlb, vmr: Vmr):
     yield from proc.vmr_lock.release(th)
 
 
-def walk_vmr_ns(mmc: MmCosts, vmr: Vmr) -> float:
+def walk_vmr_ns(cost: MmCosts, vmr: Vmr) -> float:
     """env_user_mem_walk over a whole VMR."""
-    return walk_ns(vmr.proc, vmr.base, vmr.base + vmr.npages, mmc.pte_entry, mmc.pte_level)
+    return walk_ns(vmr.proc, vmr.base, vmr.base + vmr.npages, cost.pte_entry, cost.pte_level)

@@ -30,7 +30,7 @@ class Kernel:
         self.files: list[FsFile] = []
         self.procs: list[Process] = []
         c = machine.costs
-        self.mmc = mm.MmCosts(c)
+        self.mm_cost = c.view(mm.MmCosts)
         self.tlb = TlbShootdown(machine, "async")  # munmap's shootdown (mm code, not the PM)
         self._syscall = c.ns("syscall_entry_exit_ns")
         self._trap = c.ns("minor_fault_us")
@@ -98,8 +98,7 @@ class Kernel:
         """read(): fs_file_read of ``npages`` pages from page ``index``."""
         self._enter(th, "read", self._syscall)
         yield from fs_file_read(th, f, index, npages)
-        if not th.kernel_exit_nowait():
-            yield from th.kernel_exit()
+        yield from th.kernel_exit()
 
     def write(self, th, f: FsFile, index: int, npages: int = 1):
         """write(): fs_file_write of ``npages`` pages from page ``index``."""
@@ -122,19 +121,19 @@ class Kernel:
             if ret in (mm.EFAULT, mm.EPERM):
                 raise violation(self.machine, th, vmr.foff + off, f"segfault: page {off} of {vmr}")
             th.op = "touch"
-        mm.user_store_or_load(th, self.mmc, vmr, off, write)
+        mm.user_store_or_load(th, self.mm_cost, vmr, off, write)
         return faults
 
     def fault(self, th, proc: Process, vpn: int, write: bool):
         """A user page fault on a file mapping (__hpf); for a multicore process, the -EAGAIN
         reflected to user space and the ``SYS_populate_va`` that follows."""
         self._enter(th, "fault", self._trap)
-        ret = yield from mm.hpf(th, self.mmc, proc, vpn, write)
+        ret = yield from mm.hpf(th, self.mm_cost, proc, vpn, write)
         yield from th.kernel_exit()
         if ret == mm.EAGAIN:
             th.kernel_enter()
             th.pending += self._syscall
-            ret = yield from mm.populate_va(th, self.mmc, proc, vpn)
+            ret = yield from mm.populate_va(th, self.mm_cost, proc, vpn)
             yield from th.kernel_exit()
         return ret
 
@@ -169,18 +168,18 @@ class Kernel:
     def mmap(self, th, proc: Process, f: FsFile, foff: int, npages: int, prot: int, shared: bool):
         """mmap() of a file range; returns the VMR."""
         self._enter(th, "mmap", self._syscall)
-        vmr = yield from mm.do_mmap(th, self.mmc, proc, f, foff, npages, prot, shared)
+        vmr = yield from mm.do_mmap(th, self.mm_cost, proc, f, foff, npages, prot, shared)
         yield from th.kernel_exit()
         return vmr
 
     def munmap(self, th, vmr: Vmr):
         """munmap() of a whole VMR."""
         self._enter(th, "munmap", self._syscall)
-        yield from mm.do_munmap(th, self.mmc, self.tlb, vmr)
+        yield from mm.do_munmap(th, self.mm_cost, self.tlb, vmr)
         yield from th.kernel_exit()
 
     def release(self, th, f: FsFile) -> None:
         """The file's last reference goes (tf_release): ``pm_destroy`` runs later from an RCU
         callback on core 0, in cannot-block context (ref 4.7)."""
         self.files.remove(f)
-        self.machine.rcu.call_rcu(th, f.pm.pm_destroy)
+        self.machine.start_rcu().call_rcu(th, f.pm.pm_destroy)

@@ -13,6 +13,8 @@ memory NEW keeps waiting on RCU), not stored: a slot's position is its index.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from pmsim.errors import violation
@@ -21,6 +23,14 @@ FANOUT_BITS = 6  # LOG_RNODE_SLOTS
 FANOUT = 1 << FANOUT_BITS
 SLOTS_PER_LINE = 8  # 8-byte words per 64-byte line
 REFCNT_MAX = (1 << 11) - 1  # bits 53..63 of the slot word
+
+
+class SlotWord(NamedTuple):
+    """A slot word's value as a CAS compares it (``old == *slot``)."""
+
+    page: object  # the page, or None once a remover took it out
+    refcnt: int
+    removal: bool  # OLD's PM_REMOVAL
 
 
 class Slot:
@@ -36,9 +46,9 @@ class Slot:
         self.line = line
         self.word = index % SLOTS_PER_LINE
 
-    def value(self) -> tuple:
+    def value(self) -> SlotWord:
         """The word's value, for a CAS that compares it (``old == *slot``)."""
-        return (self.page, self.refcnt, self.removal)
+        return SlotWord(self.page, self.refcnt, self.removal)
 
 
 class RadixTree:

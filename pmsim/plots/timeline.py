@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from pmsim.operations import DAEMONS
 from pmsim.plots import data, style
 
+DAEMON_OPS = tuple(DAEMONS.values())  # what the daemons' passes run (fsync first)
 
-def daemon_workloads(result, ops=("fsync", "reclaim")) -> list[str]:
+
+def daemon_workloads(result, ops=DAEMON_OPS) -> list[str]:
     """Workloads with daemon intervals, those with fsync first."""
     t = data.run_table(result, "intervals")
     if t.empty:

@@ -193,7 +193,7 @@ class SweepStore:
     ) -> None:
         """The experiment and its runs; after a sweep, each run's status and the digest of the
         sweep's tables (a reader checks it: tables of a killed or running sweep do not pass)."""
-        import pmsim
+        from pmsim.version import __version__
 
         runs = [
             {
@@ -206,7 +206,7 @@ class SweepStore:
         ]
         manifest = {
             "experiment": exp.model_dump(mode="json", exclude={"base_dir"}),
-            "pmsim_version": pmsim.__version__,
+            "pmsim_version": __version__,
             "code_digest": code_digest(),
             "factors": exp.factors,
             "designs": exp.designs,

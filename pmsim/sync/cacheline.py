@@ -17,59 +17,59 @@ NEVER = -math.inf  # the write time of a word never written
 WORDS = 8  # 8-byte words per 64-byte line
 
 
+class CacheLineCosts:
+    """The costs of an atomic on a line: a local hit, a transfer from another core for a CAS
+    (read, then CAS) or a blind RMW, in or across sockets, and how long a transfer keeps the
+    line busy."""
+
+    __slots__ = ("local", "cas", "cas_remote_socket", "rmw", "rmw_remote_socket", "occupancy")
+
+    def __init__(self, costs):
+        self.occupancy = costs.ns("contended_atomic_per_contender_ns")
+        self.local = costs.ns("cas_uncontended_ns")
+        self.cas = costs.ns("cas_remote_ns")
+        self.cas_remote_socket = costs.ns("cas_remote_socket_ns")
+        self.rmw = costs.ns("cacheline_transfer_ns")
+        self.rmw_remote_socket = costs.ns("cacheline_transfer_remote_socket_ns")
+
+
 class CacheLine:
     """FIFO service of atomics on one line, with per-word write times for CAS failures."""
 
-    __slots__ = (
-        "name",
-        "free_at",
-        "owner",
-        "written",
-        "occupancy",
-        "_local",
-        "_cas",
-        "_cas_remote",
-        "_rmw",
-        "_rmw_remote",
-        "recorder",
-    )
+    __slots__ = ("name", "free_at", "owner", "written", "cost", "recorder")
 
     def __init__(self, machine, name: str):
-        c = machine.costs
         self.name = name
         self.free_at = 0.0
         self.owner = None  # core holding the line
         self.written = [NEVER] * WORDS  # per word: serialization time of its last successful write
-        self.occupancy = c.ns("contended_atomic_per_contender_ns")
-        self._local = c.ns("cas_uncontended_ns")
-        self._cas = c.ns("cas_remote_ns")
-        self._cas_remote = c.ns("cas_remote_socket_ns")
-        self._rmw = c.ns("cacheline_transfer_ns")
-        self._rmw_remote = c.ns("cacheline_transfer_remote_socket_ns")
+        self.cost = machine.costs.view(CacheLineCosts)
         self.recorder = machine.recorder
 
-    def rmw(self, thread, word: int = 0) -> None:
-        """A locked RMW that cannot fail (atomic_add/or/and); charges its latency to ``thread``.
-
-        The caller must have synced ``thread`` (its clock is the simulated time).
-        """
-        now = thread.env._now  # (SimPy's ``now`` property, read without the call)
+    def _serve(self, thread, remote: float, remote_socket: float) -> float:
+        """Queue one atomic by ``thread`` (FIFO) and charge it its latency: a local hit, or a
+        transfer (``remote``, ``remote_socket`` across sockets) that occupies the line at most
+        ``occupancy``. Returns when its service starts. ``thread`` must be synced (its clock is
+        the simulated time)."""
+        now = thread.env.now
         core = thread.core
-        # Queue the access (FIFO): a local hit, or a transfer that occupies the line at
-        # most ``occupancy``. (The same in cas(), with the CAS latencies.)
+        cost = self.cost
         start = self.free_at if self.free_at > now else now
         owner = self.owner
         if owner is core:
-            latency = occ = self._local
+            latency = occupied = cost.local
         else:
-            latency = (
-                self._rmw if owner is None or owner.socket == core.socket else self._rmw_remote
-            )
-            occ = self.occupancy if self.occupancy < latency else latency  # min()
-        self.free_at = start + occ
+            latency = remote if owner is None or owner.socket == core.socket else remote_socket
+            occupied = cost.occupancy if cost.occupancy < latency else latency  # min()
+        self.free_at = start + occupied
         self.owner = core
-        self.written[word] = start
         thread.pending += start + latency - now
+        return start
+
+    def rmw(self, thread, word: int = 0) -> None:
+        """A locked RMW that cannot fail (atomic_add/or/and); charges its latency to ``thread``,
+        which must be synced."""
+        self.written[word] = self._serve(thread, self.cost.rmw, self.cost.rmw_remote_socket)
 
     def changed_since(self, word: int, t: float) -> bool:
         """Was ``word`` written (serialized) at or after ``t``?"""
@@ -86,28 +86,14 @@ class CacheLine:
         ABA case). Returns (succeeded, service start); the start is when the value a
         retry compares against was read. Charges the attempt's latency to ``thread``.
         """
-        now = thread.env._now  # (SimPy's ``now`` property, read without the call)
         if read_at is None:
-            read_at = now
-        core = thread.core
-        # Queue the access, as in rmw()
-        start = self.free_at if self.free_at > now else now
-        owner = self.owner
-        if owner is core:
-            latency = occ = self._local
-        else:
-            latency = (
-                self._cas if owner is None or owner.socket == core.socket else self._cas_remote
-            )
-            occ = self.occupancy if self.occupancy < latency else latency  # min()
-        self.free_at = start + occ
-        self.owner = core
+            read_at = thread.env.now
+        start = self._serve(thread, self.cost.cas, self.cost.cas_remote_socket)
         ok = self.written[word] < read_at if equal is None else equal
         if ok:
             self.written[word] = start
         else:
             self.recorder.count(f"cas_failures.{self.name}")
-        thread.pending += start + latency - now
         return ok, start
 
     def retry_owned(self, thread, word: int = 0) -> None:
@@ -115,9 +101,10 @@ class CacheLine:
         this core's cache, exclusive, and returns the current value; the retry follows at once
         and hits the line locally before another core's request can take it, so it succeeds.
         Call it right after the failed :meth:`cas`."""
-        self.free_at += self._local
-        self.written[word] = self.free_at - self._local
-        thread.pending += self._local
+        local = self.cost.local
+        self.free_at += local
+        self.written[word] = self.free_at - local
+        thread.pending += local
 
     def cas_loop(self, thread, word: int = 0):
         """``do { old = *p; new = f(old); } while (!atomic_cas(p, old, new))`` (a generator).
@@ -125,8 +112,7 @@ class CacheLine:
         The first attempt fails if the word was written since it was read; the retry then
         succeeds while the line is still owned (:meth:`retry_owned`). Returns the attempts.
         """
-        if thread.pending or thread.stolen or thread.core.thread is not thread:
-            yield from thread.sync()
+        yield from thread.sync()
         ok, _ = self.cas(thread, word, thread.env.now)
         if ok:
             return 1

@@ -22,12 +22,28 @@ from __future__ import annotations
 
 from collections import deque
 
-import simpy
-
+from pmsim.engine import Event, trigger_at
 from pmsim.errors import violation
-from pmsim.machine import trigger_at
 
+# Wake policies: Akaros's first (the default), then the what-if.
 WAKE_POLICIES = ("waker_core", "remote_ipi")
+
+
+class QLockCosts:
+    """The costs a qlock reads: the sem's spinlock round trip, its line's transfer, the block
+    (context save plus the sem spinlock), the kernel message, the restart, and for the
+    ``remote_ipi`` what-if the IPI and the remote wake-up."""
+
+    __slots__ = ("pair", "transfer", "block", "kmsg", "restart", "ipi_send", "remote_wake")
+
+    def __init__(self, costs):
+        self.pair = costs.ns("lock_pair_uncontended_ns")
+        self.transfer = costs.ns("cacheline_transfer_ns")
+        self.block = costs.ns("context_switch_us") + costs.ns("lock_pair_uncontended_ns")
+        self.kmsg = costs.ns("kmsg_send_ns")
+        self.restart = costs.ns("context_switch_us")
+        self.ipi_send = costs.ns("ipi_send_ns")
+        self.remote_wake = costs.ns("qlock_sleep_wake_us")
 
 
 class QLock:
@@ -45,13 +61,7 @@ class QLock:
         "line_core",
         "acquired_at",
         "stats",
-        "_pair",
-        "_xfer",
-        "_block",
-        "_kmsg",
-        "_restart",
-        "_ipi_send",
-        "_remote_wake",
+        "cost",
         "_queue_area",
         "_queue_since",
     )
@@ -59,7 +69,6 @@ class QLock:
     def __init__(self, machine, name: str, wake: str = "waker_core", held_by=None):
         """``held_by``: a semaphore initialised to 0 and owned by that thread (a page lock
         created locked by its inserter, ``sem_init(&pg_sem, 0)``)."""
-        c = machine.costs
         self.machine = machine
         self.env = machine.env
         self.name = name
@@ -74,25 +83,18 @@ class QLock:
             self.stats.acquired(self.acquired_at, 0.0, False)
         self._queue_area = 0.0  # integral of len(waiters) over time (ns), up to _queue_since
         self._queue_since = 0.0
-        self._pair = c.ns("lock_pair_uncontended_ns")
-        self._xfer = c.ns("cacheline_transfer_ns")
-        self._block = c.ns("context_switch_us") + c.ns("lock_pair_uncontended_ns")
-        self._kmsg = c.ns("kmsg_send_ns")
-        self._restart = c.ns("context_switch_us")
-        self._ipi_send = c.ns("ipi_send_ns")
-        self._remote_wake = c.ns("qlock_sleep_wake_us")
+        self.cost = machine.costs.view(QLockCosts)
 
     def _fast_cost(self, core) -> float:
-        cost = self._pair
+        cost = self.cost.pair
         if self.line_core is not None and self.line_core is not core:
-            cost += self._xfer
+            cost += self.cost.transfer
         self.line_core = core
         return cost
 
     def acquire(self, thread):
         """``qlock`` / ``sem_down`` (a generator)."""
-        if thread.pending or thread.stolen or thread.core.thread is not thread:
-            yield from thread.sync()  # (also: a thread must hold its core to run)
+        yield from thread.sync()  # (a thread must hold its core to run)
         t_req = self.env.now
         if self.nr_signals > 0:  # sem_trydown succeeds
             self.nr_signals -= 1
@@ -106,10 +108,10 @@ class QLock:
         # queue. The save is charged now and the thread queued at once, marked ready
         # only when the save is done: a hand-off that comes earlier completes when the
         # save does, which is sem_down's "a sem_up raced in: undo the switch" path.
-        ready_at = t_req + self._block
-        thread.pending += self._block
+        ready_at = t_req + self.cost.block
+        thread.pending += self.cost.block
         self.nr_signals -= 1
-        ev = simpy.Event(self.env)
+        ev = Event(self.env)
         self._queue_length_changes(t_req)
         self.waiters.append((thread, ev, ready_at))
         self.stats.queued(len(self.waiters))
@@ -133,8 +135,7 @@ class QLock:
 
     def release(self, thread):
         """``qunlock`` / ``sem_up`` (a generator)."""
-        if thread.pending or thread.stolen:
-            yield from thread.sync()
+        yield from thread.sync()
         if self.holder is not thread:
             raise violation(
                 self.machine,
@@ -163,11 +164,11 @@ class QLock:
                 # save is done and goes on.
                 trigger_at(self.env, ev, ready_at - now)
             elif self.wake == "waker_core":
-                thread.pending += self._kmsg
-                thread.deferred_wakes.append((ev, self._restart))
+                thread.pending += self.cost.kmsg
+                thread.deferred_wakes.append((ev, self.cost.restart))
             else:
-                thread.pending += self._kmsg + self._ipi_send
-                trigger_at(self.env, ev, self._remote_wake)
+                thread.pending += self.cost.kmsg + self.cost.ipi_send
+                trigger_at(self.env, ev, self.cost.remote_wake)
         else:
             if self.waiters:
                 raise violation(

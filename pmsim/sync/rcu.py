@@ -19,10 +19,8 @@
 
 from __future__ import annotations
 
-import simpy
-
+from pmsim.engine import Event, trigger_at
 from pmsim.errors import violation
-from pmsim.machine import trigger_at
 
 
 class Rcu:
@@ -46,8 +44,8 @@ class Rcu:
         self.read_sections = 0  # rcu_read_lock/unlock pairs (a plain int: it is on every lookup)
         self.max_pending_bytes = 0
         self._wake_ctl = False
-        self._sleep_ev: simpy.Event | None = None
-        self._gp_ev: simpy.Event | None = None
+        self._sleep_ev: Event | None = None
+        self._gp_ev: Event | None = None
         self.gp_started_at = 0.0
         self.env.process(self._gp_ktask())
 
@@ -72,7 +70,7 @@ class Rcu:
 
     def synchronize_rcu(self, thread):
         """Block the caller for a full grace period (a generator)."""
-        ev = simpy.Event(self.env)
+        ev = Event(self.env)
         self.call_rcu(thread, ev.succeed)
         yield from thread.block(ev)
 
@@ -104,7 +102,7 @@ class Rcu:
         at = core.busy_until if th is None else th.idle_at
         delay = at - self.env.now
         if delay > 0:
-            ev = simpy.Event(self.env)
+            ev = Event(self.env)
             gp = self.gpnum
             ev.callbacks.append(lambda _ev: self.gpnum == gp and self.quiescent(core))
             trigger_at(self.env, ev, delay)
@@ -114,7 +112,7 @@ class Rcu:
         env = self.env
         while True:
             if not self._wake_ctl:
-                self._sleep_ev = simpy.Event(env)
+                self._sleep_ev = Event(env)
                 yield self._sleep_ev | env.timeout(self.period)
                 self._sleep_ev = None
             self._wake_ctl = False
@@ -139,7 +137,7 @@ class Rcu:
         for c in self.tardy:
             self._report_when_idle(c)
         while self.tardy:
-            self._gp_ev = simpy.Event(env)
+            self._gp_ev = Event(env)
             yield self._gp_ev | env.timeout(self.tardy_period)
             self._gp_ev = None
             self.tardy = {c for c in self.tardy if not self._in_qs(c)}

@@ -16,12 +16,19 @@ from __future__ import annotations
 
 from collections import deque
 
-import simpy
-
+from pmsim.engine import Event, trigger_at
 from pmsim.errors import violation
-from pmsim.machine import trigger_at
 
-SPINLOCK_KINDS = ("ttas", "ticket", "mcs")
+
+class SpinLockCosts:
+    """The costs a spinlock reads (each lock kind reads its own hand-off cost)."""
+
+    __slots__ = ("pair", "transfer", "transfer_remote_socket")
+
+    def __init__(self, costs):
+        self.pair = costs.ns("lock_pair_uncontended_ns")  # an uncontended lock + unlock
+        self.transfer = costs.ns("cacheline_transfer_ns")  # the lock word from another core
+        self.transfer_remote_socket = costs.ns("cacheline_transfer_remote_socket_ns")
 
 
 class SpinLock:
@@ -37,13 +44,10 @@ class SpinLock:
         "line_core",
         "acquired_at",
         "stats",
-        "_pair",
-        "_xfer",
-        "_xfer_remote",
+        "cost",
     )
 
     def __init__(self, machine, name: str):
-        c = machine.costs
         self.machine = machine
         self.env = machine.env
         self.name = name
@@ -52,25 +56,22 @@ class SpinLock:
         self.line_core = None  # core whose cache holds the lock word
         self.acquired_at = 0.0
         self.stats = machine.recorder.lock(name, self.kind)
-        self._pair = c.ns("lock_pair_uncontended_ns")
-        self._xfer = c.ns("cacheline_transfer_ns")
-        self._xfer_remote = c.ns("cacheline_transfer_remote_socket_ns")
+        self.cost = machine.costs.view(SpinLockCosts)
 
     def acquire(self, thread):
         """``spin_lock``: take the lock, spinning on this core while it is held (a generator)."""
-        if thread.core.thread is not thread:  # (a thread must hold its core to run or spin)
-            yield from thread.sync()
-        else:  # thread.sync() without a generator
-            ev = thread.flush()
-            if ev is not None:
-                yield ev
-        now = self.env._now  # (SimPy's ``now`` property, read without the call)
+        yield from thread.sync()  # (a thread must hold its core to run or spin)
+        now = self.env.now
         if self.holder is None:
             core = thread.core
-            cost = self._pair
+            cost = self.cost.pair
             lc = self.line_core
             if lc is not None and lc is not core:
-                cost += self._xfer if lc.socket == core.socket else self._xfer_remote
+                cost += (
+                    self.cost.transfer
+                    if lc.socket == core.socket
+                    else self.cost.transfer_remote_socket
+                )
             self.line_core = core
             self.holder = thread
             thread.spinlocks_held += 1
@@ -78,7 +79,7 @@ class SpinLock:
             thread.pending += cost
             self.stats.acquired(now, cost, False)
             return
-        ev = simpy.Event(self.env)
+        ev = Event(self.env)
         self.waiters.append((thread, ev, now))
         self.stats.queued(len(self.waiters))
         core = thread.core
@@ -93,13 +94,7 @@ class SpinLock:
 
     def release(self, thread):
         """``spin_unlock``: free the lock or hand it to a spinner (a generator)."""
-        if thread.pending or thread.stolen:
-            if thread.core.thread is not thread:
-                yield from thread.sync()
-            else:  # thread.sync() without a generator
-                ev = thread.flush()
-                if ev is not None:
-                    yield ev
+        yield from thread.sync()
         if self.holder is not thread:
             raise violation(
                 self.machine,
@@ -107,7 +102,7 @@ class SpinLock:
                 None,
                 f"{self.name}: released by {thread.name}, held by {getattr(self.holder, 'name', None)}",
             )
-        now = self.env._now
+        now = self.env.now
         thread.spinlocks_held -= 1
         self.stats.released(now, now - self.acquired_at, thread.op)
         waiters = self.waiters
@@ -132,28 +127,28 @@ class TicketLock(SpinLock):
     """FIFO; a hand-off costs c*k/2 (Boyd-Wickizer et al. 2012)."""
 
     kind = "ticket"
-    __slots__ = ("_c",)
+    __slots__ = ("per_waiter",)
 
     def __init__(self, machine, name):
         super().__init__(machine, name)
-        self._c = machine.costs.ns("ticket_handoff_per_waiter_ns")
+        self.per_waiter = machine.costs.ns("ticket_handoff_per_waiter_ns")
 
     def _handoff(self, k, from_core, to_core):
-        return self._c * k / 2
+        return self.per_waiter * k / 2
 
 
 class TTASLock(TicketLock):
     """Akaros's lock: the same per-spinner hand-off cost, but a random winner (unfair)."""
 
     kind = "ttas"
-    __slots__ = ("_rng",)
+    __slots__ = ("rng",)
 
     def __init__(self, machine, name):
         super().__init__(machine, name)
-        self._rng = machine.rng(f"spinlock.{name}")
+        self.rng = machine.rng(f"spinlock.{name}")
 
     def _next(self, waiters):
-        i = int(self._rng.integers(len(waiters))) if len(waiters) > 1 else 0
+        i = int(self.rng.integers(len(waiters))) if len(waiters) > 1 else 0
         item = waiters[i]
         del waiters[i]
         return item
@@ -163,18 +158,22 @@ class MCSLock(SpinLock):
     """FIFO; the holder writes its successor's own line: one transfer per hand-off."""
 
     kind = "mcs"
-    __slots__ = ("_h",)
+    __slots__ = ("handoff",)
 
     def __init__(self, machine, name):
         super().__init__(machine, name)
-        self._h = machine.costs.ns("spinlock_handoff_ns")
+        self.handoff = machine.costs.ns("spinlock_handoff_ns")
 
     def _handoff(self, k, from_core, to_core):
-        return self._h if from_core.socket == to_core.socket else self._xfer_remote
+        return (
+            self.handoff if from_core.socket == to_core.socket else self.cost.transfer_remote_socket
+        )
 
 
-_KINDS = {"ttas": TTASLock, "ticket": TicketLock, "mcs": MCSLock}
+# The spinlock kinds, by name: Akaros's first (the default), then the what-ifs.
+SPINLOCKS = {cls.kind: cls for cls in (TTASLock, TicketLock, MCSLock)}
+SPINLOCK_KINDS = tuple(SPINLOCKS)
 
 
 def make_spinlock(machine, name: str, kind: str) -> SpinLock:
-    return _KINDS[kind](machine, name)
+    return SPINLOCKS[kind](machine, name)

@@ -211,7 +211,7 @@ def _validate(raw: dict) -> WorkloadSpec:
         if isinstance(value, bool):
             raise ConfigError(f"{key}: expected a number or a duration, not the boolean {value!r}")
         try:
-            CostTable._parse(
+            CostTable.parse_value(
                 name, value
             )  # reference (not input) names, malformed or negative values
         except ConfigError as e:

@@ -27,13 +27,12 @@ import pandas as pd
 import yaml
 
 from pmsim.errors import ConfigError
+from pmsim.operations import COUNTED_OPERATIONS
+from pmsim.process import PROCESS_LOCKS
 from pmsim.workload.metrics import MS
 
 # Operations a workload issues; a fault (inside a touch) and a miss (inside a read, write or
 # fault) are nested, so they are not counted again.
-ISSUED_OPS = ("read", "write", "touch", "fsync", "punch_hole", "reclaim", "mmap", "munmap")
-OP_NAMES = ISSUED_OPS[:3] + ("fault", "miss") + ISSUED_OPS[3:]
-LOCK_NAMES = ("pm_lock", "pm_qlock", "pte_lock", "vmr_lock", "proc_lock", "page_lock")
 QUANTILES = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p999", 0.999))
 
 
@@ -91,8 +90,8 @@ def _us(ns: float) -> float:
 
 def build_result(run, wall_s: float) -> RunResult:
     """Gather a finished :class:`~pmsim.workload.runner.WorkloadRun` into tables and a summary."""
-    spec, m, meter = run.spec, run.m, run.meter
-    rec = m.recorder
+    spec, machine, meter = run.spec, run.machine, run.meter
+    rec = machine.recorder
     window = rec.window
     seconds = window / 1e9
     ident = {"design": run.design.name, "workload": spec.name, "seed": spec.seed}
@@ -117,9 +116,9 @@ def build_result(run, wall_s: float) -> RunResult:
             }
         )
     lock_rows = [{"lock": name, **st.summary()} for name, st in sorted(rec.locks.items())]
-    core_rows = [{"socket": m.cores[c["core"]].socket, **c} for c in rec.per_core()]
+    core_rows = [{"socket": machine.cores[c["core"]].socket, **c} for c in rec.per_core()]
     counters = dict(sorted(rec.counters.items()))
-    rcu = m._rcu
+    rcu = machine.rcu
     stores = [f.store for f in run.file_list if f.store.depth]
     capacity = sum(s.depth for s in stores)
     io_util = (
@@ -129,7 +128,7 @@ def build_result(run, wall_s: float) -> RunResult:
     )
     cpu = rec.cpu()
     workload_ops = [r for r in op_rows if r["source"] == "workload"]
-    total = sum(r["count"] for r in workload_ops if r["op"] in ISSUED_OPS) / seconds
+    total = sum(r["count"] for r in workload_ops if r["op"] in COUNTED_OPERATIONS) / seconds
 
     summary = {
         **ident,
@@ -143,7 +142,9 @@ def build_result(run, wall_s: float) -> RunResult:
         ),
         "ops": {r["op"]: _op_summary(r) for r in workload_ops},
         "daemons": {r["op"]: _op_summary(r) for r in op_rows if r["source"] == "daemon"},
-        "locks": {name: _lock_summary(rec.locks.get(name)) for name in LOCK_NAMES},
+        "locks": {
+            name: _lock_summary(rec.locks.get(name)) for name in run.design.locks + PROCESS_LOCKS
+        },
         "cpu": {k: cpu[k] for k in ("useful", "spin", "idle", "ipi")},
         "tlb": {"shootdowns": counters.get("tlb_shootdowns", 0), "ipis": counters.get("ipis", 0)},
         "io": {
@@ -243,12 +244,12 @@ def build_result(run, wall_s: float) -> RunResult:
     }
     import simpy
 
-    import pmsim
+    from pmsim.version import __version__
 
     provenance = {
         "wall_s": wall_s,
         "sim_ops_per_wall_s": total * seconds / wall_s if wall_s > 0 else math.inf,
-        "pmsim_version": pmsim.__version__,
+        "pmsim_version": __version__,
         "simpy_version": simpy.__version__,
         "python": platform.python_version(),
         "host": platform.node(),
@@ -260,7 +261,7 @@ def _timeseries(run) -> list[dict]:
     """One row per simulated millisecond: operations completed in it, the mean number of
     threads waiting on pm_qlocks over it, the dirty pages at its end (the last may be partial)."""
     end = run.spec.duration
-    counts = run.meter.completions(ISSUED_OPS)
+    counts = run.meter.completions(COUNTED_OPERATIONS)
     q, d = run.series["pm_qlock_queue"], run.series["dirty_pages"]
     rows = []
     for k in range(len(counts)):

@@ -28,11 +28,12 @@ from pmsim.designs import get_design
 from pmsim.kernel.system import Kernel
 from pmsim.kernel.vm import PROT_READ, PROT_WRITE
 from pmsim.machine import Machine
+from pmsim.operations import BY_NAME, DAEMONS, MIX_OPERATIONS
 from pmsim.pagecache.page import PG_DIRTY
 from pmsim.workload.metrics import MS, OpMeter
 from pmsim.workload.patterns import chooser, op_chooser
 from pmsim.workload.result import RunResult, build_result
-from pmsim.workload.spec import WorkloadSpec
+from pmsim.workload.spec import FILE_PAGE_OPS, WorkloadSpec
 
 PROTS = {"r": PROT_READ, "rw": PROT_READ | PROT_WRITE}
 
@@ -75,7 +76,7 @@ class WorkloadRun:
             self.design.require(op)
         ms = spec.machine
         self.costs = CostTable(ms.costs)
-        self.m = Machine(
+        self.machine = Machine(
             cores=ms.cores,
             sockets=ms.sockets,
             costs=self.costs,
@@ -84,9 +85,9 @@ class WorkloadRun:
             spinlock_kind=ms.spinlock,
             qlock_wake=ms.qlock_wake,
         )
-        self.k = Kernel(self.m, self.design)
+        self.kernel = Kernel(self.machine, self.design)
         self.meter = OpMeter(spec.warmup, spec.duration)
-        self.m.op_done = self._kernel_op_done
+        self.machine.op_done = self._kernel_op_done
         self.files = {fs.name: self._file(fs) for fs in spec.files}
         self.file_list = list(self.files.values())
         self.file_weights = np.array([fs.weight for fs in spec.files], dtype=float)
@@ -98,36 +99,34 @@ class WorkloadRun:
         self.series = {"pm_qlock_queue": [], "dirty_pages": []}
         self._queue_time = 0.0  # the pm_qlocks' queue-time integral at the last sample
         self.ops = self._operations()
-        k = self.k
-        self.inline_ops = {
-            name: (entry, self.meter.stats("workload", name))
-            for name, entry in (("read", k.read), ("write", k.write), ("punch_hole", k.punch_hole))
+        self.inline_ops = {  # the page-range file operations, run inline by the closed loop
+            name: (self._entry(name), self.meter.stats("workload", name)) for name in FILE_PAGE_OPS
         }
 
     # --- set-up ---------------------------------------------------------------------
     def _file(self, fs):
-        f = self.k.file(fs.name, fs.pages, fs.store)
-        order = self.m.rng(f"setup.file.{fs.name}").permutation(fs.pages)
+        f = self.kernel.file(fs.name, fs.pages, fs.store)
+        order = self.machine.rng(f"setup.file.{fs.name}").permutation(fs.pages)
         resident = order[: round(fs.resident * fs.pages)]
         dirty = order[: round(fs.dirty * fs.pages)]
-        self.k.warm(f, sorted(resident.tolist()), dirty.tolist())
+        self.kernel.warm(f, sorted(resident.tolist()), dirty.tolist())
         return f
 
     def _workers(self) -> list[Worker]:
-        spec, m, k = self.spec, self.m, self.k
-        cores = len(m.cores)
+        spec, machine, kernel = self.spec, self.machine, self.kernel
+        cores = len(machine.cores)
         workers, g = [], 0
         for ps in spec.processes:
             for c in range(ps.count):
                 pname = f"{ps.name}{c}" if ps.count > 1 else ps.name
                 thread_cores = [(g + t) % cores for t in range(ps.threads)]
-                proc = k.process(
+                proc = kernel.process(
                     pname,
                     sorted(set(thread_cores)),
                     "RUNNING_M" if ps.kind == "mcp" else "RUNNING_S",
                 )
                 vmrs = [
-                    k.map_now(
+                    kernel.map_now(
                         proc,
                         self.files[spec.file_spec(ms.file).name],
                         ms.offset,
@@ -138,14 +137,14 @@ class WorkloadRun:
                     for ms in ps.mappings
                 ]
                 for t, core in enumerate(thread_cores):
-                    th = m.thread(f"{pname}.t{t}", core, proc)
+                    th = machine.thread(f"{pname}.t{t}", core, proc)
                     workers.append(self._worker(Worker(th, proc, vmrs, g)))
                     g += 1
         return workers
 
     def _worker(self, w: Worker) -> Worker:
         spec = self.spec
-        rng = w.rng = self.m.rng(f"workload.{w.th.name}")
+        rng = w.rng = self.machine.rng(f"workload.{w.th.name}")
         n = spec.total_threads
         w.next_op = op_chooser(spec.mix.weights(), rng)
         files = self.file_list
@@ -180,30 +179,36 @@ class WorkloadRun:
         return w
 
     def _daemons(self) -> list:
-        spec, m = self.spec, self.m
+        spec, machine = self.spec, self.machine
         out = []
-        for name, d in (("writeback", spec.daemons.writeback), ("reclaim", spec.daemons.reclaim)):
+        for name in DAEMONS:
+            d = getattr(spec.daemons, name)
             if d is not None:
-                core = d.core if d.core is not None else len(m.cores) - 1
-                out.append((name, d.period, m.thread(f"{name}_daemon", core)))
+                core = d.core if d.core is not None else len(machine.cores) - 1
+                out.append((name, d.period, machine.thread(f"{name}_daemon", core)))
         return out
 
     # --- the operations ---------------------------------------------------------------
+    def _entry(self, name: str):
+        """The kernel entry point that runs operation ``name``."""
+        return getattr(self.kernel, BY_NAME[name].entry)
+
     def _operations(self) -> dict:
-        """Mix name -> a generator function running one such operation for a worker."""
-        k, n = self.k, self.spec.request_pages
-        return {
-            "read": self._file_op("read", k.read, n),
-            "write": self._file_op("write", k.write, n),
-            "punch_hole": self._file_op("punch_hole", k.punch_hole, n),
-            "fsync": self._file_op("fsync", k.fsync, None),
-            "reclaim": self._reclaim,
-            "touch": self._touch_op,
-            "mmap_munmap": self._churn,
+        """Mix name -> a generator function running one such operation for a worker, by the
+        operation's scope (pmsim.operations)."""
+        n = self.spec.request_pages
+        by_scope = {
+            "file_pages": lambda name: self._file_op(name, self._entry(name), n),
+            "file": lambda name: self._file_op(name, self._entry(name), None),
+            "global": self._global_op,
+            "mapping": self._mapping_op,
+            "churn": lambda name: self._churn,
         }
+        return {name: by_scope[BY_NAME[name].scope](name) for name in MIX_OPERATIONS}
 
     def _file_op(self, name: str, entry, npages):
-        """read / write / punch_hole of ``npages`` pages (or fsync) of a file picked by weight."""
+        """A page-range file operation (read, write, punch_hole) of ``npages`` pages, or a whole
+        file one (``npages`` None: fsync), on a file picked by weight."""
         stats, files = self.meter.stats("workload", name), self.file_list
 
         def op(w: Worker):
@@ -219,29 +224,40 @@ class WorkloadRun:
 
         return op
 
-    def _reclaim(self, w: Worker):
-        t0 = self._start(w, "reclaim")
-        yield from self.k.reclaim(w.th)
-        self._done(w, "reclaim", t0)
+    def _global_op(self, name: str):
+        """An operation on every file at once (reclaim)."""
+        entry = self._entry(name)
 
-    def _touch_op(self, w: Worker):
-        i = w.pick_vmr()
-        yield from self._touch(w, w.vmrs[i], w.vmr_pages[i](), w.is_store())
+        def op(w: Worker):
+            t0 = self._start(w, name)
+            yield from entry(w.th)
+            self._done(w, name, t0)
 
-    def _touch(self, w: Worker, vmr, off: int, store: bool):
+        return op
+
+    def _mapping_op(self, name: str):
+        """A load or store of one page of one of the process's mappings (touch)."""
+
+        def op(w: Worker):
+            i = w.pick_vmr()
+            yield from self._touch(w, w.vmrs[i], w.vmr_pages[i](), w.is_store(), name)
+
+        return op
+
+    def _touch(self, w: Worker, vmr, off: int, store: bool, name: str = "touch"):
         th = w.th
         if th.pending or th.stolen:  # a user access reads its PTE at its own time
             yield from th.sync()
-        t0 = self._start(w, "touch")
-        yield from self.k.touch(th, vmr, off, store)
-        self._done(w, "touch", t0)
+        t0 = self._start(w, name)
+        yield from self._entry(name)(th, vmr, off, store)
+        self._done(w, name, t0)
 
     def _churn(self, w: Worker):
         """mmap a fresh range, touch ``churn.touches`` distinct pages of it, munmap it."""
-        c, k, th = self.spec.churn, self.k, w.th
+        c, kernel, th = self.spec.churn, self.kernel, w.th
         f = self.files[self.spec.file_spec(c.file).name]
         t0 = self._start(w, "mmap")
-        vmr = yield from k.mmap(th, w.proc, f, w.churn_at(), c.pages, PROTS[c.prot], c.shared)
+        vmr = yield from kernel.mmap(th, w.proc, f, w.churn_at(), c.pages, PROTS[c.prot], c.shared)
         self._done(w, "mmap", t0)
         stores = self.spec.touch_stores
         for off in w.rng.choice(c.pages, c.touches, replace=False).tolist():
@@ -249,7 +265,7 @@ class WorkloadRun:
                 w, vmr, off, c.prot == "rw" and (stores >= 1.0 or w.rng.random() < stores)
             )
         t0 = self._start(w, "munmap")
-        yield from k.munmap(th, vmr)
+        yield from kernel.munmap(th, vmr)
         self._done(w, "munmap", t0)
 
     @staticmethod
@@ -275,7 +291,7 @@ class WorkloadRun:
 
         read / write / punch_hole are run inline (one generator level less on the hot path);
         the rest through :meth:`_operations`."""
-        th, env, end = w.th, self.m.env, self.spec.duration
+        th, env, end = w.th, self.machine.env, self.spec.duration
         next_op, think, ops = w.next_op, w.think, self.ops
         inline, files, pick_file, pages = self.inline_ops, self.file_list, w.pick_file, w.file_pages
         one_file = len(files) == 1
@@ -309,7 +325,7 @@ class WorkloadRun:
         yield from th.exit()
 
     def _open(self, w: Worker):
-        th, env, end = w.th, self.m.env, self.spec.duration
+        th, env, end = w.th, self.machine.env, self.spec.duration
         next_op, interarrival = w.next_op, w.arrivals
         arrival = interarrival()
         while arrival < end:
@@ -324,18 +340,16 @@ class WorkloadRun:
         yield from th.exit()
 
     def _daemon(self, name: str, period: float, th):
-        k, env, running = self.k, self.m.env, self.daemons_running
+        """A kernel daemon: each period, its operation on every file (a file-scoped operation,
+        e.g. writeback's fsync) or once (a global one, e.g. reclaim)."""
+        op = BY_NAME[DAEMONS[name]]
+        entry, env, running = self._entry(op.name), self.machine.env, self.daemons_running
         while True:
             yield from th.block(env.timeout(period))
-            if name == "writeback":
-                for f in list(k.files):
-                    running[th] = op = ("fsync", th.now)
-                    yield from k.fsync(th, f)
-                    self._daemon_done(op, th.now)
-            else:
-                running[th] = op = ("reclaim", th.now)
-                yield from k.reclaim(th)
-                self._daemon_done(op, th.now)
+            for args in [(f,) for f in self.kernel.files] if op.scope == "file" else [()]:
+                running[th] = current = (op.name, th.now)
+                yield from entry(th, *args)
+                self._daemon_done(current, th.now)
             del running[th]
 
     def _daemon_done(self, op: tuple, end: float) -> None:
@@ -345,14 +359,14 @@ class WorkloadRun:
     def _sampler(self):
         """Each simulated millisecond: the mean number of threads waiting on the pm_qlocks over
         it, and the dirty pages at its end."""
-        env = self.m.env
+        env = self.machine.env
         while True:
             yield env.timeout(MS)
             self._sample()
 
     def _sample(self) -> None:
         """Close the time series' current millisecond (or the last, partial one) now."""
-        now = self.m.env.now
+        now = self.machine.env.now
         q = sum(f.pm.pm_qlock.queue_time(now) for f in self.file_list if hasattr(f.pm, "pm_qlock"))
         start = len(self.series["pm_qlock_queue"]) * MS
         self.series["pm_qlock_queue"].append(
@@ -370,7 +384,7 @@ class WorkloadRun:
 
     # --- run ---------------------------------------------------------------------------
     def run(self) -> RunResult:
-        env = self.m.env
+        env = self.machine.env
         loop = self._closed if self.spec.loop.kind == "closed" else self._open
         for w in self.workers:
             env.process(loop(w))
@@ -380,7 +394,7 @@ class WorkloadRun:
         if self.spec.warmup > 0:
             env.process(self._reset_rcu_peak())
         t0 = time.perf_counter()
-        self.m.run(self.spec.duration)
+        self.machine.run(self.spec.duration)
         wall = time.perf_counter() - t0
         if len(self.series["dirty_pages"]) < self.meter.buckets:
             self._sample()  # the last millisecond (its sample falls at the very end of the run)
@@ -389,19 +403,22 @@ class WorkloadRun:
                 self.meter.stats("workload", w.current[0]).running(w.current[1])
         for op, t0 in self.daemons_running.values():
             self.meter.stats("daemon", op).running(t0)
-        for (th, op), t0 in self.m.nested.items():  # a miss or fault the run's end interrupted
+        for (
+            th,
+            op,
+        ), t0 in self.machine.nested.items():  # a miss or fault the run's end interrupted
             self.meter.stats("daemon" if th.proc is None else "workload", op).running(t0)
-        rcu = self.m._rcu
+        rcu = self.machine.rcu
         if rcu is not None and rcu.read_sections:  # counted as a plain int on the lookup path
-            self.m.recorder.counters["rcu_read_sections"] = (
+            self.machine.recorder.counters["rcu_read_sections"] = (
                 rcu.read_sections - self.rcu_sections_at_warmup
             )
         self.costs.check_all_read(self.spec.machine.costs, "this workload")
         return build_result(self, wall)
 
     def _reset_rcu_peak(self):
-        yield self.m.env.timeout(self.spec.warmup)
-        rcu = self.m._rcu
+        yield self.machine.env.timeout(self.spec.warmup)
+        rcu = self.machine.rcu
         if rcu is not None:
             rcu.max_pending_bytes = rcu.pending_bytes
             self.rcu_sections_at_warmup = rcu.read_sections

@@ -14,9 +14,21 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union, get_args
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    create_model,
+    model_validator,
+)
 
 from pmsim.errors import ConfigError
+from pmsim.operations import BY_NAME, DAEMONS, MIX_OPERATIONS, in_scope, words
+from pmsim.storage import STORE_KINDS
+from pmsim.sync.qlock import WAKE_POLICIES
+from pmsim.sync.spinlock import SPINLOCK_KINDS
 from pmsim.units import Distribution, format_time, parse_dist, parse_time
 
 
@@ -74,8 +86,8 @@ class Strict(BaseModel):
 class MachineSpec(Strict):
     cores: Annotated[int, Field(gt=0, le=4096)] = 16
     sockets: Annotated[int, Field(gt=0)] = 1
-    spinlock: Literal["ttas", "ticket", "mcs"] = "ttas"
-    qlock_wake: Literal["waker_core", "remote_ipi"] = "waker_core"
+    spinlock: Literal[SPINLOCK_KINDS] = SPINLOCK_KINDS[0]
+    qlock_wake: Literal[WAKE_POLICIES] = WAKE_POLICIES[0]
     costs: dict[str, float | str] = {}  # cost-table overrides by name (pmsim costs)
 
     @model_validator(mode="after")
@@ -88,7 +100,7 @@ class MachineSpec(Strict):
 class FileSpec(Strict):
     name: str = "data"
     pages: Pages = 4096
-    store: Literal["tmpfs", "nvme", "hdd", "network"] = "tmpfs"
+    store: Literal[STORE_KINDS] = STORE_KINDS[0]
     resident: Fraction = 1.0  # of the file's pages, in the page cache at the start
     dirty: Fraction = 0.0  # of the file's pages, dirty at the start (a subset of the resident ones)
     weight: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] = 1.0  # share of file operations
@@ -126,28 +138,29 @@ class ProcessSpec(Strict):
         return self
 
 
-MIX_OPS = ("read", "write", "touch", "fsync", "punch_hole", "mmap_munmap", "reclaim")
-
-
-class MixSpec(Strict):
-    """Relative weights of the operations each thread issues."""
-
-    read: Weight = 0.0
-    write: Weight = 0.0
-    touch: Weight = 0.0  # a user load or store of a mapped page (faults if its PTE is absent)
-    fsync: Weight = 0.0
-    punch_hole: Weight = 0.0
-    mmap_munmap: Weight = 0.0  # churn: mmap, touch some pages, munmap
-    reclaim: Weight = 0.0  # memory-pressure pm_free_unused_pages on every file
+class _Mix(Strict):
+    """Relative weights of the operations each thread issues (``pmsim.operations``: one field
+    per operation a mix may weight, 0 by default)."""
 
     @model_validator(mode="after")
     def _some(self):
-        if not any(getattr(self, op) > 0 for op in MIX_OPS):
+        if not any(getattr(self, op) > 0 for op in MIX_OPERATIONS):
             raise ValueError("every weight is 0: give at least one operation a positive weight")
         return self
 
     def weights(self) -> dict[str, float]:
-        return {op: getattr(self, op) for op in MIX_OPS if getattr(self, op) > 0}
+        return {op: getattr(self, op) for op in MIX_OPERATIONS if getattr(self, op) > 0}
+
+
+MixSpec = create_model(
+    "MixSpec",
+    __base__=_Mix,
+    __doc__=_Mix.__doc__,
+    **{op: (Weight, Field(0.0, description=BY_NAME[op].doc)) for op in MIX_OPERATIONS},
+)
+FILE_PAGE_OPS = in_scope("file_pages")  # read, write, punch_hole: request_pages of a file
+MAPPING_OPS = in_scope("mapping")  # touch: a page of a mapping
+CHURN_OPS = in_scope("churn")  # mmap_munmap: the churn block
 
 
 class Uniform(Strict):
@@ -210,9 +223,15 @@ class Daemon(Strict):
     core: Annotated[int, Field(ge=0)] | None = None  # default: the last core
 
 
-class Daemons(Strict):
-    writeback: Daemon | None = None  # fsync (pm_writeback_pages) of every file each period
-    reclaim: Daemon | None = None  # pm_free_unused_pages of every file each period
+Daemons = create_model(
+    "Daemons",
+    __base__=Strict,
+    __doc__="Kernel daemons (``pmsim.operations.DAEMONS``): each runs its operation every period.",
+    **{
+        name: (Daemon | None, Field(None, description=f"runs {op} each period"))
+        for name, op in DAEMONS.items()
+    },
+)
 
 
 class WorkloadSpec(Strict):
@@ -263,11 +282,13 @@ class WorkloadSpec(Strict):
                     )
         mix = self.mix.weights()
         threads = self.total_threads
-        if "touch" in mix:
+        touches = [op for op in MAPPING_OPS if op in mix]
+        if touches:
             for i, p in enumerate(self.processes):
                 if not p.mappings:
                     raise ValueError(
-                        f"processes[{i}] ({p.name}): mix.touch needs a mapping to touch; it has none"
+                        f"processes[{i}] ({p.name}): mix.{touches[0]} needs a mapping to touch; "
+                        "it has none"
                     )
                 for j, m in enumerate(p.mappings):
                     if self.touch_stores > 0 and m.prot != "rw":
@@ -275,10 +296,8 @@ class WorkloadSpec(Strict):
                             f"processes[{i}].mappings[{j}].prot is {m.prot!r}, but touch_stores "
                             f"({self.touch_stores}) would store to it (a segfault)"
                         )
-        f = _file(
-            by_name, self.churn.file, names, "churn"
-        )  # the runner resolves it even when unused
-        if "mmap_munmap" in mix:
+        f = _file(by_name, self.churn.file, names, "churn")  # resolved even when unused
+        if any(op in mix for op in CHURN_OPS):
             if self.churn.pages > f.pages:
                 raise ValueError(
                     f"churn.pages ({self.churn.pages}) exceeds file {f.name!r} ({f.pages} pages)"
@@ -287,7 +306,7 @@ class WorkloadSpec(Strict):
                 raise ValueError(
                     f"churn.touches ({self.churn.touches}) exceeds churn.pages ({self.churn.pages})"
                 )
-        file_ops = {"read", "write", "punch_hole"} & set(mix)
+        file_ops = any(op in mix for op in FILE_PAGE_OPS)
         for f in self.files:
             if file_ops and self.request_pages > f.pages:
                 raise ValueError(
@@ -303,7 +322,8 @@ class WorkloadSpec(Strict):
                 raise ValueError(
                     f"pattern disjoint: {what} has {extent} pages, fewer than the {threads} threads"
                 )
-        for name, d in (("writeback", self.daemons.writeback), ("reclaim", self.daemons.reclaim)):
+        for name in DAEMONS:
+            d = getattr(self.daemons, name)
             if d is not None:
                 if d.period <= 0:
                     raise ValueError(
@@ -319,29 +339,31 @@ class WorkloadSpec(Strict):
         """A setting given a value other than its default that nothing in this workload uses is
         refused, not ignored (a resolved spec, which spells out every default, stays valid)."""
         mix, given = self.mix.weights(), self.model_fields_set
-        stores_used = "touch" in mix or (
-            "mmap_munmap" in mix and self.churn.touches and self.churn.prot == "rw"
+        churn = any(op in mix for op in CHURN_OPS)
+        stores_used = any(op in mix for op in MAPPING_OPS) or (
+            churn and self.churn.touches and self.churn.prot == "rw"
         )
         unused = [
             (
                 "churn",
                 self.churn.model_dump(mode="json"),
-                "churn" in given and self.churn != Churn() and "mmap_munmap" not in mix,
-                "mix.mmap_munmap is 0",
+                "churn" in given and self.churn != Churn() and not churn,
+                f"mix.{words(CHURN_OPS)} is 0",
             ),
             (
                 "touch_stores",
                 self.touch_stores,
                 "touch_stores" in given and self.touch_stores > 0 and not stores_used,
-                "nothing touches a writable mapping (mix.touch is 0, and no read-write churn touches)",
+                f"nothing touches a writable mapping (mix.{words(MAPPING_OPS)} is 0, and no "
+                "read-write churn touches)",
             ),
             (
                 "request_pages",
                 self.request_pages,
                 "request_pages" in given
                 and self.request_pages != 1
-                and not {"read", "write", "punch_hole"} & set(mix),
-                "mix has no read, write or punch_hole",
+                and not any(op in mix for op in FILE_PAGE_OPS),
+                f"mix has no {words(FILE_PAGE_OPS)}",
             ),
             (
                 "files[0].weight",
@@ -362,10 +384,10 @@ class WorkloadSpec(Strict):
     def _ranges(self):
         """The page ranges the access pattern is applied to: files for file ops, mappings for touches."""
         mix = self.mix.weights()
-        if {"read", "write", "punch_hole"} & set(mix):
+        if any(op in mix for op in FILE_PAGE_OPS):
             for f in self.files:
                 yield f.pages - self.request_pages + 1, f"file {f.name!r} (as request starts)"
-        if "touch" in mix:
+        if any(op in mix for op in MAPPING_OPS):
             for p in self.processes:
                 for m in p.mappings:
                     yield self.mapping_length(m), f"a mapping of process {p.name!r}"
@@ -384,14 +406,10 @@ class WorkloadSpec(Strict):
         """The kernel entry points this workload uses (a design must offer them all)."""
         ops = set()
         for op in self.mix.weights():
-            ops |= {
-                "mmap_munmap": {"mmap", "munmap", "touch", "fault"},
-                "touch": {"touch", "fault"},
-            }.get(op, {op})
-        if self.daemons.writeback is not None:
-            ops.add("fsync")
-        if self.daemons.reclaim is not None:
-            ops.add("reclaim")
+            ops.update(BY_NAME[op].needs)
+        for name, op in DAEMONS.items():
+            if getattr(self.daemons, name) is not None:
+                ops.update(BY_NAME[op].needs)
         return ops
 
 
