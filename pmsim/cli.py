@@ -93,7 +93,10 @@ def _costs(args) -> int:
         print(markdown_table())
         return 0
     for p in cost_params().values():
-        print(f"{p.name:42} {p.default:>10g} {p.unit:6} [{p.range[0]:g}, {p.range[1]:g}] {p.role}")
+        print(
+            f"{p.name:42} {p.default:>10g} {p.unit:6} [{p.range[0]:g}, {p.range[1]:g}] {p.role}"
+            + (f"  {p.derivation()}" if p.derived_from else "")
+        )
     return 0
 
 

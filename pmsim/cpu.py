@@ -78,8 +78,15 @@ class Core:
     def meter(self, now: float) -> tuple[float, float, float]:
         """(useful, spin, ipi) ns up to ``now``, excluding pre-charged time after ``now``."""
         spin = self.spin + (now - self.spin_since if self.spin_since is not None else 0.0)
+        # Handler time overlapping the work in progress is not useful: stolen before the work
+        # was scheduled, it is inside busy_until (folded); stolen during it, the thread pays it
+        # at its next sync (pending_steal). Either way it must not count as useful and ipi.
+        rem_work = max(0.0, self.busy_until - now)
+        rem_ipi = max(0.0, self.ipi_until - now)
+        pending_steal = self.thread.stolen if self.thread is not None else 0.0
+        folded = min(max(0.0, rem_ipi - pending_steal), rem_work)
         return (
-            self.useful - max(0.0, self.busy_until - now),
+            self.useful - rem_work + folded - max(0.0, min(pending_steal, rem_work) - rem_ipi),
             spin,
             self.ipi - max(0.0, self.ipi_until - now),
         )
@@ -202,19 +209,23 @@ class Thread:
             core.give_up()
             yield from core.take(self)
 
-    def block(self, event: Event):
-        """Sleep until ``event``: the core goes to other threads or idles (a generator).
-
-        Work charged before blocking (e.g. the context save) is done before the
-        thread can resume.
-        """
-        if self.spinlocks_held:  # Akaros pre_block_check: never sleep holding a spinlock
+    def _pre_block_check(self) -> None:
+        """Akaros's pre_block_check: never sleep holding a spinlock."""
+        if self.spinlocks_held:
             raise violation(
                 self.machine,
                 self,
                 None,
                 f"{self.name} blocks holding {self.spinlocks_held} spinlock(s) (pre_block_check)",
             )
+
+    def block(self, event: Event):
+        """Sleep until ``event``: the core goes to other threads or idles (a generator).
+
+        Work charged before blocking (e.g. the context save) is done before the
+        thread can resume.
+        """
+        self._pre_block_check()
         env = self.env
         core = self.core
         if (self.pending or self.stolen) and self._must_sync_at_idle():
@@ -232,6 +243,21 @@ class Thread:
             yield env.timeout(resume_floor - env.now)
         if core.thread is not self:
             yield from core.take(self)
+        return value
+
+    def sleep(self, event: Event):
+        """A kthread sleeps until ``event`` and restarts (a generator): what every sleep in the
+        kernel does (``sem_down`` on a qlock, a page lock, IO, ``kthread_usleep``).
+
+        ``save_kthread_ctx`` (register save, switch to a fresh stack) is charged before the
+        core is given up, ``restart_kthread`` (switch back, ``longjmp``) after the wake-up,
+        each ``kthread_switch_ns``: the same block/restart cost for every kind of sleep."""
+        self._pre_block_check()  # (sem_down checks before it saves anything)
+        switch = self.machine.costs.ns("kthread_switch_ns")
+        self.pending += switch  # save_kthread_ctx
+        yield from self.sync()  # (the save runs on this core before it is given up)
+        value = yield from self.block(event)
+        self.pending += switch  # restart_kthread
         return value
 
     def _smp_idle(self, lag: float) -> None:

@@ -11,18 +11,24 @@ page-table page), which is what a PTE walk pays for.
 from __future__ import annotations
 
 from pmsim.errors import ConfigError
+from pmsim.kernel.syscall import FD_MODES, FdTable
 from pmsim.kernel.vm import PT_ENTRIES
 
 PROC_STATES = ("RUNNING_M", "RUNNING_S")
-PROCESS_LOCKS = ("pte_lock", "vmr_lock", "proc_lock")  # every process's, reported summed by name
+# Every process's locks, reported summed by name (fdt_lock and chan_lock: the syscall layer).
+PROCESS_LOCKS = ("pte_lock", "vmr_lock", "proc_lock", "fdt_lock", "chan_lock")
 
 
 class Process:
     """A process's identity, state, locks and vcore placement."""
 
-    def __init__(self, machine, name: str, cores: list[int], state: str = "RUNNING_M"):
+    def __init__(
+        self, machine, name: str, cores: list[int], state: str = "RUNNING_M", fd: str = "shared"
+    ):
         if state not in PROC_STATES:
             raise ConfigError(f"process {name}: unknown state {state!r}")
+        if fd not in FD_MODES:
+            raise ConfigError(f"process {name}: unknown fd mode {fd!r} (one of {FD_MODES})")
         self.machine = machine
         self.name = name
         self.state = state
@@ -31,6 +37,7 @@ class Process:
         self.proc_lock = machine.spinlock("proc_lock")
         self.vmr_lock = machine.spinlock("vmr_lock")
         self.pte_lock = machine.spinlock("pte_lock")
+        self.fdt = FdTable(machine, fd)  # open_files: its lock and the chans of its fds
         self.vmrs: list = []  # vm_regions, in address order
         self.vmr_history = 0  # bumped by every VMR change (populate_pm_va checks it)
         self.pt_chunks: set[int] = set()  # vpn >> 9 of every last-level page table

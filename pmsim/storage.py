@@ -8,7 +8,11 @@ Profiles:
 - ``tmpfs`` (kern/drivers/dev/tmpfs.c): readpage zeroes the page and sleeps
   ``kthread_usleep(1)``; writepage is a no-op.
 - ``nvme``, ``hdd``: lognormal latencies around the cost table's means.
-- ``network``: a 9p-like RPC per page (gtfs); ``#mnt`` serialises (depth 1).
+- ``gtfs`` (kern/drivers/dev/gtfs.c): Akaros's 9p-backed file system, one RPC per page
+  through ``#mnt``, which serialises them (depth 1); a wstat RPC for ``sync_metadata``.
+
+``tmpfs`` and ``gtfs`` are Akaros's stores. ``nvme`` and ``hdd`` are what-ifs (a local block
+device Akaros has no page-cache path for); outputs that use them say so (:data:`WHAT_IF`).
 """
 
 from __future__ import annotations
@@ -18,17 +22,18 @@ import heapq
 from pmsim.errors import ConfigError
 from pmsim.units import Distribution
 
-STORE_KINDS = ("tmpfs", "nvme", "hdd", "network")
+STORE_KINDS = ("tmpfs", "gtfs", "nvme", "hdd")
+WHAT_IF = frozenset({"nvme", "hdd"})  # not Akaros stores: labelled what-if in every output
 
 # Device kinds: the cost-table names of (read mean, write mean, lognormal shape, queue depth).
 DEVICE_COSTS = {
     "nvme": ("nvme_read_4k_us", "nvme_write_4k_us", "nvme_latency_sigma", "nvme_queue_depth"),
     "hdd": ("hdd_read_4k_ms", "hdd_write_4k_ms", "hdd_latency_sigma", "hdd_queue_depth"),
-    "network": (
-        "network_fs_read_ms",
-        "network_fs_write_ms",
-        "network_latency_sigma",
-        "network_queue_depth",
+    "gtfs": (
+        "gtfs_rpc_read_ms",
+        "gtfs_rpc_write_ms",
+        "gtfs_latency_sigma",
+        "gtfs_queue_depth",
     ),
 }
 
@@ -80,7 +85,7 @@ class BackingStore:
         yield from thread.sync()
         env = self.machine.env
         done = self._issue(env.now, latency, counter)
-        yield from thread.block(env.timeout(done - env.now))
+        yield from thread.sleep(env.timeout(done - env.now))
 
     def readpage(self, thread):
         """``pm_op->readpage``: fill one page from the store (a generator)."""
@@ -88,7 +93,7 @@ class BackingStore:
             thread.pending += self.zero_ns
             yield from thread.sync()
             self.machine.recorder.count("io_reads")
-            yield from thread.block(self.machine.env.timeout(self.sleep_ns))
+            yield from thread.sleep(self.machine.env.timeout(self.sleep_ns))
             return
         yield from self._io(thread, self.read(), "io_reads")
 
@@ -99,6 +104,10 @@ class BackingStore:
             return
         yield from self._io(thread, self.write(), "io_writes")
 
+    def wstat(self, thread):
+        """gtfs ``sync_metadata``'s wstat RPC (length, mtime) to the 9p server (a generator)."""
+        yield from self._io(thread, self.read(), "io_metadata")
+
     def writepages(self, thread, n: int):
         """A bulk write of ``n`` pages, all issued at once (the ``TODO (WB)`` what-if); the
         caller sleeps until the last one completes (a generator)."""
@@ -108,7 +117,7 @@ class BackingStore:
         yield from thread.sync()
         env = self.machine.env
         last = max(self._issue(env.now, self.write(), "io_writes") for _ in range(n))
-        yield from thread.block(env.timeout(last - env.now))
+        yield from thread.sleep(env.timeout(last - env.now))
 
     def utilization(self, window: float, end: float) -> float:
         """Busy slot-time over available slot-time in the measured window ending at ``end``

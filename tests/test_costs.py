@@ -53,7 +53,7 @@ def test_defaults_in_ns():
             assert c.ns(name) == pytest.approx(p.default * NS_PER[p.unit])
         elif p.unit == "cycles":
             assert c.ns(name) == pytest.approx(p.default / ghz)
-    assert c.ns("context_switch_us") == 2000.0
+    assert c.ns("qlock_sleep_wake_us") == 5000.0
     assert c.ns("rcu_gp_min_period_ms") == 25e6
     assert c.ns("ipi_receive_cycles") == pytest.approx(1212 / 2.4)
     assert c.overridden() == {}
@@ -61,10 +61,10 @@ def test_defaults_in_ns():
 
 def test_unknown_name_suggests_the_closest():
     with pytest.raises(ConfigError) as ei:
-        CostTable({"context_switch_ns": 1})
+        CostTable({"qlock_sleep_wake_ns": 1})
     msg = str(ei.value)
-    assert "'context_switch_ns'" in msg
-    assert "did you mean 'context_switch_us'" in msg
+    assert "'qlock_sleep_wake_ns'" in msg
+    assert "did you mean 'qlock_sleep_wake_us'" in msg
     with pytest.raises(ConfigError, match="did you mean 'ipi_send_ns'"):
         CostTable({"ipi_sned_ns": 1})
 
@@ -81,8 +81,8 @@ def test_unknown_name_without_a_close_match():
 )
 def test_negative_or_non_finite_rejected(raw):
     with pytest.raises(ConfigError) as ei:
-        CostTable({"context_switch_us": raw})
-    assert "context_switch_us" in str(ei.value)
+        CostTable({"qlock_sleep_wake_us": raw})
+    assert "qlock_sleep_wake_us" in str(ei.value)
     assert repr(raw) in str(ei.value)
 
 
@@ -104,12 +104,12 @@ def test_reference_parameters_cannot_be_overridden(name):
 @pytest.mark.parametrize(
     "name, raw, value, ns",
     [
-        ("context_switch_us", "3us", 3.0, 3000.0),
-        ("context_switch_us", "500ns", 0.5, 500.0),
-        ("context_switch_us", "3µs", 3.0, 3000.0),
-        ("context_switch_us", "0.01ms", 10.0, 10000.0),
-        ("context_switch_us", 3, 3.0, 3000.0),
-        ("context_switch_us", "3", 3.0, 3000.0),
+        ("qlock_sleep_wake_us", "3us", 3.0, 3000.0),
+        ("qlock_sleep_wake_us", "500ns", 0.5, 500.0),
+        ("qlock_sleep_wake_us", "3µs", 3.0, 3000.0),
+        ("qlock_sleep_wake_us", "0.01ms", 10.0, 10000.0),
+        ("qlock_sleep_wake_us", 3, 3.0, 3000.0),
+        ("qlock_sleep_wake_us", "3", 3.0, 3000.0),
         ("ipi_send_ns", "2us", 2000.0, 2000.0),
         ("ipi_send_ns", " 250ns ", 250.0, 250.0),
         ("rcu_gp_min_period_ms", "500us", 0.5, 5e5),
@@ -140,7 +140,7 @@ def test_any_duration_string_sets_the_same_ns(name, x, unit):
         ("rcu_cb_thresh", "3us"),
         ("hdd_latency_sigma", "1ms"),
         ("cpu_clock_ghz", "3GHz"),
-        ("context_switch_us", "3 parsecs"),
+        ("qlock_sleep_wake_us", "3 parsecs"),
         ("ipi_send_ns", None),
         ("ipi_send_ns", [1]),
         ("ipi_send_ns", "fast"),
@@ -188,7 +188,7 @@ def test_table_is_independent_of_other_tables():
 
 
 def test_parse_assignment():
-    assert parse_assignment("context_switch_us=3us") == ("context_switch_us", "3us")
+    assert parse_assignment("qlock_sleep_wake_us=3us") == ("qlock_sleep_wake_us", "3us")
     assert parse_assignment(" a = 1 ") == ("a", "1")
     for bad in ("noequals", "=3", " =3"):
         with pytest.raises(ConfigError) as ei:

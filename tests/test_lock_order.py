@@ -175,7 +175,7 @@ def trace() -> LockTrace:
 
 # =========================================================================== scenarios
 # Constant IO latencies; the runs end long before the first RCU grace period matters.
-COSTS = {"nvme_latency_sigma": 0, "network_latency_sigma": 0}
+COSTS = {"nvme_latency_sigma": 0, "gtfs_latency_sigma": 0}
 RUN_NS = 2 * 10**7
 
 
@@ -217,6 +217,16 @@ def _read(design, tr, store="tmpfs", warm=(0,), write=False):
     k.warm(f, warm)
     th = m.thread("t", 0)
     _run(m, (k.write if write else k.read)(th, f, 0))
+    return "t"
+
+
+def _sysread(design, tr):
+    """read() of a warm page by a thread of a user process: the syscall layer around it."""
+    m, k = _machine(design)
+    f = k.file("f", 8, "tmpfs")
+    k.warm(f, (0,))
+    th = m.thread("t", 0, k.process("P", cores=[0]))
+    _run(m, k.read(th, f, 0))
     return "t"
 
 
@@ -267,7 +277,7 @@ def _fsync_setup(design, tr):
     vA1 (A, shared RW, dirty PTE on page 0), vP (A, private RW), vB (B, shared RW, dirty PTE on 1),
     vA2 (A, shared RW, dirty PTE on 2), vR (B, shared RO, clean PTE on 3)."""
     m, k = _machine(design)
-    f = k.file("f", 8, "network")
+    f = k.file("f", 8, "gtfs")
     k.warm(f, range(6), dirty=[5])
     f.dirty = True  # FSF_DIRTY, set by that write()
     a = k.process("A", cores=[1])
@@ -301,7 +311,7 @@ def _reclaim(design, tr):
     """Pages 0..3 resident: 0 unused; 1 in use (slot refcount 1, a reader between load and put);
     2 mapped by a VMR; 3 dirty and unmapped."""
     m, k = _machine(design)
-    f = k.file("f", 8, "network")
+    f = k.file("f", 8, "gtfs")
     k.warm(f, range(4), dirty=[3])
     f.pm.tree.slots[1].refcnt = 1
     a = k.process("A", cores=[1])
@@ -336,8 +346,9 @@ def _munmap(design, tr):
 
 SCENARIOS = {
     "read_hit": lambda d, tr: _read(d, tr),
+    "sysread_hit": _sysread,
     "read_miss": lambda d, tr: _read(d, tr, warm=()),
-    "read_miss_network": lambda d, tr: _read(d, tr, store="network", warm=()),
+    "read_miss_gtfs": lambda d, tr: _read(d, tr, store="gtfs", warm=()),
     "read_wait": _read_wait,
     "write_miss": lambda d, tr: _read(d, tr, warm=(), write=True),
     "fault_hit": lambda d, tr: _fault(d, tr, "RUNNING_M", warm=[0]),
@@ -383,7 +394,9 @@ def test_every_row_has_a_scenario_and_every_design_has_rows():
     for design, cls in DESIGNS.items():
         assert set(cls.lock_order) <= set(SCENARIOS), design
         assert set(cls.lock_nesting) <= set(cls.lock_order), design
-        assert {"read_hit", "read_miss", "fault_hit", "punch_hole", "munmap"} <= set(cls.lock_order)
+        assert {"read_hit", "sysread_hit", "read_miss", "fault_hit", "punch_hole", "munmap"} <= set(
+            cls.lock_order
+        )
         if "fsync" in cls.entry_points:
             assert {"fsync", "pm_writeback_pages", "reclaim"} <= set(cls.lock_order), design
         else:
@@ -501,7 +514,7 @@ def test_old_has_no_writeback_or_reclaim_entry_point(op):
     ConfigError."""
     assert not {op, "pm_writeback_pages"} & set(DESIGNS["old"].lock_order)
     m, k = _machine("old")
-    f = k.file("f", 8, "network")
+    f = k.file("f", 8, "gtfs")
     th = m.thread("t", 0)
     gen = k.fsync(th, f) if op == "fsync" else k.reclaim(th)
     with pytest.raises(ConfigError):

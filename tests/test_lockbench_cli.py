@@ -142,7 +142,7 @@ def test_ideal_then_set_is_the_bw_lock(capsys):
     out = json.loads(capsys.readouterr().out)
     overridden = out["costs_overridden"]
     assert overridden["ticket_handoff_per_waiter_ns"] == 100
-    assert overridden["lock_pair_uncontended_ns"] == 0 and overridden["context_switch_us"] == 0
+    assert overridden["lock_pair_uncontended_ns"] == 0 and overridden["kthread_switch_ns"] == 0
 
 
 @pytest.mark.parametrize(

@@ -340,10 +340,12 @@ def test_freeing_a_page_that_still_has_pg_pagemap_stops_the_run(design):
     th = m.thread("a", 0)
     start(m, lambda: k.punch_hole(th, f, 6, 1))
     n = c.ns
-    # the removal lock (pm_lock / pm_qlock), a one-slot walk, and NEW's pm_lock round trip
-    # in pm_has_vmr_with_page; the CAS is still charged when page_decref runs.
+    # the removal lock (pm_lock / pm_qlock), a one-slot walk reading one struct page, and
+    # NEW's pm_lock round trip in pm_has_vmr_with_page; the CAS is still charged when
+    # page_decref runs.
     locks = 1 if is_old(design) else 2
-    t = punch_entered_at(c) + locks * n("lock_pair_uncontended_ns") + n("radix_walk_ns_per_slot")
+    walk = n("radix_walk_ns_per_slot") + n("page_struct_read_ns")
+    t = punch_entered_at(c) + locks * n("lock_pair_uncontended_ns") + walk
     expect_violation(
         m,
         t=t,

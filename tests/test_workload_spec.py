@@ -99,7 +99,7 @@ FLOAT_KEYS = {"resident", "dirty", "weight", "touch_stores", "theta", *BASE["mix
 CHOICES = {
     "spinlock": ("ttas", "ticket", "mcs"),
     "qlock_wake": ("waker_core", "remote_ipi"),
-    "store": ("tmpfs", "nvme", "hdd", "network"),
+    "store": ("tmpfs", "nvme", "hdd", "gtfs"),
     "kind": ("mcp", "scp"),
     "prot": ("r", "rw"),
 }

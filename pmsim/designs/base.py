@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from pmsim import fastpath
 from pmsim.errors import ConfigError, violation
+from pmsim.kernel.syscall import CHAN_OFFSET, FDTOCHAN
 from pmsim.kernel.vm import walk_ns
 from pmsim.operations import ENTRY_POINTS
 from pmsim.pagecache.page import PG_LOCKED, PG_PAGEMAP, PG_UPTODATE, Page
@@ -43,6 +44,7 @@ class PageMapCosts:
         "slab",
         "pte_entry",
         "pte_level",
+        "page_read",
     )
 
     def __init__(self, costs):
@@ -55,6 +57,7 @@ class PageMapCosts:
         self.slab = costs.ns("slab_alloc_ns")
         self.pte_entry = costs.ns("pte_walk_ns_per_entry")
         self.pte_level = costs.ns("pte_walk_ns_per_level")
+        self.page_read = costs.ns("page_struct_read_ns")  # a walk's look at a struct page
 
 
 class PageMap:
@@ -90,6 +93,10 @@ class PageMap:
             for klass in reversed(cls.__mro__):
                 merged.update(vars(klass).get(f"_own_{attr}", {}))
             setattr(cls, attr, merged)
+        if "read_hit" in cls.lock_order:  # read() of a user thread: the syscall layer around it
+            cls.lock_order["sysread_hit"] = (
+                *FDTOCHAN, *CHAN_OFFSET, *cls.lock_order["read_hit"], *CHAN_OFFSET
+            )  # fmt: skip
         cls.entry_points = frozenset(op for op in ENTRY_POINTS if op not in cls.lacks)
 
     @classmethod
@@ -354,11 +361,16 @@ class PageMap:
         """The range walker removes a slot whose callback returned true."""
         self._free_radix_nodes(th, self.tree.delete(index))
 
-    def _walk(self, th, start: int, end: int) -> list[int]:
-        """``radix_for_each_slot_in_range``'s walk: the resident indices; its cost is charged."""
+    def _walk(self, th, start: int, end: int):
+        """``radix_for_each_slot_in_range``'s walk: the resident indices, in order. Its tree
+        cost is charged at once; each page's ``struct page`` read (flags, refcount) as the
+        walk reaches it."""
         indices, cost = self.tree.walk(start, end)
         th.pending += cost
-        return indices
+        read = self.cost.page_read
+        for idx in indices:
+            th.pending += read
+            yield idx
 
     # --- VMR helpers (2.7) -------------------------------------------------------------
     def pm_has_vmr_with_page(self, th, idx: int):

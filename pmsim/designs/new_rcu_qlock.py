@@ -283,7 +283,7 @@ class NewPageMap(PageMap):
     lock_order = {
         "read_hit": ("rcu",),  # pm_find_page: RCU read side, no lock (2.2 NEW; 6.2 "hit: none")
         "read_miss": NEW_LOAD_MISS,
-        "read_miss_network": (  # gtfs exists only at HEAD (99d1ef50 is after a4d7239a)
+        "read_miss_gtfs": (  # gtfs exists only at HEAD (99d1ef50 is after a4d7239a)
             "rcu", "*page_lock", "+pm_qlock", "-pm_qlock",
             "+file_qlock", "readpage", "-file_qlock",  # gtfs_pm_readpage: qlock(&f->qlock) (3.8)
             "-page_lock",
@@ -341,7 +341,7 @@ class NewPageMap(PageMap):
     lock_nesting = {
         "fault_hit": {"rcu": ("vmr_lock",), "+pte_lock": ("vmr_lock",)},
         "read_miss": {"+pm_qlock": ("page_lock",), "readpage": ("page_lock",)},
-        "read_miss_network": {
+        "read_miss_gtfs": {
             "+file_qlock": ("page_lock",),
             "readpage": ("page_lock", "file_qlock"),
         },

@@ -4,7 +4,7 @@
 also sets PG_DIRTY, then ``write_metadata`` takes the file's own qlock).
 ``fs_file_punch_hole`` hands the whole pages to the page map's removal
 function. ``readpage``/``writepage`` are the ``pm_op`` of the file's store; the
-9p-like ``network`` store (gtfs) runs them under the file's qlock (ref 3.8).
+``gtfs`` store runs them under the file's qlock (ref 3.8).
 """
 
 from __future__ import annotations
@@ -23,13 +23,14 @@ class FsFile:
         self.store = BackingStore(machine, name, store)
         self.qlock = machine.qlock("file_qlock")  # f->qlock
         self.dirty = False  # FSF_DIRTY: set by write() and shared writable mmaps, never cleared
+        self.meta_changed = False  # mtime or length changed since the last sync_metadata
         self.pm = design(machine, self)
         self.copy_ns = machine.costs.ns("page_copy_4k_ns")  # memcpy of one page
 
     # --- pm_op --------------------------------------------------------------------------
     def readpage(self, th, page):
         """pm_op->readpage: synchronous; sets PG_UPTODATE. gtfs takes ``f->qlock`` around the RPC."""
-        if self.store.kind == "network":
+        if self.store.kind == "gtfs":
             yield from self.qlock.acquire(th)
             yield from self.store.readpage(th)
             page.flags |= PG_UPTODATE
@@ -40,16 +41,27 @@ class FsFile:
 
     def writepage(self, th, page):
         """pm_op->writepage: synchronous (tmpfs: a no-op). gtfs takes ``f->qlock``."""
-        if self.store.kind == "network":
+        if self.store.kind == "gtfs":
             yield from self.qlock.acquire(th)
             yield from self.store.writepage(th)
             yield from self.qlock.release(th)
         else:
             yield from self.store.writepage(th)
 
+    def sync_metadata(self, th):
+        """gtfs ``writeback_file`` -> ``sync_metadata``: under ``f->qlock``, a wstat RPC when
+        the mtime or length changed since the last one (tmpfs has none of this)."""
+        if self.store.kind == "tmpfs":
+            return
+        yield from self.qlock.acquire(th)
+        if self.meta_changed:
+            self.meta_changed = False
+            yield from self.store.wstat(th)
+        yield from self.qlock.release(th)
+
     def writepages(self, th, pages: list):
         """The bulk write the ``TODO (WB)`` asks for (what-if designs only)."""
-        if self.store.kind == "network":
+        if self.store.kind == "gtfs":
             yield from self.qlock.acquire(th)
             yield from self.store.writepages(th, len(pages))
             yield from self.qlock.release(th)
@@ -90,6 +102,7 @@ def fs_file_write(th, f: FsFile, index: int, npages: int):
         yield from pm.pm_put_page(th, page)
     yield from f.qlock.acquire(th)  # write_metadata
     f.dirty = True
+    f.meta_changed = True  # the mtime (and maybe the length)
     yield from f.qlock.release(th)
 
 

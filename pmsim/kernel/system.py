@@ -14,6 +14,7 @@ from pmsim.designs import get_design
 from pmsim.errors import violation
 from pmsim.kernel import mm
 from pmsim.kernel.fs_file import FsFile, fs_file_punch_hole, fs_file_read, fs_file_write
+from pmsim.kernel.syscall import sysrw
 from pmsim.kernel.vm import PT_ENTRIES, Pte, Vmr
 from pmsim.pagecache.page import PG_DIRTY, PG_PAGEMAP, PG_UPTODATE, Page
 from pmsim.process import Process
@@ -41,8 +42,10 @@ class Kernel:
         self.files.append(f)
         return f
 
-    def process(self, name: str, cores: list[int], state: str = "RUNNING_M") -> Process:
-        p = Process(self.machine, name, cores, state)
+    def process(
+        self, name: str, cores: list[int], state: str = "RUNNING_M", fd: str = "shared"
+    ) -> Process:
+        p = Process(self.machine, name, cores, state, fd)
         self.procs.append(p)
         return p
 
@@ -95,15 +98,18 @@ class Kernel:
         th.pending += cost
 
     def read(self, th, f: FsFile, index: int, npages: int = 1):
-        """read(): fs_file_read of ``npages`` pages from page ``index``."""
+        """read(): sysread (kernel/syscall.py: the fd table and chan locks) around fs_file_read
+        of ``npages`` pages from page ``index``; a kernel thread calls fs_file_read directly."""
         self._enter(th, "read", self._syscall)
-        yield from fs_file_read(th, f, index, npages)
+        body = fs_file_read(th, f, index, npages)
+        yield from (body if th.proc is None else sysrw(th, f, body))
         yield from th.kernel_exit()
 
     def write(self, th, f: FsFile, index: int, npages: int = 1):
-        """write(): fs_file_write of ``npages`` pages from page ``index``."""
+        """write(): syswrite around fs_file_write of ``npages`` pages from page ``index``."""
         self._enter(th, "write", self._syscall)
-        yield from fs_file_write(th, f, index, npages)
+        body = fs_file_write(th, f, index, npages)
+        yield from (body if th.proc is None else sysrw(th, f, body))
         yield from th.kernel_exit()
 
     def touch(self, th, vmr: Vmr, off: int, write: bool = False):
@@ -142,8 +148,7 @@ class Kernel:
         cleared). tmpfs's CCTL_SYNC does nothing."""
         self._enter(th, "fsync", self._syscall)
         if f.store.kind != "tmpfs":
-            yield from f.qlock.acquire(th)  # sync_metadata (its wstat RPC is not modelled)
-            yield from f.qlock.release(th)
+            yield from f.sync_metadata(th)  # f->qlock; a wstat RPC if mtime or length changed
             if f.dirty:
                 yield from f.pm.pm_writeback_pages(th)
         yield from th.kernel_exit()
@@ -152,7 +157,8 @@ class Kernel:
         """Truncate / hole punch of whole pages: write_metadata under ``f->qlock``, then
         fs_file_punch_hole. The file's length is left as it was."""
         self._enter(th, "punch_hole", self._syscall)
-        yield from f.qlock.acquire(th)
+        yield from f.qlock.acquire(th)  # write_metadata
+        f.meta_changed = True  # the mtime
         yield from f.qlock.release(th)
         yield from fs_file_punch_hole(th, f, index, npages)
         yield from th.kernel_exit()

@@ -140,6 +140,7 @@ def title(rv: Review) -> list:
 def setup(rv: Review) -> list:
     from pmsim.costs import CostTable, cost_params
     from pmsim.designs import designs
+    from pmsim.storage import WHAT_IF
     from pmsim.workload.load import preset_question, presets
 
     known, pre = designs(), presets()
@@ -158,7 +159,7 @@ def setup(rv: Review) -> list:
                 ", ".join(rv.designs_of(w)),
                 str(len(rv.points_of(w))),
                 f"{s0['duration']} ({s0['warmup']} warm-up)",
-                ", ".join(stores),
+                ", ".join(f"{k} (what-if store)" if k in WHAT_IF else k for k in stores),
                 preset_question(pre[w]) if w in pre else "",
             ]
         )

@@ -71,6 +71,23 @@ class CacheLine:
         which must be synced."""
         self.written[word] = self._serve(thread, self.cost.rmw, self.cost.rmw_remote_socket)
 
+    def rmw_private(self, thread, word: int = 0) -> None:
+        """A locked RMW on a line no other thread touches (a single-thread process's chan):
+        its latency on the thread's own clock, with no sync point and no queue (nobody else
+        is served here). The same cost :meth:`rmw` charges."""
+        core = thread.core
+        owner = self.owner
+        if owner is core:
+            cost = self.cost.local
+        elif owner is None or owner.socket == core.socket:
+            cost = self.cost.rmw
+        else:
+            cost = self.cost.rmw_remote_socket
+        self.owner = core
+        self.written[word] = thread.now
+        self.free_at = thread.now + cost
+        thread.pending += cost
+
     def changed_since(self, word: int, t: float) -> bool:
         """Was ``word`` written (serialized) at or after ``t``?"""
         return self.written[word] >= t

@@ -12,8 +12,11 @@ kernel message. Wake policies:
 
 - ``waker_core`` (Akaros): the message goes to the *waker's* core, so the wakee
   restarts only when the waker's current kernel path ends or blocks (its next
-  ``smp_idle``), plus ``restart_kthread`` (``context_switch_us``). The lock is
-  effectively held all that time.
+  ``smp_idle``), then pays ``restart_kthread``. The lock is effectively held all that
+  time.
+
+The waiter's sleep is a kthread sleep (``Thread.sleep``): ``save_kthread_ctx`` before it and
+``restart_kthread`` after it, ``kthread_switch_ns`` each, as every other sleep pays.
 - ``remote_ipi`` (a Linux-like what-if): the wakee's core is sent an IPI and it
   runs ``qlock_sleep_wake_us`` after the ``qunlock``.
 """
@@ -30,18 +33,17 @@ WAKE_POLICIES = ("waker_core", "remote_ipi")
 
 
 class QLockCosts:
-    """The costs a qlock reads: the sem's spinlock round trip, its line's transfer, the block
-    (context save plus the sem spinlock), the kernel message, the restart, and for the
-    ``remote_ipi`` what-if the IPI and the remote wake-up."""
+    """The costs a qlock reads: the sem's spinlock round trip, its line's transfer, the context
+    save before queueing, the kernel message, and for the ``remote_ipi`` what-if the IPI and the
+    remote wake-up."""
 
-    __slots__ = ("pair", "transfer", "block", "kmsg", "restart", "ipi_send", "remote_wake")
+    __slots__ = ("pair", "transfer", "save", "kmsg", "ipi_send", "remote_wake")
 
     def __init__(self, costs):
         self.pair = costs.ns("lock_pair_uncontended_ns")
         self.transfer = costs.ns("cacheline_transfer_ns")
-        self.block = costs.ns("context_switch_us") + costs.ns("lock_pair_uncontended_ns")
+        self.save = costs.ns("kthread_switch_ns")  # save_kthread_ctx (Thread.sleep charges it)
         self.kmsg = costs.ns("kmsg_send_ns")
-        self.restart = costs.ns("context_switch_us")
         self.ipi_send = costs.ns("ipi_send_ns")
         self.remote_wake = costs.ns("qlock_sleep_wake_us")
 
@@ -108,15 +110,15 @@ class QLock:
         # queue. The save is charged now and the thread queued at once, marked ready
         # only when the save is done: a hand-off that comes earlier completes when the
         # save does, which is sem_down's "a sem_up raced in: undo the switch" path.
-        ready_at = t_req + self.cost.block
-        thread.pending += self.cost.block
+        ready_at = t_req + self.cost.save + self.cost.pair
+        thread.pending += self.cost.pair  # the sem's spinlock (the sleep adds the save)
         self.nr_signals -= 1
         ev = Event(self.env)
         self._queue_length_changes(t_req)
         self.waiters.append((thread, ev, ready_at))
         self.stats.queued(len(self.waiters))
-        yield from thread.block(ev)
-        now = self.env.now
+        yield from thread.sleep(ev)
+        now = thread.now  # once restarted (restart_kthread is charged, not yet synced)
         if self.holder is not thread:
             raise violation(
                 self.machine, thread, None, f"{self.name}: {thread.name} woke without the lock"
@@ -165,7 +167,7 @@ class QLock:
                 trigger_at(self.env, ev, ready_at - now)
             elif self.wake == "waker_core":
                 thread.pending += self.cost.kmsg
-                thread.deferred_wakes.append((ev, self.cost.restart))
+                thread.deferred_wakes.append((ev, 0.0))  # (the wakee pays restart_kthread)
             else:
                 thread.pending += self.cost.kmsg + self.cost.ipi_send
                 trigger_at(self.env, ev, self.cost.remote_wake)

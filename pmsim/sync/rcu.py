@@ -72,7 +72,7 @@ class Rcu:
         """Block the caller for a full grace period (a generator)."""
         ev = Event(self.env)
         self.call_rcu(thread, ev.succeed)
-        yield from thread.block(ev)
+        yield from thread.sleep(ev)  # sem_down on the completion
 
     def _wake_gp_ktask(self) -> None:
         self._wake_ctl = True

@@ -5,10 +5,13 @@ lock byte with ``pause`` until it is 0, then ``xchgb``; unlock is a plain store.
 ticket, no queue: the winner among spinners is whoever's ``xchg`` lands first, and
 every release bounces the line to every spinner. Spinners keep their core.
 
-Hand-off cost, for k = the spinners at the release (the next holder included):
-``ttas`` and ``ticket`` pay ``ticket_handoff_per_waiter_ns * k / 2`` (Boyd-Wickizer
-et al. 2012: on a release, on average half the waiters re-read the line before the
-next holder's read is answered); ``mcs`` pays one line transfer, whatever k.
+Hand-off cost, for k = the spinners at the release (the next holder included), with
+c = ``ticket_handoff_per_waiter_ns`` (derived from ``cacheline_transfer_ns``):
+``ticket`` pays c*k/2 (Boyd-Wickizer et al. 2012: on a release, on average half the
+waiters re-read the line before the next holder's read is answered); ``ttas`` pays
+c*k*``ttas_handoff_factor`` (every spinner's ``xchgb`` is an RFO of the line: 1.0 by
+default, 0.5 the ticket-like optimistic end); ``mcs`` pays one line transfer, whatever k.
+No hand-off is cheaper than the one transfer of the line it needs.
 ``ttas`` picks the winner uniformly at random among the spinners; the others FIFO.
 """
 
@@ -92,6 +95,50 @@ class SpinLock:
         self.acquired_at = now
         self.stats.acquired(now, now - ev.value, True)
 
+    def acquire_private(self, thread) -> None:
+        """``spin_lock`` of a lock no other thread ever takes (the fd table of a single-thread
+        process): the uncontended acquire's cost on the thread's own clock, without a sync
+        point, since no other thread can observe it (design.md: events only where threads can
+        interact). The same cost and statistics as :meth:`acquire` would give."""
+        now = thread.env.now + thread.pending + thread.stolen  # thread.now
+        core = thread.core
+        cost = self.cost.pair
+        lc = self.line_core
+        if lc is not None and lc is not core:
+            cost += (
+                self.cost.transfer if lc.socket == core.socket else self.cost.transfer_remote_socket
+            )
+        self.line_core = core
+        self.holder = thread
+        thread.spinlocks_held += 1
+        self.acquired_at = now + cost
+        thread.pending += cost
+        self.stats.acquired(now, cost, False)
+
+    def release_private(self, thread) -> None:
+        """``spin_unlock`` of a lock taken with :meth:`acquire_private`."""
+        now = thread.env.now + thread.pending + thread.stolen  # thread.now
+        thread.spinlocks_held -= 1
+        self.stats.released(now, now - self.acquired_at, thread.op)
+        self.holder = None
+
+    def round_trip_private(self, thread) -> None:
+        """:meth:`acquire_private` and :meth:`release_private` with nothing in between (the
+        chan's offset read under ``c->lock``): one call on the hot path."""
+        now = thread.env.now + thread.pending + thread.stolen  # thread.now
+        core = thread.core
+        cost = self.cost.pair
+        lc = self.line_core
+        if lc is not None and lc is not core:
+            cost += (
+                self.cost.transfer if lc.socket == core.socket else self.cost.transfer_remote_socket
+            )
+        self.line_core = core
+        thread.pending += cost
+        stats = self.stats
+        stats.acquired(now, cost, False)
+        stats.released(now + cost, 0.0, thread.op)
+
     def release(self, thread):
         """``spin_unlock``: free the lock or hand it to a spinner (a generator)."""
         yield from thread.sync()
@@ -124,21 +171,26 @@ class SpinLock:
 
 
 class TicketLock(SpinLock):
-    """FIFO; a hand-off costs c*k/2 (Boyd-Wickizer et al. 2012)."""
+    """FIFO; a hand-off costs c*k/2 (Boyd-Wickizer et al. 2012), at least one transfer."""
 
     kind = "ticket"
     __slots__ = ("per_waiter",)
 
     def __init__(self, machine, name):
         super().__init__(machine, name)
-        self.per_waiter = machine.costs.ns("ticket_handoff_per_waiter_ns")
+        self.per_waiter = machine.costs.ns("ticket_handoff_per_waiter_ns") / 2
 
     def _handoff(self, k, from_core, to_core):
-        return self.per_waiter * k / 2
+        t = self.per_waiter * k
+        floor = (
+            self.cost.transfer if from_core.socket == to_core.socket
+            else self.cost.transfer_remote_socket
+        )  # fmt: skip
+        return t if t > floor else floor
 
 
 class TTASLock(TicketLock):
-    """Akaros's lock: the same per-spinner hand-off cost, but a random winner (unfair)."""
+    """Akaros's lock: c*k*``ttas_handoff_factor`` per hand-off, and a random winner (unfair)."""
 
     kind = "ttas"
     __slots__ = ("rng",)
@@ -146,6 +198,9 @@ class TTASLock(TicketLock):
     def __init__(self, machine, name):
         super().__init__(machine, name)
         self.rng = machine.rng(f"spinlock.{name}")
+        self.per_waiter = machine.costs.ns("ticket_handoff_per_waiter_ns") * machine.costs.value(
+            "ttas_handoff_factor"
+        )
 
     def _next(self, waiters):
         i = int(self.rng.integers(len(waiters))) if len(waiters) > 1 else 0
@@ -165,9 +220,9 @@ class MCSLock(SpinLock):
         self.handoff = machine.costs.ns("spinlock_handoff_ns")
 
     def _handoff(self, k, from_core, to_core):
-        return (
-            self.handoff if from_core.socket == to_core.socket else self.cost.transfer_remote_socket
-        )
+        if from_core.socket != to_core.socket:
+            return self.cost.transfer_remote_socket
+        return self.handoff if self.handoff > self.cost.transfer else self.cost.transfer
 
 
 # The spinlock kinds, by name: Akaros's first (the default), then the what-ifs.

@@ -29,6 +29,7 @@ import yaml
 from pmsim.errors import ConfigError
 from pmsim.operations import COUNTED_OPERATIONS
 from pmsim.process import PROCESS_LOCKS
+from pmsim.storage import WHAT_IF
 from pmsim.workload.metrics import MS
 
 # Operations a workload issues; a fault (inside a touch) and a miss (inside a read, write or
@@ -150,7 +151,14 @@ def build_result(run, wall_s: float) -> RunResult:
         "io": {
             "reads": counters.get("io_reads", 0),
             "writes": counters.get("io_writes", 0),
+            "metadata_rpcs": counters.get("io_metadata", 0),
             "utilization": io_util,
+            # stores Akaros does not have (nvme, hdd): this run is a what-if
+            "what_if_stores": sorted({f.store.kind for f in run.file_list} & WHAT_IF),
+        },
+        "costs": {
+            "overridden": machine.costs.overridden(),
+            "derived_set_explicitly": machine.costs.derived_overridden,
         },
         "rcu": {
             "callbacks": counters.get("rcu_callbacks", 0),
@@ -383,6 +391,18 @@ def format_summary(summary: dict) -> str:
         f"{summary['workload']} on {summary['design']}: seed {summary['seed']}, "
         f"{summary['duration_ms']:g} ms simulated ({summary['warmup_ms']:g} ms warm-up excluded)",
         f"  total {summary['total_ops_per_s']:,.0f} ops/s",
+        *(
+            [f"  what-if store: {', '.join(summary['io']['what_if_stores'])} (not an Akaros store)"]
+            if summary["io"]["what_if_stores"]
+            else []
+        ),
+        *(
+            [
+                f"  derived costs set explicitly: {', '.join(summary['costs']['derived_set_explicitly'])}"
+            ]
+            if summary["costs"]["derived_set_explicitly"]
+            else []
+        ),
         "",
         f"  {'operation':12} {'count':>9} {'ops/s':>12} {'mean':>9} {'p50':>9} {'p90':>9} {'p99':>9} "
         f"{'p99.9':>9} {'max':>9}  (latency, us)",

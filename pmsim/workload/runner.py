@@ -124,6 +124,7 @@ class WorkloadRun:
                     pname,
                     sorted(set(thread_cores)),
                     "RUNNING_M" if ps.kind == "mcp" else "RUNNING_S",
+                    ps.fd,
                 )
                 vmrs = [
                     kernel.map_now(
@@ -140,6 +141,8 @@ class WorkloadRun:
                     th = machine.thread(f"{pname}.t{t}", core, proc)
                     workers.append(self._worker(Worker(th, proc, vmrs, g)))
                     g += 1
+                if ps.threads == 1:  # its fd table and chans are private to that thread
+                    proc.fdt.make_private(th)
         return workers
 
     def _worker(self, w: Worker) -> Worker:
@@ -345,7 +348,7 @@ class WorkloadRun:
         op = BY_NAME[DAEMONS[name]]
         entry, env, running = self._entry(op.name), self.machine.env, self.daemons_running
         while True:
-            yield from th.block(env.timeout(period))
+            yield from th.sleep(env.timeout(period))  # kthread_usleep
             for args in [(f,) for f in self.kernel.files] if op.scope == "file" else [()]:
                 running[th] = current = (op.name, th.now)
                 yield from entry(th, *args)

@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from pmsim.errors import ConfigError
+from pmsim.kernel.syscall import FD_MODES
 from pmsim.operations import BY_NAME, DAEMONS, MIX_OPERATIONS, in_scope, words
 from pmsim.storage import STORE_KINDS
 from pmsim.sync.qlock import WAKE_POLICIES
@@ -127,6 +128,7 @@ class ProcessSpec(Strict):
     count: Pages = 1
     threads: Pages = 1  # per process
     kind: Literal["mcp", "scp"] = "mcp"  # multicore (PROC_RUNNING_M) or single-core process
+    fd: Literal[FD_MODES] = FD_MODES[0]  # how its threads opened the files (kernel/syscall.py)
     mappings: list[MappingSpec] = []
 
     @model_validator(mode="after")
