@@ -50,7 +50,8 @@ class SweepResult:
 
     @property
     def failures(self) -> pd.DataFrame:
-        return self.summary[self.summary["status"] == "failed"]
+        """Runs that raised, and runs without a result (their files went while it ran)."""
+        return self.summary[self.summary["status"] != "ok"]
 
     def table(self, name: str) -> pd.DataFrame:
         """A per-run table (one of :data:`~pmsim.sweeps.store.RUN_TABLES`: ``ops``, ``latency``, ...)
@@ -88,18 +89,17 @@ def sweep(
     plans = plan_runs(exp)
     store = SweepStore(out if out is not None else default_out(exp))
     store.check(exp, resume)
-    with open_executor(workers, scheduler, scheduler_file, executor) as (
-        ex,
-        where,
-        window,
-    ):  # before writing
-        finished = store.open(exp, plans, resume)
-        todo = sorted(
-            (p for p in plans if p.run_id not in finished), key=lambda p: -p.cost_estimate
-        )
-        if todo:
-            _run_all(ex, where, window, exp, todo, store, len(finished), len(plans), progress)
-    tables = store.finalize(exp, plans)
+    with open_executor(workers, scheduler, scheduler_file, executor) as (ex, where, window):
+        finished = store.open(exp, plans, resume)  # after the pool forks: workers lack the lock
+        try:
+            todo = sorted(
+                (p for p in plans if p.run_id not in finished), key=lambda p: -p.cost_estimate
+            )
+            if todo:
+                _run_all(ex, where, window, exp, todo, store, len(finished), len(plans), progress)
+            tables = store.finalize(exp, plans)
+        finally:
+            store.unlock()
     return SweepResult(store.dir, exp, **tables)
 
 
