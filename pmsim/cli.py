@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
 import os
+import signal
 import sys
+import threading
 
 from pmsim.errors import ConfigError
 
@@ -122,24 +126,44 @@ def _sweep(args) -> int:
     from pmsim.sweeps.api import sweep
     from pmsim.sweeps.report import format_sweep
 
-    try:
-        res = sweep(
-            args.experiment,
-            args.out,
-            workers=args.workers,
-            scheduler=args.scheduler,
-            scheduler_file=args.scheduler_file,
-            resume=not args.no_resume,
-            progress=not args.quiet,
-        )
-    except KeyboardInterrupt:
-        print(
-            "pmsim sweep: interrupted; finished runs are written, run the same command again to resume",
-            file=sys.stderr,
-        )
-        return 130
+    with _sigterm_interrupts():
+        try:
+            res = sweep(
+                args.experiment,
+                args.out,
+                workers=args.workers,
+                scheduler=args.scheduler,
+                scheduler_file=args.scheduler_file,
+                resume=not args.no_resume,
+                progress=not args.quiet,
+            )
+        except KeyboardInterrupt:
+            print(
+                "pmsim sweep: interrupted; finished runs are written, run the same command again "
+                "to resume",
+                file=sys.stderr,
+            )
+            return 130
     print(format_sweep(res))
     return 1 if len(res.failures) else 0
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """SIGTERM (kill, a batch system's time limit) stops a sweep as Ctrl-C does: its workers
+    are stopped and what finished is kept."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def _plot(args) -> int:
@@ -327,6 +351,50 @@ def main(argv=None) -> int:
     except BrokenPipeError:  # the reader went away (pmsim run ... | head): not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush is quiet
         return 141
+    except KeyboardInterrupt:
+        print("pmsim: interrupted", file=sys.stderr)
+        return 130
+    except OSError as e:
+        return _os_error(e)
+    except Exception as e:  # noqa: BLE001 - a bug: one line, the traceback kept in a file
+        return _crash(e)
+
+
+def _os_error(e: OSError) -> int:
+    """One line for what the system refused: a path we may not read or write (bad input, 2), a
+    full disk or another failure of the machine (1). Files are written whole or not at all, so
+    nothing half-written is left: rerunning once it is fixed resumes."""
+    where = f" {e.filename}" if e.filename else ""
+    if isinstance(e, PermissionError):
+        print(f"pmsim: error:{where}: permission denied", file=sys.stderr)
+        return 2
+    if e.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(e):
+        what = "no space left on the device" + (f" writing{where}" if where else "")
+    else:
+        what = " ".join(str(e).split()) or type(e).__name__
+    print(
+        f"pmsim: error: {what}; nothing half-written is left: free it up and run the same "
+        "command again",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def _crash(e: Exception) -> int:
+    """An error pmsim did not expect (a bug): one line, and the traceback in a file to report."""
+    import tempfile
+    import traceback
+
+    line = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+    try:
+        fd, path = tempfile.mkstemp(prefix="pmsim-crash-", suffix=".txt")
+        with os.fdopen(fd, "w") as f:
+            f.write("".join(traceback.format_exception(e)))
+        kept = f"; traceback in {path}"
+    except OSError:
+        kept = ""
+    print(f"pmsim: internal error (a bug, please report it): {line}{kept}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

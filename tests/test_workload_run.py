@@ -404,7 +404,12 @@ def test_out_never_replaces_a_folder_pmsim_run_did_not_write(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("pmsim: error: --out:") and "not a folder pmsim run wrote" in err
     assert len(err.splitlines()) == 1
-    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt", "spec.yaml", "sub", "summary.json"]
+    assert sorted(p.name for p in mine.iterdir()) == [
+        "notes.txt",
+        "spec.yaml",
+        "sub",
+        "summary.json",
+    ]
     assert (mine / "notes.txt").read_text() == "mine"
     empty = tmp_path / "empty"
     empty.mkdir()

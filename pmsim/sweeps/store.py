@@ -66,7 +66,7 @@ def sweep_name(folder: Path) -> str | None:
     experiment and code digest), else None."""
     try:
         info = json.loads((folder / "manifest.json").read_text())
-    except (OSError, ValueError):
+    except (FileNotFoundError, IsADirectoryError, ValueError):  # ValueError: not JSON, not UTF-8
         return None
     if not isinstance(info, dict) or info.get("format") != FORMAT:
         return None
@@ -225,6 +225,8 @@ class SweepStore:
             for table in (*RUN_TABLES, "summary", "provenance", "failed"):
                 (self.runs / table).mkdir(parents=True, exist_ok=True)
         except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):  # the machine's, not the input's
+                raise
             raise ConfigError(f"--out: cannot write to {str(d)!r} ({e.strerror})") from None
         wanted = {p.run_id for p in plans}
         done = {p.stem for p in (self.runs / "summary").glob("*.parquet")} & wanted

@@ -39,8 +39,33 @@ def preset_question(path: Path) -> str:
     return ""
 
 
+# Deeper than any workload or experiment (about 6 levels), far below Python's recursion limit.
+MAX_DEPTH = 64
+
+
 class _Loader(yaml.SafeLoader):
-    """Safe YAML that refuses a key written twice in one mapping (PyYAML keeps the last silently)."""
+    """Safe YAML that refuses a key written twice in one mapping (PyYAML keeps the last silently),
+    aliases (``*name``: a few hundred bytes of them expand to gigabytes) and deep nesting (which
+    would exhaust Python's recursion)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"alias *{event.anchor} (aliases are not allowed)", event.start_mark
+            )
+        self._depth = getattr(self, "_depth", 0) + 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None,
+                    None,
+                    f"nested more than {MAX_DEPTH} levels deep",
+                    self.peek_event().start_mark,
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
     def construct_mapping(self, node, deep=False):
         if isinstance(node, yaml.MappingNode):
@@ -120,8 +145,10 @@ def apply_overrides(raw: dict, assignments) -> dict:
 
 def _scalar(text: str):
     try:
-        return yaml.safe_load(text) if text else ""
-    except yaml.YAMLError:
+        return yaml.load(text, Loader=_Loader) if text else ""
+    except yaml.YAMLError as e:
+        if getattr(e, "problem", "").startswith(("alias", "nested")):
+            raise ConfigError(yaml_problem(e, "--set value")) from None
         return text
 
 
