@@ -102,11 +102,13 @@ def _costs(args) -> int:
 
 
 def _run(args) -> int:
+    from pmsim.limits import check_run
     from pmsim.workload.load import load_spec
     from pmsim.workload.result import format_summary
     from pmsim.workload.runner import run_workload
 
     spec = load_spec(args.workload, args.set, args.seed)
+    check_run(spec, args.allow_large)
     res = run_workload(spec, args.design)
     if args.out:
         res.write(args.out)
@@ -136,6 +138,7 @@ def _sweep(args) -> int:
                 scheduler_file=args.scheduler_file,
                 resume=not args.no_resume,
                 progress=not args.quiet,
+                allow_large=args.allow_large,
             )
         except KeyboardInterrupt:
             print(
@@ -215,6 +218,9 @@ def _workloads(args) -> int:
     return 0
 
 
+LARGE = "run even when estimated over an hour (a sweep: two) or half the free memory"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from pmsim.lockbench import LOCK_KINDS
     from pmsim.sync.qlock import WAKE_POLICIES
@@ -270,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", metavar="DIR", help="write Parquet tables, summary.json and spec.yaml here"
     )
     ru.add_argument("--json", action="store_true", help="print the summary as JSON")
+    ru.add_argument("--allow-large", action="store_true", help=LARGE)
     ru.set_defaults(func=_run)
 
     sw = sub.add_parser("sweep", help="run an experiment: designs x factor points x replications")
@@ -298,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-resume", action="store_true", help="discard runs already written and start over"
     )
     sw.add_argument("--quiet", action="store_true", help="no progress bar (batch jobs)")
+    sw.add_argument("--allow-large", action="store_true", help=LARGE)
     sw.set_defaults(func=_sweep)
     pl = sub.add_parser("plot", help="the standard figures of a finished sweep (PNG and SVG)")
     pl.add_argument(
@@ -354,6 +362,12 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("pmsim: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:
+        print(
+            "pmsim: error: out of memory (the estimate fell short: see docs/sweeps.md, Limits)",
+            file=sys.stderr,
+        )
+        return 1
     except OSError as e:
         return _os_error(e)
     except Exception as e:  # noqa: BLE001 - a bug: one line, the traceback kept in a file
