@@ -11,7 +11,7 @@ import signal
 import sys
 import threading
 
-from pmsim.errors import ConfigError
+from pmsim.errors import ConfigError, one_line
 
 
 class _Parser(argparse.ArgumentParser):
@@ -354,7 +354,7 @@ def main(argv=None) -> int:
         args = build_parser().parse_args(argv)
         return args.func(args)
     except ConfigError as e:
-        print(f"pmsim: error: {e}", file=sys.stderr)
+        print(f"pmsim: error: {one_line(str(e))}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader went away (pmsim run ... | head): not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush is quiet
@@ -378,7 +378,7 @@ def _os_error(e: OSError) -> int:
     """One line for what the system refused: a path we may not read or write (bad input, 2), a
     full disk or another failure of the machine (1). Files are written whole or not at all, so
     nothing half-written is left: rerunning once it is fixed resumes."""
-    where = f" {e.filename}" if e.filename else ""
+    where = f" {one_line(str(e.filename))}" if e.filename else ""
     if isinstance(e, PermissionError):
         print(f"pmsim: error:{where}: permission denied", file=sys.stderr)
         return 2

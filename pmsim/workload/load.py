@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from pmsim.costs import cost_params, did_you_mean, parse_assignment
 from pmsim.errors import ConfigError
+from pmsim.errors import one_line as _one_line
 from pmsim.workload.spec import LOOP_KINDS, PATTERN_KINDS, WorkloadSpec
 
 WORKLOADS_DIR = Path(__file__).resolve().parents[2] / "workloads"
@@ -81,11 +82,6 @@ class _Loader(yaml.SafeLoader):
                 except TypeError:  # an unhashable key: the base class refuses it
                     pass
         return super().construct_mapping(node, deep)
-
-
-def _one_line(text: str) -> str:
-    """``text`` with line breaks and other unprintable characters escaped (a key may hold them)."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def yaml_problem(e, what: str) -> str:
