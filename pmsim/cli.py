@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from pmsim.errors import ConfigError, one_line
 
@@ -104,11 +105,13 @@ def _costs(args) -> int:
 def _run(args) -> int:
     from pmsim.limits import check_run
     from pmsim.workload.load import load_spec
-    from pmsim.workload.result import format_summary
+    from pmsim.workload.result import check_run_folder, format_summary
     from pmsim.workload.runner import run_workload
 
     spec = load_spec(args.workload, args.set, args.seed)
     check_run(spec, args.allow_large)
+    if args.out:
+        check_run_folder(Path(args.out))  # before the run, not after it
     res = run_workload(spec, args.design)
     if args.out:
         res.write(args.out)

@@ -210,3 +210,43 @@ def test_unreadable_paths_are_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(Path, "iterdir", no_listing)
     got = main(["sweep", "quick", "--out", str(done.out), "--workers", "1"])
     assert one_line_error(capsys, 2, got) == f"pmsim: error: {done.out}: permission denied\n"
+
+
+# --- messages that misled ----------------------------------------------------------------------------
+
+
+def test_a_folder_given_as_a_workload_or_an_experiment_says_so(tmp_path, capsys, monkeypatch):
+    from pmsim.sweeps.spec import load_experiment
+    from pmsim.workload.load import load_spec
+
+    folder = tmp_path / "runs.yaml"
+    folder.mkdir()
+    err = one_line_error(capsys, 2, main(["run", str(folder)]))
+    assert "is a folder, not a workload file" in err  # it said "no such file"
+    err = one_line_error(capsys, 2, main(["sweep", str(tmp_path)]))
+    assert "is a folder, not an experiment file" in err  # it said "unknown name"
+    # A folder named as a preset (pmsim run read_hits --out read_hits) leaves the preset be.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "read_hits").mkdir()
+    (tmp_path / "quick").mkdir()
+    assert load_spec("read_hits").name == "read_hits"
+    assert load_experiment("quick").name == "quick"
+
+
+def test_a_negative_duration_is_called_negative(capsys):
+    err = one_line_error(capsys, 2, main(["run", "read_hits", "--set", "duration=-1ms"]))
+    assert "workload duration: duration '-1ms' is negative" in err  # it said "malformed"
+
+
+def test_a_bad_run_out_is_refused_before_the_run(tmp_path, monkeypatch, capsys):
+    from pmsim.workload import runner
+
+    def no_run(spec, design):
+        raise AssertionError("ran")
+
+    monkeypatch.setattr(runner, "run_workload", no_run)
+    (tmp_path / "notes.txt").write_text("mine")
+    err = one_line_error(capsys, 2, main(["run", "read_hits", "--out", str(tmp_path)]))
+    assert "not a folder pmsim run wrote" in err
+    err = one_line_error(capsys, 2, main(["run", "read_hits", "--out", "/dev/null"]))
+    assert "exists and is not a folder" in err

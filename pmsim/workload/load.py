@@ -100,11 +100,15 @@ def read_workload(workload: str) -> tuple[dict, str]:
     """The raw mapping of a preset name or a YAML path, and the workload's name."""
     path = Path(workload)
     if workload.endswith((".yaml", ".yml")) or path.is_file():
+        if path.is_dir():
+            raise ConfigError(f"workload: {workload!r} is a folder, not a workload file")
         if not path.is_file():
             raise ConfigError(f"workload: no such file {workload!r}")
         name = path.stem
     else:
         table = presets()
+        if workload not in table and path.is_dir():
+            raise ConfigError(f"workload: {workload!r} is a folder, not a workload file")
         if workload not in table:
             raise ConfigError(
                 f"workload: unknown preset {workload!r}{did_you_mean(workload, table)} "

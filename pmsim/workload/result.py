@@ -54,7 +54,7 @@ class RunResult:
         all or nothing: into a temporary sibling folder first, renamed into place at the end.
         An existing ``out_dir`` is replaced only if empty or written by ``pmsim run``."""
         out = Path(out_dir)
-        _check_run_folder(out)
+        check_run_folder(out)
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -72,7 +72,7 @@ class RunResult:
                 + yaml.safe_dump(self.spec.model_dump(mode="json"), sort_keys=False)
             )
             if out.exists():
-                _check_run_folder(out)  # again: it may have changed while the run ran
+                check_run_folder(out)  # again: it may have changed while the run ran
                 old = out.with_name(f".{out.name}.old")
                 shutil.rmtree(old, ignore_errors=True)
                 os.replace(out, old)
@@ -88,7 +88,7 @@ class RunResult:
 RUN_FILES = ("summary.json", "spec.yaml")
 
 
-def _check_run_folder(out: Path) -> None:
+def check_run_folder(out: Path) -> None:
     """Refuse to replace anything but an empty folder or one ``pmsim run --out`` wrote (its
     summary.json and spec.yaml, and Parquet tables beside them)."""
     if not out.exists():
