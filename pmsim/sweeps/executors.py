@@ -63,7 +63,7 @@ def _worker_start(parent: int | None) -> None:
     except (OSError, AttributeError):  # not Linux: watch the parent instead
         threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
     if parent is not None and os.getppid() != parent:  # it died before prctl took effect
-        os._exit(1)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 PR_SET_PDEATHSIG = 1
@@ -72,7 +72,7 @@ PR_SET_PDEATHSIG = 1
 def _watch_parent(parent: int) -> None:
     while os.getppid() == parent:
         time.sleep(1.0)
-    os._exit(1)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _stop_workers(pool: ProcessPoolExecutor) -> None:
@@ -80,6 +80,7 @@ def _stop_workers(pool: ProcessPoolExecutor) -> None:
     terminate = getattr(pool, "terminate_workers", None)  # Python 3.14
     if terminate is not None:
         return terminate()
+    # Before 3.14 the pool's processes are only in its private table (what 3.14's method reads).
     for proc in list((getattr(pool, "_processes", None) or {}).values()):
         proc.terminate()
 
