@@ -191,6 +191,8 @@ def test_runs_whose_files_vanish_are_counted_missing(tmp_path, monkeypatch, caps
     assert f"missing: run {written[0]}" in printed
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["runs_missing"] == 1 and manifest["runs_ok"] == 3
+    assert main(["report", str(out), "--no-figures"]) == 0
+    assert "3 runs finished, 0 failed, 1 missing" in (out / "report.md").read_text()
     monkeypatch.undo()
     assert main(["sweep", str(path), "--out", str(out), "--workers", "1", "--quiet"]) == 0
     assert "4 runs written, 0 failed;" in capsys.readouterr().out

@@ -877,3 +877,20 @@ def test_gathered_tables_of_a_factor_mixing_numbers_and_strings(tmp_path):
     assert len(set(ops["run_id"])) == 4
     back = api.SweepResult.load(tmp_path / "out")
     assert_frame_equal(back.table("ops"), ops, check_exact=True)
+
+
+def test_the_docs_start_dask_schedulers_on_loopback_or_with_tls():
+    """A scheduler runs whatever a client sends it: docs/sweeps.md once started one on every
+    interface with no authentication."""
+    root = Path(__file__).resolve().parents[1]
+    lines = [
+        line.strip()
+        for doc in (root / "README.md", *sorted((root / "docs").glob("*.md")))
+        for line in doc.read_text().splitlines()
+        if line.strip().startswith(("dask scheduler", "dask-scheduler"))
+    ]
+    assert lines, "the docs show how to start a cluster by hand"
+    for line in lines:
+        assert "--host 127.0.0.1" in line or "--protocol tls" in line, line
+        if "--protocol tls" in line:
+            assert "--tls-cert" in line and "--tls-ca-file" in line, line
