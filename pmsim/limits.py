@@ -147,6 +147,14 @@ def check_sweep(
         _check(ests[i], p.spec, where, allow_large, local)
     if parallel is None:
         return None
+    largest = max(e.memory for e in ests)
+    avail = available_memory() if local else None
+    if avail is not None and parallel > 1 and parallel * largest > avail:
+        raise ConfigError(
+            f"experiment {name}: {parallel} workers running runs of up to {size(largest)} at once "
+            f"need {size(parallel * largest)} of memory; this machine has {size(avail)} "
+            f"available (give --workers {max(1, int(avail // largest))})"
+        )
     wall = sum(e.wall_s for e in ests) / max(parallel, 1)
     if wall > SWEEP_WALL_S and not allow_large:
         raise ConfigError(

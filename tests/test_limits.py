@@ -107,6 +107,24 @@ def test_many_replications_stop_with_the_sweeps_estimate(tmp_path, machine_with)
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.skipif(default_workers() < 2, reason="two workers need two usable CPUs")
+def test_workers_whose_runs_cannot_fit_together_are_refused(tmp_path, machine_with):
+    machine_with(0.25)  # each run (~145 MB) fits; two at once do not...
+    exp = {
+        "name": "pair",
+        "workload": "read_hits",
+        "designs": ["old", "new"],
+        "overrides": {"files.0.pages": 30000, "duration": "1ms", "warmup": "0.2ms"},
+    }
+    with pytest.raises(
+        ConfigError, match=r"2 workers running runs of up to .* need .*give --workers 1"
+    ):
+        pmsim.sweep(exp, tmp_path / "o", workers=2, progress=False, allow_large=True)
+    assert not (tmp_path / "o").exists()
+    res = pmsim.sweep(exp, tmp_path / "o", workers=1, progress=False, allow_large=True)
+    assert len(res.summary) == 2
+
+
 def test_runs_counted_without_listing_them():
     for path in experiments().values():
         exp = load_experiment(path)

@@ -196,3 +196,30 @@ def test_runs_whose_files_vanish_are_counted_missing(tmp_path, monkeypatch, caps
     monkeypatch.undo()
     assert main(["sweep", str(path), "--out", str(out), "--workers", "1", "--quiet"]) == 0
     assert "4 runs written, 0 failed;" in capsys.readouterr().out
+
+
+def test_where_a_folder_cannot_be_locked_a_file_in_it_is(tmp_path, monkeypatch):
+    """NFS emulates flock with POSIX locks, which a folder opened read-only cannot take."""
+    import errno
+    import fcntl
+    import stat
+
+    from pmsim.sweeps import store as store_mod
+
+    real = fcntl.flock
+
+    def nfs_flock(fd, op):
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(errno.EBADF, "Bad file descriptor")
+        return real(fd, op)
+
+    monkeypatch.setattr(store_mod.fcntl, "flock", nfs_flock)
+    out = tmp_path / "out"
+    first = SweepStore(out)
+    first.lock()
+    with pytest.raises(ConfigError, match="in use by another sweep"):
+        SweepStore(out).lock()
+    assert [p.name for p in out.iterdir()] == [".pmsim.lock"]
+    first.unlock()
+    res = pmsim.sweep(tiny(), out, workers=1, progress=False)  # the lock file is no one's data
+    assert len(res.summary) == 4

@@ -58,6 +58,21 @@ TOP_FILES = ("manifest.json", *(f"{t}.parquet" for t in SWEEP_TABLES), TABLES)
 FORMAT = "pmsim-sweep/1"
 
 
+LOCK_FILE = ".pmsim.lock"  # only where a folder cannot be locked itself (NFS)
+
+
+def _flock(fd: int, folder: Path) -> int:
+    """``fd`` locked exclusively, or a ConfigError if another sweep holds it."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise ConfigError(
+            f"--out: {str(folder)!r} is in use by another sweep running now; wait for it to end "
+            "or give another folder"
+        ) from None
+    return fd
+
+
 MISSING = "no result: the run's files are gone (removed while the sweep ran?); rerun to redo it"
 
 
@@ -157,7 +172,7 @@ class SweepStore:
         if not d.is_dir():
             return
         entries = list(d.iterdir())
-        if all(e.name.startswith(".manifest.json.tmp-") for e in entries):
+        if all(e.name.startswith(".manifest.json.tmp-") or e.name == LOCK_FILE for e in entries):
             return  # new, or a sweep killed before its first manifest
         name = sweep_name(d)
         if name is None:
@@ -173,7 +188,8 @@ class SweepStore:
 
     def lock(self) -> None:
         """Take the folder for this sweep: a second sweep on it is refused. An flock on the
-        folder itself, so the OS releases it when this process ends, even when killed."""
+        folder itself, so the OS releases it when this process ends, even when killed; where a
+        folder cannot be locked (NFS), on a file in it, :data:`LOCK_FILE`."""
         d = self.dir
         try:
             d.mkdir(parents=True, exist_ok=True)
@@ -181,16 +197,20 @@ class SweepStore:
         except OSError as e:
             raise ConfigError(f"--out: cannot write to {str(d)!r} ({e.strerror})") from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self._lock_fd = _flock(fd, d)
         except OSError as e:
             os.close(fd)
-            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+            if e.errno not in (errno.EBADF, errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
                 raise
-            raise ConfigError(
-                f"--out: {str(d)!r} is in use by another sweep running now; wait for it to end "
-                "or give another folder"
-            ) from None
-        self._lock_fd = fd
+            fd = os.open(d / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                self._lock_fd = _flock(fd, d)
+            except BaseException:
+                os.close(fd)
+                raise
+        except BaseException:
+            os.close(fd)
+            raise
 
     def unlock(self) -> None:
         fd = getattr(self, "_lock_fd", None)
