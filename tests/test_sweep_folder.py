@@ -91,6 +91,15 @@ def test_an_experiments_out_pointing_at_a_foreign_folder_is_refused(tmp_path, mo
     assert snapshot(home) == before
 
 
+def test_a_sweep_folder_from_before_the_marker_resumes(tmp_path):
+    out = tmp_path / "out"
+    pmsim.sweep(tiny(), out, workers=1, progress=False)
+    manifest = json.loads((out / "manifest.json").read_text())
+    del manifest["format"]  # as pmsim wrote it before the marker (results/ holds such folders)
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    assert len(pmsim.sweep(tiny(), out, workers=1, progress=False).summary) == 4
+
+
 def test_a_sweeps_own_folder_resumes_and_is_replaced(tmp_path):
     out = tmp_path / "out"
     pmsim.sweep(tiny(), out, workers=1, progress=False)

@@ -83,7 +83,12 @@ def sweep_name(folder: Path) -> str | None:
         info = json.loads((folder / "manifest.json").read_text())
     except (FileNotFoundError, IsADirectoryError, ValueError):  # ValueError: not JSON, not UTF-8
         return None
-    if not isinstance(info, dict) or info.get("format") != FORMAT:
+    if not isinstance(info, dict):
+        return None
+    # Manifests written before the marker (results/ of earlier versions) carry the version,
+    # the run list and the totals: no other tool's manifest has all of those.
+    legacy = "format" not in info and {"pmsim_version", "runs", "runs_total"} <= set(info)
+    if info.get("format") != FORMAT and not legacy:
         return None
     name = (
         info.get("experiment", {}).get("name") if isinstance(info.get("experiment"), dict) else None
