@@ -387,13 +387,11 @@ def _os_error(e: OSError) -> int:
         return 2
     if e.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(e):
         what = "no space left on the device" + (f" writing{where}" if where else "")
+        then = "free some and run the same command again"
     else:
-        what = " ".join(str(e).split()) or type(e).__name__
-    print(
-        f"pmsim: error: {what}; nothing half-written is left: free it up and run the same "
-        "command again",
-        file=sys.stderr,
-    )
+        what = one_line(" ".join(str(e).split())) or type(e).__name__
+        then = "run the same command again once that is mended"
+    print(f"pmsim: error: {what}; nothing half-written is left: {then}", file=sys.stderr)
     return 1
 
 

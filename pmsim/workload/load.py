@@ -147,7 +147,7 @@ def _scalar(text: str):
     try:
         return yaml.load(text, Loader=_Loader) if text else ""
     except yaml.YAMLError as e:
-        if getattr(e, "problem", "").startswith(("alias", "nested")):
+        if (getattr(e, "problem", None) or "").startswith(("alias", "nested")):
             raise ConfigError(yaml_problem(e, "--set value")) from None
         return text
 
