@@ -11,6 +11,8 @@
                                     timeseries, run, summary, provenance
     DIR/runs/failed/<run_id>.json   a run that raised: its error and traceback
 
+Only a folder whose manifest pmsim sweep wrote (its ``format`` marker) is ever resumed or
+cleared, and one sweep at a time holds it (an flock the OS drops when the process ends).
 Every file is written under a hidden temporary name and renamed, so a crash never
 leaves half a file. A run is finished when its ``runs/summary`` file exists (written
 last), and the sweep's tables when the manifest, written after them, holds their digest.
@@ -56,9 +58,8 @@ TOP_FILES = ("manifest.json", *(f"{t}.parquet" for t in SWEEP_TABLES), TABLES)
 # The manifest's marker: a folder is a sweep's (so it may be resumed or cleared) only when its
 # manifest says so; anything else with files in it is someone's data.
 FORMAT = "pmsim-sweep/1"
-
-
 LOCK_FILE = ".pmsim.lock"  # only where a folder cannot be locked itself (NFS)
+MISSING = "no result: the run's files are gone (removed while the sweep ran?); rerun to redo it"
 
 
 def _flock(fd: int, folder: Path) -> int:
@@ -71,9 +72,6 @@ def _flock(fd: int, folder: Path) -> int:
             "or give another folder"
         ) from None
     return fd
-
-
-MISSING = "no result: the run's files are gone (removed while the sweep ran?); rerun to redo it"
 
 
 def sweep_name(folder: Path) -> str | None:
@@ -159,6 +157,7 @@ class SweepStore:
     def __init__(self, out):
         self.dir = Path(out)
         self.runs = self.dir / "runs"
+        self._lock_fd: int | None = None  # held from open() to unlock()
 
     # --- opening ------------------------------------------------------------------
     def check(self, exp=None, resume: bool = True) -> None:
@@ -218,10 +217,9 @@ class SweepStore:
             raise
 
     def unlock(self) -> None:
-        fd = getattr(self, "_lock_fd", None)
-        if fd is not None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
             self._lock_fd = None
-            os.close(fd)
 
     def open(self, exp, plans, resume: bool = True) -> set[str]:
         """Lock the folder and prepare it for ``plans``; return the ids of those already
