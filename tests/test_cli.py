@@ -1,7 +1,9 @@
 """Command-line behaviour shared by every subcommand: a closed pipe, and generated bad input
 to every command (one line, status 2, never a traceback)."""
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -41,7 +43,8 @@ COMMANDS = [
     "workloads",
     "costs",
 ]
-FOLDER = Path(tempfile.mkdtemp(prefix="pmsim-cli-"))
+FOLDER = Path(tempfile.mkdtemp(prefix="pmsim-cli-"))  # the generated files, gone at exit
+atexit.register(shutil.rmtree, FOLDER, ignore_errors=True)
 
 
 class Validated(BaseException):
