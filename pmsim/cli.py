@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
 import os
+import signal
 import sys
+import threading
+from pathlib import Path
 
-from pmsim.errors import ConfigError
+from pmsim.errors import ConfigError, one_line
 
 
 class _Parser(argparse.ArgumentParser):
@@ -101,11 +106,15 @@ def _costs(args) -> int:
 
 
 def _run(args) -> int:
+    from pmsim.limits import check_run
     from pmsim.workload.load import load_spec
-    from pmsim.workload.result import format_summary
+    from pmsim.workload.result import check_run_folder, format_summary
     from pmsim.workload.runner import run_workload
 
     spec = load_spec(args.workload, args.set, args.seed)
+    check_run(spec, args.allow_large)
+    if args.out:
+        check_run_folder(Path(args.out))  # before the run, not after it
     res = run_workload(spec, args.design)
     if args.out:
         res.write(args.out)
@@ -125,24 +134,45 @@ def _sweep(args) -> int:
     from pmsim.sweeps.api import sweep
     from pmsim.sweeps.report import format_sweep
 
-    try:
-        res = sweep(
-            args.experiment,
-            args.out,
-            workers=args.workers,
-            scheduler=args.scheduler,
-            scheduler_file=args.scheduler_file,
-            resume=not args.no_resume,
-            progress=not args.quiet,
-        )
-    except KeyboardInterrupt:
-        print(
-            "pmsim sweep: interrupted; finished runs are written, run the same command again to resume",
-            file=sys.stderr,
-        )
-        return 130
+    with _sigterm_interrupts():
+        try:
+            res = sweep(
+                args.experiment,
+                args.out,
+                workers=args.workers,
+                scheduler=args.scheduler,
+                scheduler_file=args.scheduler_file,
+                resume=not args.no_resume,
+                progress=not args.quiet,
+                allow_large=args.allow_large,
+            )
+        except KeyboardInterrupt:
+            print(
+                "pmsim sweep: interrupted; finished runs are written, run the same command again "
+                "to resume",
+                file=sys.stderr,
+            )
+            return 130
     print(format_sweep(res))
     return 1 if len(res.failures) else 0
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """SIGTERM (kill, a batch system's time limit) stops a sweep as Ctrl-C does: its workers
+    are stopped and what finished is kept."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def _plot(args) -> int:
@@ -192,6 +222,9 @@ def _workloads(args) -> int:
     for name, path in presets().items():
         print(f"{name:16} {preset_question(path)}")
     return 0
+
+
+LARGE = "run even when estimated over an hour (a sweep: two) or half the free memory"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -249,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", metavar="DIR", help="write Parquet tables, summary.json and spec.yaml here"
     )
     ru.add_argument("--json", action="store_true", help="print the summary as JSON")
+    ru.add_argument("--allow-large", action="store_true", help=LARGE)
     ru.set_defaults(func=_run)
 
     sw = sub.add_parser("sweep", help="run an experiment: designs x factor points x replications")
@@ -277,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-resume", action="store_true", help="discard runs already written and start over"
     )
     sw.add_argument("--quiet", action="store_true", help="no progress bar (batch jobs)")
+    sw.add_argument("--allow-large", action="store_true", help=LARGE)
     sw.set_defaults(func=_sweep)
     pl = sub.add_parser("plot", help="the standard figures of a finished sweep (PNG and SVG)")
     pl.add_argument(
@@ -325,11 +360,59 @@ def main(argv=None) -> int:
         args = build_parser().parse_args(argv)
         return args.func(args)
     except ConfigError as e:
-        print(f"pmsim: error: {e}", file=sys.stderr)
+        print(f"pmsim: error: {one_line(str(e))}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader went away (pmsim run ... | head): not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush is quiet
         return 141
+    except KeyboardInterrupt:
+        print("pmsim: interrupted", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print(
+            "pmsim: error: out of memory (the estimate fell short: see docs/sweeps.md, Limits)",
+            file=sys.stderr,
+        )
+        return 1
+    except OSError as e:
+        return _os_error(e)
+    except Exception as e:  # noqa: BLE001 - a bug: one line, the traceback kept in a file
+        return _crash(e)
+
+
+def _os_error(e: OSError) -> int:
+    """One line for what the system refused: a path we may not read or write (bad input, 2), a
+    full disk or another failure of the machine (1). Files are written whole or not at all, so
+    nothing half-written is left: rerunning once it is fixed resumes."""
+    where = f" {one_line(str(e.filename))}" if e.filename else ""
+    if isinstance(e, PermissionError):
+        print(f"pmsim: error:{where}: permission denied", file=sys.stderr)
+        return 2
+    if e.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(e):
+        what = "no space left on the device" + (f" writing{where}" if where else "")
+        then = "free some and run the same command again"
+    else:
+        what = one_line(" ".join(str(e).split())) or type(e).__name__
+        then = "run the same command again once that is mended"
+    print(f"pmsim: error: {what}; nothing half-written is left: {then}", file=sys.stderr)
+    return 1
+
+
+def _crash(e: Exception) -> int:
+    """An error pmsim did not expect (a bug): one line, and the traceback in a file to report."""
+    import tempfile
+    import traceback
+
+    line = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+    try:
+        fd, path = tempfile.mkstemp(prefix="pmsim-crash-", suffix=".txt")
+        with os.fdopen(fd, "w") as f:
+            f.write("".join(traceback.format_exception(e)))
+        kept = f"; traceback in {path}"
+    except OSError:
+        kept = ""
+    print(f"pmsim: internal error (a bug, please report it): {line}{kept}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

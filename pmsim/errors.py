@@ -9,6 +9,11 @@ class ConfigError(ValueError):
     """
 
 
+def one_line(text: str) -> str:
+    """``text`` with line breaks and other unprintable characters escaped (a key may hold them)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class InvariantViolation(AssertionError):
     """A model invariant (an assertion of the C code) failed during simulation."""
 

@@ -36,6 +36,8 @@ def parse_time(text, what: str = "duration") -> float:
         raise ConfigError(f"{what}: malformed duration {text!r} (write e.g. 400ns, 2us, 1.5ms, 1s)")
     m = _DURATION.match(text)
     if not m:
+        if _DURATION.match(text.strip().removeprefix("-")):  # well formed but for its sign
+            raise ConfigError(f"{what}: duration {text!r} is negative (a time is >= 0)")
         raise ConfigError(f"{what}: malformed duration {text!r} (write e.g. 400ns, 2us, 1.5ms, 1s)")
     value = float(m.group(1)) * NS_PER[m.group(2)]
     if not math.isfinite(value):

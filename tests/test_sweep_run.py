@@ -498,6 +498,7 @@ def test_out_folder_with_other_files_is_refused(tmp_path, capsys):
         pmsim.sweep(tiny(), out, workers=1, progress=False)
     with pytest.raises(ConfigError, match="no manifest.json"):
         pmsim.sweep(tiny(), out, workers=1, progress=False, resume=False)
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
     path = write_yaml(tmp_path / "tiny.yaml", tiny())
     capsys.readouterr()
     assert main(["sweep", str(path), "--out", str(out), "--workers", "1", "--quiet"]) == 2
@@ -520,7 +521,7 @@ def test_leftovers_of_a_killed_sweep_are_cleared_and_it_resumes(tmp_path):
     assert hidden(out) == []
     assert_frame_equal(again.summary, first.summary, check_exact=True)
     early = tmp_path / "early"
-    (early / "runs" / "summary").mkdir(parents=True)
+    early.mkdir()
     (early / ".manifest.json.tmp-123").write_text("{")
     res = pmsim.sweep(tiny(), early, workers=1, progress=False)
     assert len(res.summary) == 8 and hidden(early) == []
@@ -829,7 +830,9 @@ def test_a_written_sweep_loads_back_as_the_same_tables(tmp_path):
     from pmsim.sweeps.store import SweepStore
 
     exp = load_experiment(tiny(replications=1))
-    SweepStore(tmp_path / "out").open(exp, plan_runs(exp))  # a sweep starts again, then is killed
+    store = SweepStore(tmp_path / "out")
+    store.open(exp, plan_runs(exp))  # a sweep starts again, then is killed
+    store.unlock()
     with pytest.raises(ConfigError, match="did not finish"):
         api.SweepResult.load(tmp_path / "out")
 
@@ -874,3 +877,20 @@ def test_gathered_tables_of_a_factor_mixing_numbers_and_strings(tmp_path):
     assert len(set(ops["run_id"])) == 4
     back = api.SweepResult.load(tmp_path / "out")
     assert_frame_equal(back.table("ops"), ops, check_exact=True)
+
+
+def test_the_docs_start_dask_schedulers_on_loopback_or_with_tls():
+    """A scheduler runs whatever a client sends it: docs/sweeps.md once started one on every
+    interface with no authentication."""
+    root = Path(__file__).resolve().parents[1]
+    lines = [
+        line.strip()
+        for doc in (root / "README.md", *sorted((root / "docs").glob("*.md")))
+        for line in doc.read_text().splitlines()
+        if line.strip().startswith(("dask scheduler", "dask-scheduler"))
+    ]
+    assert lines, "the docs show how to start a cluster by hand"
+    for line in lines:
+        assert "--host 127.0.0.1" in line or "--protocol tls" in line, line
+        if "--protocol tls" in line:
+            assert "--tls-cert" in line and "--tls-ca-file" in line, line

@@ -102,6 +102,8 @@ def test_parse_time_near_miss_texts(text):
 @given(x=st.floats(min_value=1e-300, max_value=1e200, allow_nan=False), unit=st.sampled_from(UNITS))
 def test_parse_time_rejects_negative(x, unit):
     _assert_config_error_naming(f"-{x!r}{unit}")
+    with pytest.raises(ConfigError, match="is negative"):  # it once said "malformed"
+        parse_time(f"-{x!r}{unit}")
 
 
 @given(x=finite_nonneg)

@@ -367,10 +367,16 @@ def test_out_writes_every_table_and_the_spec_reruns_identically(tmp_path, capsys
     ops = pd.read_parquet(out / "ops.parquet")
     assert list(ops.columns[:3]) == ["design", "workload", "seed"] and (ops.design == "old").all()
     raw = yaml.safe_load((out / "spec.yaml").read_text())
-    assert raw.pop("design") == "old"
     again = run_workload(validate_spec(raw), "old")
     assert json.loads(json.dumps(again.summary)) == written
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left
+    # From the command line, as its first line says (it once held a design: key, refused).
+    first = (out / "spec.yaml").read_text().splitlines()[0]
+    assert first.endswith("pmsim run spec.yaml --design old")
+    assert main(["run", str(out / "spec.yaml"), "--design", "old", "--json"]) == 0
+    rerun = json.loads(capsys.readouterr().out)
+    rerun.pop("provenance")
+    assert rerun == written
 
 
 def test_out_is_all_or_nothing(tmp_path, monkeypatch):
@@ -388,13 +394,34 @@ def test_out_is_all_or_nothing(tmp_path, monkeypatch):
         res.write(tmp_path / "out")
     assert list(tmp_path.iterdir()) == []
     monkeypatch.undo()
-    (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "stale.txt").write_text("old run")
-    res.write(tmp_path / "out")  # an existing folder is replaced whole
-    assert (
-        not (tmp_path / "out" / "stale.txt").exists()
-        and (tmp_path / "out" / "summary.json").exists()
-    )
+    res.write(tmp_path / "out")
+    (tmp_path / "out" / "ops.parquet").write_bytes(b"stale")
+    res.write(tmp_path / "out")  # a folder pmsim run wrote is replaced whole
+    assert pd.read_parquet(tmp_path / "out" / "ops.parquet").equals(res.tables["ops"])
+
+
+def test_out_never_replaces_a_folder_pmsim_run_did_not_write(tmp_path, capsys):
+    mine = tmp_path / "mine"
+    (mine / "sub").mkdir(parents=True)
+    (mine / "notes.txt").write_text("mine")
+    (mine / "summary.json").write_text("{}")
+    (mine / "spec.yaml").write_text("x: 1")
+    args = ["run", "read_hits", *sum((["--set", s] for s in small("read_hits")), [])]
+    assert main([*args, "--out", str(mine)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pmsim: error: --out:") and "not a folder pmsim run wrote" in err
+    assert len(err.splitlines()) == 1
+    assert sorted(p.name for p in mine.iterdir()) == [
+        "notes.txt",
+        "spec.yaml",
+        "sub",
+        "summary.json",
+    ]
+    assert (mine / "notes.txt").read_text() == "mine"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main([*args, "--out", str(empty)]) == 0
+    assert (empty / "spec.yaml").is_file()
 
 
 def test_designs_and_workloads_list_one_line_each(capsys):

@@ -186,7 +186,8 @@ def setup(rv: Review) -> list:
                 *factors,
                 "machine: " + ", ".join(f"{k} {'/'.join(v)}" for k, v in machine.items()),
                 f"{rv.exp.replications} replications per design and point (seed {rv.exp.seed}); "
-                f"{int(counts.get('ok', 0))} runs finished, {int(counts.get('failed', 0))} failed",
+                f"{int(counts.get('ok', 0))} runs finished, {int(counts.get('failed', 0))} failed"
+                + (f", {int(counts['missing'])} missing" if counts.get("missing", 0) else ""),
                 f"pmsim {rv.manifest['pmsim_version']} (code digest `{rv.manifest['code_digest']}`); "
                 f"{num(prov['wall_s'].sum())} s of run time on {', '.join(sorted(set(prov['host'])))}",
             ]

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from pmsim import limits
 from pmsim.errors import ConfigError
-from pmsim.sweeps.executors import check_executor_args, open_executor
-from pmsim.sweeps.plan import plan_runs, points
+from pmsim.sweeps.executors import check_executor_args, default_workers, open_executor
+from pmsim.sweeps.plan import count_runs, plan_runs, points
 from pmsim.sweeps.schedule import LongestFirst
 from pmsim.sweeps.spec import ExperimentSpec, load_experiment
 from pmsim.sweeps.store import SWEEP_TABLES, SweepStore, tables_digest
@@ -50,7 +51,8 @@ class SweepResult:
 
     @property
     def failures(self) -> pd.DataFrame:
-        return self.summary[self.summary["status"] == "failed"]
+        """Runs that raised, and runs without a result (their files went while it ran)."""
+        return self.summary[self.summary["status"] != "ok"]
 
     def table(self, name: str) -> pd.DataFrame:
         """A per-run table (one of :data:`~pmsim.sweeps.store.RUN_TABLES`: ``ops``, ``latency``, ...)
@@ -73,6 +75,7 @@ def sweep(
     executor: Executor | None = None,
     resume: bool = True,
     progress: bool = True,
+    allow_large: bool = False,
 ) -> SweepResult:
     """Run ``experiment`` (a name from ``experiments/``, a YAML path, a mapping or an
     :class:`ExperimentSpec`) and return its tables.
@@ -82,25 +85,42 @@ def sweep(
     any ``concurrent.futures`` ``executor``. Each finished run is written into ``out``
     (default: the experiment's ``out``, else ``sweeps/NAME``) at once; with ``resume`` a
     rerun runs only what is missing. A run that raises is recorded and the others go on.
+    A sweep estimated too large (:mod:`pmsim.limits`) stops first unless ``allow_large``.
     """
     check_executor_args(workers, scheduler, scheduler_file, executor)
     exp = load_experiment(experiment)
+    limits.check_sweep_size(exp.name, count_runs(exp), allow_large)
     plans = plan_runs(exp)
     store = SweepStore(out if out is not None else default_out(exp))
     store.check(exp, resume)
-    with open_executor(workers, scheduler, scheduler_file, executor) as (
-        ex,
-        where,
-        window,
-    ):  # before writing
-        finished = store.open(exp, plans, resume)
-        todo = sorted(
-            (p for p in plans if p.run_id not in finished), key=lambda p: -p.cost_estimate
-        )
-        if todo:
-            _run_all(ex, where, window, exp, todo, store, len(finished), len(plans), progress)
-    tables = store.finalize(exp, plans)
+    local = executor is None and not (scheduler or scheduler_file)
+    if local:
+        workers = _workers(workers, len(plans))
+    limits.check_sweep(exp.name, plans, workers if local else None, allow_large, local)
+    with open_executor(workers, scheduler, scheduler_file, executor) as (ex, where, window):
+        finished = store.open(exp, plans, resume)  # after the pool forks: workers lack the lock
+        try:
+            todo = sorted(
+                (p for p in plans if p.run_id not in finished), key=lambda p: -p.cost_estimate
+            )
+            if todo:
+                _run_all(ex, where, window, exp, todo, store, len(finished), len(plans), progress)
+            tables = store.finalize(exp, plans)
+        finally:
+            store.unlock()
     return SweepResult(store.dir, exp, **tables)
+
+
+def _workers(workers: int | None, runs: int) -> int:
+    """Local workers: no more than the usable CPUs (more only slow each other down) nor runs."""
+    usable = default_workers()
+    if workers is not None and workers > usable:
+        print(
+            f"pmsim sweep: --workers {workers}: this machine lets pmsim use {usable} CPU"
+            f"{'s' if usable != 1 else ''}, so {usable} worker{'s' if usable != 1 else ''}",
+            file=sys.stderr,
+        )
+    return max(1, min(usable if workers is None else workers, usable, runs))
 
 
 def _run_all(ex, where, window, exp, todo, store, done, total, progress) -> None:
@@ -109,9 +129,13 @@ def _run_all(ex, where, window, exp, todo, store, done, total, progress) -> None
         shape = f"{len(exp.designs)} designs x {len(points(exp))} points x {exp.replications} replications"
         if exp.exclude:
             shape += ", some excluded"
+        guess = ""
+        if ex is None or window is not None:  # here or on a local pool of `window` workers
+            wall = sum(limits.estimate(p.spec).wall_s for p in todo) / (window or 1)
+            guess = f" (estimated at most {limits.duration(wall)})"
         print(
-            f"{exp.name}: {total} runs ({shape}), {done} already written, {len(todo)} to run on {where}; "
-            f"into {store.dir}",
+            f"{exp.name}: {total} runs ({shape}), {done} already written, {len(todo)} to run on "
+            f"{where}{guess}; into {store.dir}",
             file=sys.stderr,
         )
     from tqdm.auto import tqdm

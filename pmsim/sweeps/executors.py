@@ -7,9 +7,12 @@ for all of them. Dask is an optional extra.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import multiprocessing
 import os
+import signal
 import threading
+import time
 from concurrent.futures import Executor, ProcessPoolExecutor
 
 from pmsim.errors import ConfigError
@@ -39,11 +42,47 @@ def local_pool(workers: int) -> ProcessPoolExecutor:
         ctx.set_forkserver_preload(["pmsim.sweeps.task"])
     else:
         ctx = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+    parent = os.getpid() if ctx.get_start_method() == "fork" else None
+    pool = ProcessPoolExecutor(
+        max_workers=workers, mp_context=ctx, initializer=_worker_start, initargs=(parent,)
+    )
     # A forking pool starts all its workers at its first task: now, while this process
     # still has one thread (the progress bar starts one); a fork server imports pmsim now.
     pool.submit(int).result()
     return pool
+
+
+def _worker_start(parent: int | None) -> None:
+    """In each pool worker: end with the process that started it (a killed sweep must not leave
+    its workers running forever), and leave Ctrl-C and SIGTERM to the driver, which stops them."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # Linux: the kernel kills us with our parent
+    except (OSError, AttributeError):  # not Linux: watch the parent instead
+        threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
+    if parent is not None and os.getppid() != parent:  # it died before prctl took effect
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Kill a pool's workers now (an interrupted sweep; shutdown alone waits for their runs)."""
+    terminate = getattr(pool, "terminate_workers", None)  # Python 3.14
+    if terminate is not None:
+        return terminate()
+    # Before 3.14 the pool's processes are only in its private table (what 3.14's method reads).
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        proc.terminate()
 
 
 def _only_thread() -> bool:
@@ -107,6 +146,9 @@ def open_executor(
     pool = local_pool(workers)
     try:
         yield pool, f"{workers} local processes", workers
+    except BaseException:  # interrupted, or a file could not be written: stop the runs too
+        _stop_workers(pool)
+        raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 

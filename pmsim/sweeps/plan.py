@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import itertools
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +64,13 @@ def points(exp: ExperimentSpec) -> list[dict]:
     grid = [dict(zip(exp.grid, values)) for values in itertools.product(*exp.grid.values())]
     zipped = [dict(zip(exp.zip, values)) for values in zip(*exp.zip.values())] or [{}]
     return [{**g, **z} for g in grid for z in zipped]
+
+
+def count_runs(exp: ExperimentSpec) -> int:
+    """How many runs ``exp`` has at most (before ``exclude``), without listing them."""
+    grid = math.prod(len(v) for v in exp.grid.values())
+    zipped = len(next(iter(exp.zip.values()))) if exp.zip else 1
+    return grid * zipped * len(exp.designs) * exp.replications
 
 
 def derive_seed(experiment_seed: int, point_key: str, replication: int) -> int:

@@ -23,9 +23,11 @@ def format_sweep(res, metric: str = "total_ops_per_s") -> str:
     keys = group_keys(exp.factors)
     point_keys = keys[1:]
     rows = agg[agg["metric"] == metric]
-    ok = int((summary["status"] == "ok").sum()) if len(summary) else 0
+    status = summary["status"].value_counts() if len(summary) else {}
+    missing = int(status.get("missing", 0))
     lines = [
-        f"{exp.name}: {ok} runs written, {len(res.failures)} failed; {metric} in M/s "
+        f"{exp.name}: {int(status.get('ok', 0))} runs written, {int(status.get('failed', 0))} "
+        f"failed{f', {missing} missing' if missing else ''}; {metric} in M/s "
         f"(mean ±95% CI over {exp.replications} replications; the differences are paired by seed)"
     ]
     widths = [max([len(k), 10, *(len(str(v)) for v in rows[k])]) for k in point_keys]
@@ -50,7 +52,7 @@ def format_sweep(res, metric: str = "total_ops_per_s") -> str:
         )
     for _, f in res.failures.iterrows():
         lines.append(
-            f"  failed: run {f['run_id']} ({f['design']}, {f['workload']}, replication "
+            f"  {f['status']}: run {f['run_id']} ({f['design']}, {f['workload']}, replication "
             f"{f['replication']}): {f['error'][:160]}"
         )
     lines.append(f"  tables in {res.out}/ (summary.parquet, aggregate.parquet, runs/)")

@@ -162,6 +162,11 @@ def experiments() -> dict[str, Path]:
 def read_experiment(experiment: str) -> tuple[dict, Path | None]:
     """The raw mapping of an experiment name or YAML path, and its file."""
     path = Path(experiment)
+    if path.is_dir() and experiment not in experiments():
+        raise ConfigError(
+            f"experiment: {experiment!r} is a folder, not an experiment file (a sweep's folder "
+            "goes to --out)"
+        )
     if not (experiment.endswith((".yaml", ".yml")) or path.is_file()):
         table = experiments()
         if experiment not in table:

@@ -11,6 +11,8 @@
                                     timeseries, run, summary, provenance
     DIR/runs/failed/<run_id>.json   a run that raised: its error and traceback
 
+Only a folder whose manifest pmsim sweep wrote (its ``format`` marker) is ever resumed or
+cleared, and one sweep at a time holds it (an flock the OS drops when the process ends).
 Every file is written under a hidden temporary name and renamed, so a crash never
 leaves half a file. A run is finished when its ``runs/summary`` file exists (written
 last), and the sweep's tables when the manifest, written after them, holds their digest.
@@ -20,6 +22,8 @@ are removed, and failed runs run again (a failure may have been the machine's).
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -51,6 +55,44 @@ SWEEP_TABLES = ("summary", "aggregate", "differences", "provenance")
 TABLES = "tables"
 GATHERED = tuple(t for t in RUN_TABLES if t != "run")
 TOP_FILES = ("manifest.json", *(f"{t}.parquet" for t in SWEEP_TABLES), TABLES)
+# The manifest's marker: a folder is a sweep's (so it may be resumed or cleared) only when its
+# manifest says so; anything else with files in it is someone's data.
+FORMAT = "pmsim-sweep/1"
+LOCK_FILE = ".pmsim.lock"  # only where a folder cannot be locked itself (NFS)
+MISSING = "no result: the run's files are gone (removed while the sweep ran?); rerun to redo it"
+
+
+def _flock(fd: int, folder: Path) -> int:
+    """``fd`` locked exclusively, or a ConfigError if another sweep holds it."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise ConfigError(
+            f"--out: {str(folder)!r} is in use by another sweep running now; wait for it to end "
+            "or give another folder"
+        ) from None
+    return fd
+
+
+def sweep_name(folder: Path) -> str | None:
+    """The experiment name in ``folder``'s manifest if pmsim sweep wrote it (its format marker,
+    experiment and code digest), else None."""
+    try:
+        info = json.loads((folder / "manifest.json").read_text())
+    except (FileNotFoundError, IsADirectoryError, ValueError):  # ValueError: not JSON, not UTF-8
+        return None
+    if not isinstance(info, dict):
+        return None
+    # Manifests written before the marker (results/ of earlier versions) carry the version,
+    # the run list and the totals: no other tool's manifest has all of those.
+    legacy = "format" not in info and {"pmsim_version", "runs", "runs_total"} <= set(info)
+    if info.get("format") != FORMAT and not legacy:
+        return None
+    name = (
+        info.get("experiment", {}).get("name") if isinstance(info.get("experiment"), dict) else None
+    )
+    ok = isinstance(name, str) and name and isinstance(info.get("code_digest"), str)
+    return name if ok else None
 
 
 def _atomic(path: Path, write) -> None:
@@ -115,15 +157,12 @@ class SweepStore:
     def __init__(self, out):
         self.dir = Path(out)
         self.runs = self.dir / "runs"
+        self._lock_fd: int | None = None  # held from open() to unlock()
 
     # --- opening ------------------------------------------------------------------
-    def _ours(self, entry: Path) -> bool:
-        """A file or folder a sweep writes here (a temporary one included)."""
-        return entry.name in (*TOP_FILES, "runs") or _is_temporary(entry)
-
     def check(self, exp=None, resume: bool = True) -> None:
-        """Refuse a folder that is not ours (or, when resuming, holds another experiment),
-        before anything is written."""
+        """Refuse a folder that is not a sweep's (a sweep may delete files in it) or, when
+        resuming, holds another experiment, before anything is written."""
         d = self.dir
         for parent in d.parents:
             if parent.exists():
@@ -136,41 +175,81 @@ class SweepStore:
             raise ConfigError(f"--out: {str(d)!r} exists and is not a folder")
         if not d.is_dir():
             return
-        manifest = d / "manifest.json"
-        if not manifest.is_file() and not all(self._ours(e) for e in d.iterdir()):
+        entries = list(d.iterdir())
+        if all(e.name.startswith(".manifest.json.tmp-") or e.name == LOCK_FILE for e in entries):
+            return  # new, or a sweep killed before its first manifest
+        name = sweep_name(d)
+        if name is None:
             raise ConfigError(
-                f"--out: {str(d)!r} is not empty and holds no sweep (no manifest.json); "
-                "give a new or empty folder"
+                f"--out: {str(d)!r} is not empty and is not a sweep's folder (no manifest.json "
+                "written by pmsim sweep); give a new or empty folder"
             )
-        if exp is not None and resume and manifest.is_file():
-            try:
-                name = json.loads(manifest.read_text())["experiment"]["name"]
-            except (OSError, ValueError, KeyError, TypeError):
-                name = None
-            if name is not None and name != exp.name:
-                raise ConfigError(
-                    f"--out: {str(d)!r} holds the sweep of experiment {name!r}, not {exp.name!r} "
-                    "(give another folder, or --no-resume to replace it)"
-                )
+        if exp is not None and resume and name != exp.name:
+            raise ConfigError(
+                f"--out: {str(d)!r} holds the sweep of experiment {name!r}, not {exp.name!r} "
+                "(give another folder, or --no-resume to replace it)"
+            )
 
-    def open(self, exp, plans, resume: bool = True) -> set[str]:
-        """Prepare the folder for ``plans``; return the ids of those already finished."""
-        self.check(exp, resume)
+    def lock(self) -> None:
+        """Take the folder for this sweep: a second sweep on it is refused. An flock on the
+        folder itself, so the OS releases it when this process ends, even when killed; where a
+        folder cannot be locked (NFS), on a file in it, :data:`LOCK_FILE`."""
         d = self.dir
         try:
             d.mkdir(parents=True, exist_ok=True)
+            fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as e:
+            raise ConfigError(f"--out: cannot write to {str(d)!r} ({e.strerror})") from None
+        try:
+            self._lock_fd = _flock(fd, d)
+        except OSError as e:
+            os.close(fd)
+            if e.errno not in (errno.EBADF, errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            fd = os.open(d / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                self._lock_fd = _flock(fd, d)
+            except BaseException:
+                os.close(fd)
+                raise
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def open(self, exp, plans, resume: bool = True) -> set[str]:
+        """Lock the folder and prepare it for ``plans``; return the ids of those already
+        finished. The lock holds until :meth:`unlock`."""
+        self.lock()
+        try:
+            return self._open(exp, plans, resume)
+        except BaseException:
+            self.unlock()
+            raise
+
+    def _open(self, exp, plans, resume: bool) -> set[str]:
+        self.check(exp, resume)  # again, now that no other sweep can change the folder
+        d = self.dir
+        try:
             for entry in d.iterdir():  # what a killed sweep left half-written
                 if _is_temporary(entry):
                     shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+            # The manifest first: a folder with runs/ always has its manifest.
+            self.write_manifest(exp, plans)
             if not resume:
                 shutil.rmtree(self.runs, ignore_errors=True)
                 shutil.rmtree(d / TABLES, ignore_errors=True)
-                for name in TOP_FILES[:-1]:
+                for name in TOP_FILES[1:-1]:
                     (d / name).unlink(missing_ok=True)
-            self.write_manifest(exp, plans)  # first: a folder with runs/ always has its manifest
             for table in (*RUN_TABLES, "summary", "provenance", "failed"):
                 (self.runs / table).mkdir(parents=True, exist_ok=True)
         except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):  # the machine's, not the input's
+                raise
             raise ConfigError(f"--out: cannot write to {str(d)!r} ({e.strerror})") from None
         wanted = {p.run_id for p in plans}
         done = {p.stem for p in (self.runs / "summary").glob("*.parquet")} & wanted
@@ -205,6 +284,7 @@ class SweepStore:
             for p in plans
         ]
         manifest = {
+            "format": FORMAT,
             "experiment": exp.model_dump(mode="json", exclude={"base_dir"}),
             "pmsim_version": __version__,
             "code_digest": code_digest(),
@@ -216,6 +296,7 @@ class SweepStore:
         if status is not None:
             manifest["runs_ok"] = sum(s == "ok" for s in status.values())
             manifest["runs_failed"] = sum(s == "failed" for s in status.values())
+            manifest["runs_missing"] = sum(s == "missing" for s in status.values())
             manifest["tables_digest"] = tables
         write_text(json.dumps(manifest, indent=1, default=str), self.dir / "manifest.json")
 
@@ -266,6 +347,9 @@ class SweepStore:
                 err = json.loads(failed.read_text())["error"]
                 rows.append(pd.DataFrame([{**p.ident, "status": "failed", "error": err}]))
                 status[p.run_id] = "failed"
+            else:  # its files went while the sweep ran (deleted by hand, a full disk)
+                rows.append(pd.DataFrame([{**p.ident, "status": "missing", "error": MISSING}]))
+                status[p.run_id] = "missing"
         factors = [f for f in exp.factors if f != "workload"]
         summary = concat_rows(rows, factors)
         agg = aggregate(summary, exp.factors)

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from pmsim.costs import cost_params, did_you_mean, parse_assignment
 from pmsim.errors import ConfigError
+from pmsim.errors import one_line as _one_line
 from pmsim.workload.spec import LOOP_KINDS, PATTERN_KINDS, WorkloadSpec
 
 WORKLOADS_DIR = Path(__file__).resolve().parents[2] / "workloads"
@@ -39,8 +40,33 @@ def preset_question(path: Path) -> str:
     return ""
 
 
+# Deeper than any workload or experiment (about 6 levels), far below Python's recursion limit.
+MAX_DEPTH = 64
+
+
 class _Loader(yaml.SafeLoader):
-    """Safe YAML that refuses a key written twice in one mapping (PyYAML keeps the last silently)."""
+    """Safe YAML that refuses a key written twice in one mapping (PyYAML keeps the last silently),
+    aliases (``*name``: a few hundred bytes of them expand to gigabytes) and deep nesting (which
+    would exhaust Python's recursion)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"alias *{event.anchor} (aliases are not allowed)", event.start_mark
+            )
+        self._depth = getattr(self, "_depth", 0) + 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None,
+                    None,
+                    f"nested more than {MAX_DEPTH} levels deep",
+                    self.peek_event().start_mark,
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
     def construct_mapping(self, node, deep=False):
         if isinstance(node, yaml.MappingNode):
@@ -56,11 +82,6 @@ class _Loader(yaml.SafeLoader):
                 except TypeError:  # an unhashable key: the base class refuses it
                     pass
         return super().construct_mapping(node, deep)
-
-
-def _one_line(text: str) -> str:
-    """``text`` with line breaks and other unprintable characters escaped (a key may hold them)."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def yaml_problem(e, what: str) -> str:
@@ -79,11 +100,15 @@ def read_workload(workload: str) -> tuple[dict, str]:
     """The raw mapping of a preset name or a YAML path, and the workload's name."""
     path = Path(workload)
     if workload.endswith((".yaml", ".yml")) or path.is_file():
+        if path.is_dir():
+            raise ConfigError(f"workload: {workload!r} is a folder, not a workload file")
         if not path.is_file():
             raise ConfigError(f"workload: no such file {workload!r}")
         name = path.stem
     else:
         table = presets()
+        if workload not in table and path.is_dir():
+            raise ConfigError(f"workload: {workload!r} is a folder, not a workload file")
         if workload not in table:
             raise ConfigError(
                 f"workload: unknown preset {workload!r}{did_you_mean(workload, table)} "
@@ -120,8 +145,10 @@ def apply_overrides(raw: dict, assignments) -> dict:
 
 def _scalar(text: str):
     try:
-        return yaml.safe_load(text) if text else ""
-    except yaml.YAMLError:
+        return yaml.load(text, Loader=_Loader) if text else ""
+    except yaml.YAMLError as e:
+        if (getattr(e, "problem", None) or "").startswith(("alias", "nested")):
+            raise ConfigError(yaml_problem(e, "--set value")) from None
         return text
 
 

@@ -52,8 +52,10 @@ class RunResult:
 
     def write(self, out_dir) -> Path:
         """Write every table as Parquet, ``summary.json`` and ``spec.yaml`` into ``out_dir``,
-        all or nothing: into a temporary sibling folder first, renamed into place at the end."""
+        all or nothing: into a temporary sibling folder first, renamed into place at the end.
+        An existing ``out_dir`` is replaced only if empty or written by ``pmsim run``."""
         out = Path(out_dir)
+        check_run_folder(out)
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -66,13 +68,12 @@ class RunResult:
                 json.dumps(self.summary_with_provenance(), indent=2, sort_keys=True)
             )
             (tmp / "spec.yaml").write_text(
-                yaml.safe_dump(
-                    {"design": self.design, **self.spec.model_dump(mode="json")}, sort_keys=False
-                )
+                f"# {self.spec.name} on {self.design}: pmsim run spec.yaml --design "
+                f"{self.design}\n"
+                + yaml.safe_dump(self.spec.model_dump(mode="json"), sort_keys=False)
             )
             if out.exists():
-                if not out.is_dir():
-                    raise ConfigError(f"--out: {str(out)!r} exists and is not a folder")
+                check_run_folder(out)  # again: it may have changed while the run ran
                 old = out.with_name(f".{out.name}.old")
                 shutil.rmtree(old, ignore_errors=True)
                 os.replace(out, old)
@@ -83,6 +84,25 @@ class RunResult:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return out
+
+
+RUN_FILES = ("summary.json", "spec.yaml")
+
+
+def check_run_folder(out: Path) -> None:
+    """Refuse to replace anything but an empty folder or one ``pmsim run --out`` wrote (its
+    summary.json and spec.yaml, and Parquet tables beside them)."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ConfigError(f"--out: {str(out)!r} exists and is not a folder")
+    names = {e.name for e in out.iterdir()}
+    ours = all(n in RUN_FILES or (n.endswith(".parquet") and "/" not in n) for n in names)
+    if names and not (ours and set(RUN_FILES) <= names):
+        raise ConfigError(
+            f"--out: {str(out)!r} is not empty and is not a folder pmsim run wrote (it would be "
+            "replaced); give a new or empty folder"
+        )
 
 
 def _us(ns: float) -> float:

@@ -21,6 +21,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     create_model,
+    field_validator,
     model_validator,
 )
 
@@ -204,6 +205,13 @@ class Closed(Strict):
 class Open(Strict):
     kind: Literal["open"]
     arrivals: Dist  # per-thread interarrival times; the thread serves its requests in order
+
+    @field_validator("arrivals")
+    @classmethod
+    def _positive_mean(cls, v):
+        if v.mean <= 0:  # endless requests in no time: an infinite offered load
+            raise ValueError(f"the mean interarrival must be > 0, got {v}")
+        return v
 
 
 LOOP_KINDS = _by_kind(Closed, Open)
@@ -393,6 +401,9 @@ class WorkloadSpec(Strict):
             for p in self.processes:
                 for m in p.mappings:
                     yield self.mapping_length(m), f"a mapping of process {p.name!r}"
+        if any(op in mix for op in CHURN_OPS):
+            f = self.file_spec(self.churn.file)
+            yield f.pages - self.churn.pages + 1, f"file {f.name!r} (as churn blocks start)"
 
     @property
     def total_threads(self) -> int:
