@@ -163,7 +163,7 @@ def latency_vs_cores(
         width=3.4 * len(quantiles) + 1,
         height=2.3 * len(ops) + 1.3,
     )
-    plotted, stalled = [], False
+    plotted, stalled, bounded = [], False, False
     for r, op in enumerate(ops):
         row_means = []
         for c, q in enumerate(quantiles):
@@ -171,6 +171,7 @@ def latency_vs_cores(
             ax.set_yscale("log")
             plotted.append(data.metric(result, workload, f"ops.{op}.latency_us.{q}"))
             row_means += draw_lines(ax, lay, plotted[-1], colors, log=True)
+            bounded = draw_bounds(ax, lay, plotted[-1], colors) or bounded
             if c == len(quantiles) - 1:
                 ages = _unfinished(ax, lay, result, workload, op, colors, plotted[-1])
                 row_means += ages
@@ -183,8 +184,42 @@ def latency_vs_cores(
                 ax.set_title(q)
         log_limits(axes[r, 0], row_means)
     _title(fig, workload, "latency", lay)
-    _legend(fig, lay, colors, pd.concat(plotted), extra=[UNFINISHED] if stalled else [])
+    extra = ([UNFINISHED] if stalled else []) + ([LOWER_BOUND] if bounded else [])
+    _legend(fig, lay, colors, pd.concat(plotted), extra=extra)
     return fig
+
+
+LOWER_BOUND = style.Line2D(
+    [],
+    [],
+    color="0.3",
+    marker="^",
+    ms=8,
+    ls="none",
+    label="≥: a lower bound (operations still running at the end reach this percentile)",
+)
+
+
+def draw_bounds(ax, lay, df, colors: dict) -> bool:
+    """An upward marker on each point whose value is only a lower bound in some replication
+    (the aggregate's ``lower_bound``): the true percentile lies at or above it. True if any."""
+    if "lower_bound" not in df:
+        return False
+    df = lay.place(df[df["lower_bound"] > 0])
+    for design, color in colors.items():
+        sub = df[df["design"] == design]
+        if len(sub):
+            ax.plot(
+                sub["_x"],
+                sub["mean"],
+                color=color,
+                marker="^",
+                ms=8,
+                ls="none",
+                label=f"_bound {design}",
+                zorder=5,
+            )
+    return bool(len(df))
 
 
 UNFINISHED = style.Line2D(

@@ -24,6 +24,8 @@ HAZARDS = [
     ("pass still running at the end, age", "daemons.fsync.unfinished_age_us_max", 1e-3, "ms"),
     ("miss latency p99", "ops.miss.latency_us.p99", 1, "µs"),
     ("miss latency max", "ops.miss.latency_us.max", 1, "µs"),
+    ("pm_qlock wait max", "locks.pm_qlock.wait_us_max", 1e-3, "ms"),
+    ("pm_qlock hand-off mean", "locks.pm_qlock.handoff_us_mean", 1, "µs"),
     ("misses still waiting at the end", "ops.miss.unfinished", 1, ""),
     ("oldest waiting miss", "ops.miss.unfinished_age_us_max", 1e-3, "ms"),
     ("PTE walk (mark_and_clear_dirty_ptes)", "timings.pte_walk.us_mean", 1, "µs"),
@@ -52,6 +54,16 @@ def ci(mean: float, half: float, scale: float = 1.0) -> str:
         return m
     decimals = len(m.split(".")[1]) if "." in m else 0
     return f"{m} ± {abs(half) * scale:,.{decimals}f}"
+
+
+def cell(s, scale: float = 1.0) -> str:
+    """A :meth:`Review.stat` as a table cell: ``mean ± half``, or ``≥ mean`` where some
+    replication's value was only a lower bound (something still in progress at the end)."""
+    if not s:
+        return "-"
+    if len(s) > 3 and s[3]:
+        return f"≥ {num(s[0] * scale)}"
+    return ci(s[0], s[1], scale)
 
 
 class Review:
@@ -83,14 +95,13 @@ class Review:
         ]
 
     def stat(self, design: str, workload: str, point: dict, metric: str):
-        """(mean, ci95_half, n) of a metric, or None."""
+        """(mean, ci95_half, n, is a lower bound in some replication) of a metric, or None."""
         rows = data.select_point(data.metric(self.res, workload, metric), point)
         rows = rows[rows["design"] == design]
-        return (
-            None
-            if rows.empty
-            else (rows["mean"].iloc[0], rows["ci95_half"].iloc[0], rows["n"].iloc[0])
-        )
+        if rows.empty:
+            return None
+        r = rows.iloc[0]
+        return (r["mean"], r["ci95_half"], r["n"], bool(r.get("lower_bound", 0)))
 
     def difference(self, design: str, workload: str, point: dict, metric: str):
         d = self.res.differences
@@ -247,15 +258,13 @@ def headline(rv: Review) -> list:
             p = json.loads(p)
             row = [w, rv.label(p)]
             for d in rv.exp.designs:
-                s = rv.stat(d, w, p, THROUGHPUT)
-                row.append(ci(s[0], s[1], 1e-6) if s else "-")
+                row.append(cell(rv.stat(d, w, p, THROUGHPUT), 1e-6))
             for d in rv.others:
                 df = rv.difference(d, w, p, THROUGHPUT)
                 row.append(ci(df["mean"], df["ci95_half"], 1e-6) if df is not None else "-")
             row.append(op or "-")
             for d in rv.exp.designs:
-                s = rv.stat(d, w, p, f"ops.{op}.latency_us.p99") if op else None
-                row.append(ci(s[0], s[1]) if s else "-")
+                row.append(cell(rv.stat(d, w, p, f"ops.{op}.latency_us.p99") if op else None))
             rows.append(row)
     blocks.append(Table(header, rows, right=2))
     return blocks
@@ -362,8 +371,7 @@ def hazards(rv: Review) -> list:
             for p in rv.points_of(w):
                 row = [d, rv.label(p)]
                 for _, metric, scale, _ in cols:
-                    s = rv.stat(d, w, p, metric)
-                    row.append(ci(s[0], s[1], scale) if s else "-")
+                    row.append(cell(rv.stat(d, w, p, metric), scale))
                 rows.append(row)
         blocks += [
             Heading(f"`{w}`", 3),
@@ -411,7 +419,10 @@ def _hazard_sentence(rv: Review, w: str, d: str) -> str:
     if age and age[0] > 0:
         parts.append(f"a pass is still running at the end after {ci(age[0], age[1], 1e-3)} ms")
     if miss and miss[0] > 0:
-        parts.append(f"the slowest miss that completed took {ci(miss[0], miss[1])} µs")
+        parts.append(
+            f"misses wait up to {cell(miss, 1e-3)} ms"
+            + (" (still waiting at the end: a lower bound)" if miss[3] else "")
+        )
     waiting = rv.stat(d, w, p, "ops.miss.unfinished")
     oldest = rv.stat(d, w, p, "ops.miss.unfinished_age_us_max")
     if waiting and waiting[0] > 0:

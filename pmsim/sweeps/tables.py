@@ -43,7 +43,8 @@ def factor_value(v):
 
 
 def flatten(summary: dict, prefix: str = "") -> dict:
-    """``{"ops": {"read": {"count": 3}}}`` -> ``{"ops.read.count": 3}`` (numbers only)."""
+    """``{"ops": {"read": {"count": 3}}}`` -> ``{"ops.read.count": 3}`` (numbers, and the
+    booleans saying a number is only a lower bound: ``..._is_lower_bound``)."""
     out = {}
     for k, v in summary.items():
         if not prefix and k in _SKIP:
@@ -51,9 +52,21 @@ def flatten(summary: dict, prefix: str = "") -> dict:
         name = f"{prefix}{k}"
         if isinstance(v, dict):
             out.update(flatten(v, f"{name}."))
-        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+        elif isinstance(v, bool):
+            if name.endswith(BOUND):
+                out[name] = v
+        elif isinstance(v, (int, float)):
             out[name] = v
     return out
+
+
+BOUND = "_is_lower_bound"
+
+
+def bound_column(metric: str) -> str:
+    """The summary column saying whether ``metric`` is only a lower bound in a run:
+    ``ops.read.latency_us.p99`` -> ``ops.read.latency_us.p99_is_lower_bound``."""
+    return metric + BOUND
 
 
 def concat_rows(frames: list[pd.DataFrame], factors: list[str]) -> pd.DataFrame:
@@ -80,7 +93,12 @@ def _long(summary: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     ids = [*keys, "replication"]
     skip = set(ids) | set(IDENT) | set(STATUS)
     metrics = [
-        c for c in summary.columns if c not in skip and pd.api.types.is_numeric_dtype(summary[c])
+        c
+        for c in summary.columns
+        if c not in skip
+        and not c.endswith(BOUND)
+        and pd.api.types.is_numeric_dtype(summary[c])
+        and not pd.api.types.is_bool_dtype(summary[c])
     ]
     if summary.empty or not metrics:
         return pd.DataFrame(columns=[*ids, "metric", "value"])
@@ -106,12 +124,40 @@ def _mean_ci(long: pd.DataFrame, by: list[str], cols: list[str]) -> pd.DataFrame
     return out[cols]
 
 
+def _lower_bounds(summary: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Per group and metric with a ``_is_lower_bound`` column: in how many ok runs it was
+    only a lower bound (something still in progress at the end older than it could see)."""
+    if "status" in summary:
+        summary = summary[summary["status"] == "ok"]
+    cols = [c for c in summary.columns if c.endswith(BOUND)]
+    if summary.empty or not cols:
+        return pd.DataFrame(columns=[*keys, "metric", "lower_bound"])
+    long = summary.melt(id_vars=keys, value_vars=cols, var_name="metric", value_name="b")
+    long["metric"] = long["metric"].str[: -len(BOUND)]
+    long["b"] = long["b"].fillna(False).astype(bool)
+    return (
+        long.groupby([*keys, "metric"], sort=False, dropna=False)["b"]
+        .sum()
+        .astype(int)
+        .rename("lower_bound")
+        .reset_index()
+    )
+
+
 def aggregate(summary: pd.DataFrame, factors: list[str]) -> pd.DataFrame:
     """Per design, workload, factor point and metric: runs, mean, standard deviation and the
-    95% confidence interval of the mean (Student t over the replications; NaN for one run)."""
+    95% confidence interval of the mean (Student t over the replications; NaN for one run);
+    ``lower_bound``, the runs in which the value was only a lower bound; ``flags``
+    (pmsim.sweeps.flags), what a reader must know before trusting the mean."""
     keys = group_keys(factors)
     cols = [*keys, "metric", "n", "mean", "std", "ci95_low", "ci95_high", "ci95_half"]
-    return _mean_ci(_long(summary, keys), [*keys, "metric"], cols)
+    out = _mean_ci(_long(summary, keys), [*keys, "metric"], cols)
+    bounds = _lower_bounds(summary, keys)
+    if not out.empty and not bounds.empty:
+        out = out.merge(bounds, on=[*keys, "metric"], how="left", sort=False)
+    out["lower_bound"] = out["lower_bound"].fillna(0).astype(int) if "lower_bound" in out else 0
+    out["flags"] = np.where(out["lower_bound"] > 0, "censored", "")
+    return out
 
 
 def differences(summary: pd.DataFrame, factors: list[str], baseline: str) -> pd.DataFrame:
