@@ -55,7 +55,10 @@ def table(text: str) -> list[dict]:
 
 
 def value(cell: str) -> tuple[float, float | None, float]:
-    """``1,234.5 ± 0.6`` -> (1234.5, 0.6, half a unit of the last digit shown)."""
+    """``1,234.5 ± 0.6`` -> (1234.5, 0.6, half a unit of the last digit shown); a flag after it
+    (``(underpowered)``) or a bound's ``≥`` before it is left out."""
+    cell = re.sub(r" \((?:unsteady|underpowered)(?:, underpowered)?\)$", "", cell)
+    cell = cell.removeprefix("≥ ")
     mean, _, half = cell.partition(" ± ")
     decimals = len(mean.split(".")[1]) if "." in mean else 0
     return (
@@ -134,19 +137,27 @@ def test_headline_numbers_are_the_aggregate_and_the_paired_differences(review):
             assert diff.empty and r["new − old M ops/s"] == "-"
 
 
-def test_wins_follow_the_paired_intervals(review):
+def test_wins_follow_the_paired_verdicts(review):
     res, md, _ = review
     d = res.differences
     thr = d[(d.workload == "read_hits") & (d.metric == THROUGHPUT)]
     new_wins = section(md, "Where new wins over old")
     old_wins = section(md, "Where old wins over new")
-    faster = [int(c) for c in thr.loc[thr.ci95_low > 0, "machine.cores"]]
-    slower = [int(c) for c in thr.loc[thr.ci95_high < 0, "machine.cores"]]
-    line = next((ln for ln in new_wins.splitlines() if "`read_hits` throughput" in ln), "")
-    assert [cores_of(x) for x in re.findall(r"(\d+ cores?)", line.split("(")[0])] == faster
-    line = next((ln for ln in old_wins.splitlines() if "`read_hits` throughput" in ln), "")
-    assert [cores_of(x) for x in re.findall(r"(\d+ cores?)", line.split("(")[0])] == slower
+    faster = [int(c) for c in thr.loc[thr.verdict == "higher", "machine.cores"]]
+    slower = [int(c) for c in thr.loc[thr.verdict == "lower", "machine.cores"]]
+
+    def points(text):
+        return [
+            cores_of(m)
+            for ln in text.splitlines()
+            if (m := re.match(r"- `read_hits` throughput at (\d+ cores?) ", ln)) and (m := m[1])
+        ]
+
+    assert points(new_wins) == faster and points(old_wins) == slower
     assert faster, "NEW should beat OLD at 4 cores on read hits"
+    line = next(ln for ln in new_wins.splitlines() if "`read_hits` throughput" in ln)
+    assert re.search(r"new > old in \d/2 pairs \(sign test p = [0-9.]+\)", line), line
+    assert (thr.loc[thr.ci95_low > 0, "verdict"] != "lower").all()
 
 
 def test_hazard_table_is_the_aggregate(review):

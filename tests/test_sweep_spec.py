@@ -1222,3 +1222,15 @@ def test_code_digest_covers_the_model_not_the_result_readers(tmp_path, monkeypat
         (tmp_path / rel).write_text("changed")
         assert digest() != before, rel
         before = digest()
+
+
+@pytest.mark.parametrize("value", [1.5, -0.1, "2%"])
+def test_bad_practical_difference_is_refused_in_one_line(value):
+    with pytest.raises(ConfigError) as err:
+        load_experiment(exp(grid={"machine.cores": [1, 2]}, practical_difference=value))
+    one_line(str(err.value))
+    assert "practical_difference" in str(err.value)
+
+
+def test_practical_difference_defaults_to_2_percent():
+    assert load_experiment(exp(grid={"machine.cores": [1, 2]})).practical_difference == 0.02

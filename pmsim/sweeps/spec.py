@@ -15,6 +15,7 @@
       - {design: old, workload: punch_hole}   # a list of values means any of them
     replications: 3
     seed: 1
+    practical_difference: 0.02       # smaller differences are reported as negligible
     out: results/quick               # relative to the working folder; --out overrides
 
 A factor or override key is any dotted workload key (as ``pmsim run --set``) or a bare
@@ -58,6 +59,8 @@ class ExperimentSpec(BaseModel):
     exclude: list[dict[str, Any]] = []
     replications: Annotated[int, Field(ge=1, le=10_000)] = 1
     seed: Annotated[int, Field(ge=0)] = 1
+    # the smallest difference that matters, as a fraction of the baseline (pmsim.sweeps.verdicts)
+    practical_difference: Annotated[float, Field(ge=0, lt=1)] = 0.02
     out: str | None = None
     base_dir: str = "."  # where relative workload paths are found: the experiment file's folder
 

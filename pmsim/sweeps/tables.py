@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from pmsim.sweeps import verdicts
+
 IDENT = ("run_id", "design", "workload", "replication", "seed")
 STATUS = ("status", "error")
 # Summary entries that restate the run's identity.
@@ -144,28 +146,91 @@ def _lower_bounds(summary: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     )
 
 
+# The summary column a run sets to 1 when its measured window is not steady (pmsim.workload.steady).
+UNSTEADY = "steady.unsteady"
+UNDERPOWERED_HALF = 0.5  # a 95% half-width above half the mean: too few replications to say much
+
+
 def aggregate(summary: pd.DataFrame, factors: list[str]) -> pd.DataFrame:
     """Per design, workload, factor point and metric: runs, mean, standard deviation and the
     95% confidence interval of the mean (Student t over the replications; NaN for one run);
-    ``lower_bound``, the runs in which the value was only a lower bound; ``flags``
-    (pmsim.sweeps.flags), what a reader must know before trusting the mean."""
+    ``lower_bound``, the runs in which the value was only a lower bound; ``split``, the
+    replications' clusters where they form two (pmsim.sweeps.verdicts.split), and ``flags``:
+    ``bimodal`` (a split), ``censored`` (a lower bound in some run), ``unsteady`` (some run's
+    window was not steady), ``underpowered`` (under 3 runs, or a half-width over half the mean)."""
     keys = group_keys(factors)
     cols = [*keys, "metric", "n", "mean", "std", "ci95_low", "ci95_high", "ci95_half"]
-    out = _mean_ci(_long(summary, keys), [*keys, "metric"], cols)
+    long = _long(summary, keys)
+    out = _mean_ci(long, [*keys, "metric"], cols)
     bounds = _lower_bounds(summary, keys)
     if not out.empty and not bounds.empty:
         out = out.merge(bounds, on=[*keys, "metric"], how="left", sort=False)
     out["lower_bound"] = out["lower_bound"].fillna(0).astype(int) if "lower_bound" in out else 0
-    out["flags"] = np.where(out["lower_bound"] > 0, "censored", "")
+    out["split"] = _splits(long, [*keys, "metric"], out)
+    unsteady = _unsteady(summary, keys, out)
+    out["flags"] = [
+        ",".join(
+            name
+            for name, on in (
+                ("bimodal", bool(sp)),
+                ("censored", lb > 0),
+                ("unsteady", us),
+                ("underpowered", n < 3 or not abs(half) <= UNDERPOWERED_HALF * abs(mean)),
+            )
+            if on
+        )
+        for sp, lb, us, n, half, mean in zip(
+            out["split"], out["lower_bound"], unsteady, out["n"], out["ci95_half"], out["mean"]
+        )
+    ]
     return out
 
 
-def differences(summary: pd.DataFrame, factors: list[str], baseline: str) -> pd.DataFrame:
+def _splits(long: pd.DataFrame, by: list[str], out: pd.DataFrame) -> list[str]:
+    """Per row of ``out``: the replications' split, described, or ''."""
+    if out.empty:
+        return []
+    found = {}
+    for key, g in long.groupby(by, sort=False, dropna=False):
+        if len(g) >= 3:
+            parts = verdicts.split(g["value"].to_numpy(dtype=float))
+            if parts is not None:
+                found[_key(key)] = verdicts.describe_split(parts)
+    return [found.get(_key(k), "") for k in out[by].itertuples(index=False, name=None)]
+
+
+def _key(k) -> tuple:
+    """A group key with NaN made comparable (NaN != NaN)."""
+    return tuple("<nan>" if isinstance(v, float) and math.isnan(v) else v for v in k)
+
+
+def _unsteady(summary: pd.DataFrame, keys: list[str], out: pd.DataFrame) -> list[bool]:
+    """Per row of ``out``: whether some ok run of its design and point was not steady."""
+    if out.empty or UNSTEADY not in summary:
+        return [False] * len(out)
+    ok = summary[summary["status"] == "ok"] if "status" in summary else summary
+    bad = {
+        _key(k)
+        for k, g in ok.groupby(keys, sort=False, dropna=False)
+        if (g[UNSTEADY].fillna(0) > 0).any()
+    }
+    return [_key(k) in bad for k in out[keys].itertuples(index=False, name=None)]
+
+
+def differences(
+    summary: pd.DataFrame,
+    factors: list[str],
+    baseline: str,
+    practical: float = verdicts.PRACTICAL,
+) -> pd.DataFrame:
     """Per design other than ``baseline``, point and metric: the mean of (design - baseline)
     over the replications, each pair run with the same seed, and its 95% interval. Where
     the designs respond alike to the same random inputs, this interval is narrower than
-    the two designs' own; "is NEW faster here?" is whether it excludes 0.
-    ``baseline_mean`` gives the scale."""
+    the two designs' own. ``baseline_mean`` gives the scale, ``relative`` the mean difference
+    over it; ``pairs_higher`` / ``pairs_lower`` count the pairs each way and ``sign_p`` is the
+    two-sided sign test; ``verdict`` (pmsim.sweeps.verdicts.verdict, with ``practical`` the
+    smallest difference that matters, as a fraction of the baseline) is ``higher``, ``lower``,
+    ``negligible``, ``no difference`` or ``inconclusive (underpowered)``."""
     keys = group_keys(factors)
     point = keys[1:]
     cols = [
@@ -180,6 +245,11 @@ def differences(summary: pd.DataFrame, factors: list[str], baseline: str) -> pd.
         "ci95_high",
         "ci95_half",
         "baseline_mean",
+        "relative",
+        "pairs_higher",
+        "pairs_lower",
+        "sign_p",
+        "verdict",
     ]
     long = _long(summary, keys)
     base = long[long["design"] == baseline].drop(columns="design")
@@ -188,14 +258,24 @@ def differences(summary: pd.DataFrame, factors: list[str], baseline: str) -> pd.
     if pairs.empty:
         return pd.DataFrame(columns=cols)
     pairs["value"] = pairs["value"] - pairs["value_base"]
-    out = _mean_ci(
-        pairs,
-        ["design", *point, "metric"],
-        [c for c in cols if c not in ("baseline", "baseline_mean")],
+    by = ["design", *point, "metric"]
+    out = _mean_ci(pairs, by, by + ["n", "mean", "std", "ci95_low", "ci95_high", "ci95_half"])
+    g = pairs.assign(up=pairs["value"] > 0, down=pairs["value"] < 0).groupby(
+        by, sort=False, dropna=False
     )
-    base_mean = pairs.groupby(["design", *point, "metric"], sort=False, dropna=False)[
-        "value_base"
-    ].mean()
-    out["baseline_mean"] = base_mean.to_numpy()
+    out["baseline_mean"] = g["value_base"].mean().to_numpy()
+    out["pairs_higher"] = g["up"].sum().astype(int).to_numpy()
+    out["pairs_lower"] = g["down"].sum().astype(int).to_numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["relative"] = out["mean"] / out["baseline_mean"].abs()
+    out["sign_p"] = [
+        verdicts.sign_test(h, lo) for h, lo in zip(out["pairs_higher"], out["pairs_lower"])
+    ]
+    out["verdict"] = [
+        verdicts.verdict(lo, hi, m, b, practical)
+        for lo, hi, m, b in zip(
+            out["ci95_low"], out["ci95_high"], out["mean"], out["baseline_mean"]
+        )
+    ]
     out.insert(1, "baseline", baseline)
     return out[cols]
