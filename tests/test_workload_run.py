@@ -256,6 +256,7 @@ def test_summary_keys_are_stable(results):
             "handoff_us_mean",
             "handoff_us_p99",
         }
+    assert set(s["steady"]) == {"mser_truncation_ms", "mser_batch_ms", "unsteady"}  # no daemon
     assert set(s["cpu"]) == {"useful", "spin", "idle", "ipi"}
     assert set(s["tlb"]) == {"shootdowns", "ipis"}
     assert set(s["io"]) == {"reads", "writes", "utilization"}

@@ -27,10 +27,11 @@ import pandas as pd
 import yaml
 
 from pmsim.errors import ConfigError
-from pmsim.operations import COUNTED_OPERATIONS
+from pmsim.operations import BY_NAME, COUNTED_OPERATIONS, DAEMONS
 from pmsim.process import PROCESS_LOCKS
 from pmsim.stats import censored_quantile, joint_buckets
 from pmsim.workload.metrics import MS
+from pmsim.workload.steady import steadiness
 
 # Operations a workload issues; a fault (inside a touch) and a miss (inside a read, write or
 # fault) are nested, so they are not counted again.
@@ -164,6 +165,10 @@ def build_result(run, wall_s: float) -> RunResult:
         "timings": {name: _timing(h) for name, h in sorted(rec.histograms.items())},
         "counters": counters,
     }
+    timeseries = _timeseries(run)
+    summary["steady"] = steadiness(
+        [r["ops_per_s"] for r in timeseries if r["measured"]], _daemon_passes(run)
+    )
     for name, st in rec.locks.items():
         if name not in summary["locks"]:
             summary["locks"][name] = _lock_summary(st)
@@ -173,7 +178,6 @@ def build_result(run, wall_s: float) -> RunResult:
         for op, h in st.held_by().items()
     ]
 
-    timeseries = _timeseries(run)
     run_row = {
         "total_ops_per_s": total,
         "duration_ms": summary["duration_ms"],
@@ -281,6 +285,20 @@ def _timeseries(run) -> list[dict]:
             }
         )
     return rows
+
+
+def _daemon_passes(run) -> int | None:
+    """The fewest passes a periodic daemon finished inside the window (a file-scoped daemon
+    such as writeback does one operation per file a pass), or None without daemons."""
+    if not run.daemons:
+        return None
+    warmup, files = run.spec.warmup, max(len(run.file_list), 1)
+    passes = []
+    for name, _, _ in run.daemons:
+        op = BY_NAME[DAEMONS[name]]
+        done = sum(1 for o, _, t1 in run.intervals if o == op.name and t1 >= warmup)
+        passes.append(done // files if op.scope == "file" else done)
+    return min(passes)
 
 
 def _op_timeseries(run) -> list[dict]:
