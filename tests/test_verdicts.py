@@ -111,7 +111,11 @@ def test_aggregate_flags_each_case_and_leaves_a_deterministic_point_alone():
     p99 = a.loc[("new", "ops.read.latency_us.p99")]
     assert p99["lower_bound"] == 1 and "censored" in p99["flags"].split(",")
     two = aggregate(_summary([("old", [1.0, 1.1], {})]), []).iloc[0]
-    assert two["flags"] == "underpowered"  # 2 replications
+    assert two["flags"] == "underpowered"  # 2 replications: 1.05 +- 0.64
+    same = aggregate(_summary([("old", [1.0, 1.0], {})]), []).iloc[0]
+    assert same["flags"] == ""  # deterministic: two identical runs say all there is
+    one = aggregate(_summary([("old", [1.0], {})]), []).iloc[0]
+    assert one["flags"] == "underpowered"
 
 
 def test_new_wins_every_pair_of_a_split_yet_the_t_interval_is_inconclusive():
@@ -163,3 +167,5 @@ def test_report_wording_for_each_flag():
     assert review.pairs_text(_Stub(None, ""), "new", df, True) == (
         "new > old in 3/3 pairs (sign test p = 0.25)"
     )
+    tie = pd.Series({"n": 2, "pairs_higher": 0, "pairs_lower": 0, "sign_p": 1.0})
+    assert review.pairs_text(_Stub(None, ""), "new", tie, True) == "new = old in all 2 pairs"

@@ -74,7 +74,7 @@ FLAG_WORDS = {
     "censored": "≥: a lower bound, something still in progress at the end reached it",
     "unsteady": "unsteady: some run's measured window was not steady (warm-up not over by "
     "MSER-5, or a daemon finished fewer than 3 passes)",
-    "underpowered": "underpowered: under 3 replications, or a 95% half-width over half the mean",
+    "underpowered": "underpowered: one replication, or a 95% half-width over half the mean",
 }
 
 
@@ -341,6 +341,8 @@ def pairs_text(rv: Review, design: str, df, better_high: bool) -> str:
     n, up, down = int(df["n"]), int(df["pairs_higher"]), int(df["pairs_lower"])
     good, sign = (up, ">") if better_high else (down, "<")
     bad = down if better_high else up
+    if good == bad == 0:
+        return f"{design} = {rv.base} in all {n} pairs"
     if bad > good:
         good, sign = bad, "<" if better_high else ">"
     return f"{design} {sign} {rv.base} in {good}/{n} pairs (sign test p = {df['sign_p']:.2g})"

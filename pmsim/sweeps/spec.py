@@ -11,6 +11,8 @@
       machine.cores: [1, 4, 16]
       processes.0.threads: [1, 4, 16]
     overrides: {duration: 5ms}       # applied to every run, before the factors
+    workload_overrides:              # applied to one workload's runs, after the overrides
+      punch_hole: {request_pages: 8}
     exclude:                         # runs left out: those matching every key of an entry
       - {design: old, workload: punch_hole}   # a list of values means any of them
     replications: 3
@@ -56,6 +58,8 @@ class ExperimentSpec(BaseModel):
     grid: dict[str, Annotated[list[Any], Field(min_length=1)]] = {}
     zip: dict[str, Annotated[list[Any], Field(min_length=1)]] = {}
     overrides: dict[str, Any] = {}
+    # per workload (as named in the experiment): overrides for its runs only, after ``overrides``
+    workload_overrides: dict[str, dict[str, Any]] = {}
     exclude: list[dict[str, Any]] = []
     replications: Annotated[int, Field(ge=1, le=10_000)] = 1
     seed: Annotated[int, Field(ge=0)] = 1
@@ -87,6 +91,17 @@ class ExperimentSpec(BaseModel):
         for key, value in [*self.grid.items(), *self.zip.items(), *self.overrides.items()]:
             if key in _RESERVED:
                 raise ValueError(f"{key!r} cannot be set here (got {value!r}): {_RESERVED[key]}")
+        named = set(self.grid.get("workload", []) + self.zip.get("workload", []))
+        named |= {self.workload} if self.workload else set()
+        for w, items in self.workload_overrides.items():
+            if w not in named:
+                raise ValueError(
+                    f"workload_overrides.{w}: not a workload of this experiment "
+                    f"({', '.join(sorted(named))})"
+                )
+            for key, value in items.items():
+                if key in _RESERVED or key == "workload":
+                    raise ValueError(f"workload_overrides.{w}.{key} cannot be set (got {value!r})")
         if "workload" in self.overrides:
             raise ValueError(
                 f"'workload' is not an override (got {self.overrides['workload']!r}): give it as "

@@ -157,7 +157,9 @@ def aggregate(summary: pd.DataFrame, factors: list[str]) -> pd.DataFrame:
     ``lower_bound``, the runs in which the value was only a lower bound; ``split``, the
     replications' clusters where they form two (pmsim.sweeps.verdicts.split), and ``flags``:
     ``bimodal`` (a split), ``censored`` (a lower bound in some run), ``unsteady`` (some run's
-    window was not steady), ``underpowered`` (under 3 runs, or a half-width over half the mean)."""
+    window was not steady), ``underpowered`` (one run: no interval; or a 95% half-width over half
+    the mean, so the interval reaches 0 or beyond for a positive quantity). Identical
+    replications (a deterministic point) have a zero-width interval and are not flagged."""
     keys = group_keys(factors)
     cols = [*keys, "metric", "n", "mean", "std", "ci95_low", "ci95_high", "ci95_half"]
     long = _long(summary, keys)
@@ -175,7 +177,7 @@ def aggregate(summary: pd.DataFrame, factors: list[str]) -> pd.DataFrame:
                 ("bimodal", bool(sp)),
                 ("censored", lb > 0),
                 ("unsteady", us),
-                ("underpowered", n < 3 or not abs(half) <= UNDERPOWERED_HALF * abs(mean)),
+                ("underpowered", n < 2 or not abs(half) <= UNDERPOWERED_HALF * abs(mean)),
             )
             if on
         )
