@@ -270,3 +270,28 @@ def test_the_committed_report_is_the_committed_tables(tmp_path):
     )
     shown = re.findall(r"!\[[^]]*\]\(([^)]+)\)", committed)
     assert len(shown) >= 40 and all((results / p).is_file() for p in shown)
+
+
+def test_a_sweep_whose_runs_all_failed_is_one_line_and_exit_2(tmp_path, capsys):
+    """Every run fails (a cost its workload never reads is refused at the run's end)."""
+    exp = {
+        "name": "all_fail",
+        "workload": "read_hits",
+        "designs": ["old", "new"],
+        "overrides": {
+            "duration": "0.3ms",
+            "warmup": "0.1ms",
+            "machine.cores": 2,
+            "processes.0.threads": 2,
+            "nvme_write_4k_us": "10us",
+        },
+        "replications": 1,
+    }
+    res = pmsim.sweep(exp, tmp_path / "f", workers=1, progress=False)
+    assert (res.summary["status"] == "failed").all()
+    capsys.readouterr()
+    for cmd in ("report", "plot"):
+        assert main([cmd, str(res.out)]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+        assert "finished ok" in err and "2 failed" in err

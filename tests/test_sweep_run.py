@@ -875,3 +875,18 @@ def test_gathered_tables_of_a_factor_mixing_numbers_and_strings(tmp_path):
     assert len(set(ops["run_id"])) == 4
     back = api.SweepResult.load(tmp_path / "out")
     assert_frame_equal(back.table("ops"), ops, check_exact=True)
+
+
+def test_progress_bars_only_on_a_terminal(tmp_path, capsys):
+    import io
+
+    from pmsim.sweeps.api import bar_wanted
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    assert bar_wanted(Tty()) and not bar_wanted(io.StringIO())
+    pmsim.sweep(tiny(grid={}), tmp_path / "bar", workers=1, progress=True)
+    err = capsys.readouterr().err  # pytest's capture is no terminal: the start line, no bar
+    assert "runs (" in err and "\r" not in err and "run/s" not in err
