@@ -486,3 +486,22 @@ def test_write_figures_writes_png_and_svg(points, tmp_path):
         points, tmp_path / "one", formats=("png",), figures={"x": figs["cpu_breakdown-read_hits"]}
     )
     assert only.name == "x.png"
+
+
+def test_throughput_and_latency_show_each_replication(scaling):
+    """A hollow dot per replication beside the mean line: a split is seen, not averaged away."""
+    s = data.ok_summary(scaling, "cold_misses")
+    fig = plots.throughput_vs_cores(scaling, "cold_misses")
+    (dots,) = lines(fig.axes[0], "_replications new")
+    want = s.loc[s.design == "new", "total_ops_per_s"].to_numpy() / 1e6
+    np.testing.assert_allclose(sorted(dots.get_ydata()), sorted(want))
+    fig = plots.latency_vs_cores(scaling, "cold_misses")
+    assert lines(fig.axes[1], "_replications old")
+
+
+def test_timings_and_shootdowns_figures_only_with_content(writeback, figures):
+    wb = figures["writeback"]
+    a = writeback.aggregate
+    longest = a[a.metric.str.match(r"timings\.[^.]+\.us_max$")]["mean"]
+    assert ("timings-writeback_readers" in wb) == bool((longest >= plots.MIN_TIMING_US).any())
+    assert not [k for k in wb if k.startswith("shootdowns_per_op-writeback")]

@@ -177,6 +177,13 @@ def test_hazard_table_is_the_aggregate(review):
     held = agg(res, "new", "writeback_readers", 4, "locks.pm_qlock.held_by.fsync.hold_us_max")
     assert held["mean"] > 1000, "a writeback pass should hold pm_qlock for milliseconds"
     assert "a writeback pass holds `pm_qlock` for up to" in text
+    # the reviewer's sentence: how long misses wait, and whether a pass outlasts the run
+    worst = max(
+        agg(res, "new", "writeback_readers", c, "ops.miss.latency_us.max")["mean"] for c in (1, 4)
+    )
+    m = re.search(r"misses wait up to (≥ )?([0-9.,]+)(?: ± [0-9.,]+)? ms behind writeback at", text)
+    assert m and abs(float(m[2].replace(",", "")) - worst / 1e3) <= 0.01 * worst / 1e3
+    assert "a pass finishes at every point" in text or "a pass outlasts the run" in text
 
 
 def test_html_has_the_markdown_numbers(review):

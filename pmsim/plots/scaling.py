@@ -138,6 +138,7 @@ def throughput_vs_cores(result, workload: str, x: str | None = None):
     ax = axes[0, 0]
     tput = data.metric(result, workload, "total_ops_per_s")
     draw_lines(ax, lay, tput, colors, scale=1e6)
+    draw_replications(ax, lay, result, workload, "total_ops_per_s", colors, scale=1e6)
     _setup_x(ax, lay)
     ax.set_ylabel("throughput (M ops/s)")
     ax.set_ylim(bottom=0)
@@ -171,6 +172,7 @@ def latency_vs_cores(
             ax.set_yscale("log")
             plotted.append(data.metric(result, workload, f"ops.{op}.latency_us.{q}"))
             row_means += draw_lines(ax, lay, plotted[-1], colors, log=True)
+            draw_replications(ax, lay, result, workload, f"ops.{op}.latency_us.{q}", colors)
             bounded = draw_bounds(ax, lay, plotted[-1], colors) or bounded
             if c == len(quantiles) - 1:
                 ages = _unfinished(ax, lay, result, workload, op, colors, plotted[-1])
@@ -198,6 +200,30 @@ LOWER_BOUND = style.Line2D(
     ls="none",
     label="≥: a lower bound (operations still running at the end reach this percentile)",
 )
+
+
+def draw_replications(ax, lay, result, workload: str, metric: str, colors: dict, scale=1.0):
+    """Each replication's value as a small hollow dot beside the mean: a split between
+    replications (two clusters, a mean no run produced) shows instead of hiding in the band."""
+    s = data.ok_summary(result, workload)
+    if metric not in s:
+        return
+    df = lay.place(s.dropna(subset=[metric]))
+    for design, color in colors.items():
+        sub = df[df["design"] == design]
+        if len(sub):
+            ax.plot(
+                sub["_x"],
+                sub[metric] / scale,
+                color=color,
+                marker="o",
+                mfc="none",
+                ms=3.5,
+                mew=0.7,
+                alpha=0.7,
+                ls="none",
+                label=f"_replications {design}",
+            )
 
 
 def draw_bounds(ax, lay, df, colors: dict) -> bool:
@@ -355,6 +381,30 @@ def _load_curves(ax, lay, df, colors) -> None:
                     fontsize=7,
                     color=color,
                 )
+
+
+def shootdowns_per_pass(result, workload: str, x: str | None = None):
+    """TLB shootdowns and IPIs per writeback pass against cores, where a daemon does the
+    shooting down: the passes are those that finished in the window plus the one still
+    running at the end (both shot down inside it). Per operation, a pass's shootdowns divided
+    by the throughput say nothing about either."""
+    lay = data.layout(result, workload, x)
+    colors = style.design_colors(data.designs(result, workload))
+    s = data.ok_summary(result, workload)
+    passes = s["daemons.fsync.count"].fillna(0) + s.get("daemons.fsync.unfinished", 0)
+    fig, axes = style.new_figure(1, 2, sharex=True, width=8, height=3.8)
+    plotted = []
+    for ax, (col, what) in zip(axes[0], (("tlb.shootdowns", "shootdowns"), ("tlb.ipis", "IPIs"))):
+        per = (s[col] / passes.where(passes > 0)) if col in s else passes * np.nan
+        plotted.append(data.derived(result, workload, f"{what}_per_pass", per))
+        draw_lines(ax, lay, plotted[-1], colors)
+        _setup_x(ax, lay)
+        ax.set_ylabel(f"TLB {what} per writeback pass")
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+    _title(fig, workload, "TLB shootdowns per writeback pass", lay)
+    _legend(fig, lay, colors, pd.concat(plotted))
+    return fig
 
 
 def shootdowns_per_op(result, workload: str, x: str | None = None):
