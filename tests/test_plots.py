@@ -505,3 +505,21 @@ def test_timings_and_shootdowns_figures_only_with_content(writeback, figures):
     longest = a[a.metric.str.match(r"timings\.[^.]+\.us_max$")]["mean"]
     assert ("timings-writeback_readers" in wb) == bool((longest >= plots.MIN_TIMING_US).any())
     assert not [k for k in wb if k.startswith("shootdowns_per_op-writeback")]
+
+
+def test_speedup_and_efficiency_against_the_ideal(scaling, figures):
+    fig = plots.speedup_vs_cores(scaling, "cold_misses")
+    speed, eff = fig.axes[:2]
+    s = data.ok_summary(scaling, "cold_misses")
+    old = s[s.design == "old"]
+    cores = sorted(set(old["machine.cores"]))
+    by = old.groupby("machine.cores")["total_ops_per_s"].mean()
+    (ln,) = lines(speed, "old")
+    np.testing.assert_allclose(ln.get_ydata(), (by / by[cores[0]]).to_numpy())
+    (ln,) = lines(eff, "old")
+    ratio = np.array(cores, dtype=float) / cores[0]
+    np.testing.assert_allclose(ln.get_ydata(), (by / by[cores[0]]).to_numpy() / ratio)
+    (ideal,) = lines(speed, "_ideal")
+    np.testing.assert_allclose(ideal.get_ydata(), ratio)
+    assert "speedup_vs_cores-cold_misses" in figures["scaling"]
+    assert plots.speedup_vs_cores(scaling, "cold_misses", log=True).axes[0].get_yscale() == "log"

@@ -27,6 +27,7 @@ from pmsim.plots.scaling import (
     latency_vs_load,
     shootdowns_per_op,
     shootdowns_per_pass,
+    speedup_vs_cores,
     throughput_vs_cores,
 )
 from pmsim.plots.style import DESIGN_COLORS, design_colors
@@ -48,6 +49,7 @@ __all__ = [
     "lock_holds_by_op",
     "shootdowns_per_op",
     "shootdowns_per_pass",
+    "speedup_vs_cores",
     "standard_figures",
     "throughput_vs_cores",
     "timings",
@@ -83,6 +85,8 @@ def standard_figures(result) -> dict:
         lay = data.layout(result, w)
         xs = style.factor_slug(lay.x)
         figs[f"throughput_vs_{xs}-{w}"] = throughput_vs_cores(result, w)
+        if lay.x == "machine.cores" and lay.points["machine.cores"].nunique() > 1:
+            figs[f"speedup_vs_cores-{w}"] = speedup_vs_cores(result, w)
         if data.workload_ops(result, w):
             figs[f"latency_vs_{xs}-{w}"] = latency_vs_cores(result, w)
             # A load curve needs load that varies with a number (or an offered rate), not

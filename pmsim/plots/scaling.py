@@ -148,6 +148,44 @@ def throughput_vs_cores(result, workload: str, x: str | None = None):
     return fig
 
 
+def speedup_vs_cores(result, workload: str, log: bool = False):
+    """Speedup (throughput over the design's own at the fewest cores, per replication) and
+    parallel efficiency (speedup over the core ratio) against cores, with the ideal line: a
+    collapse that a linear throughput axis against log2 cores hides (OLD's pm_lock at 64
+    cores) is plain here. ``log`` puts the speedup on a log axis."""
+    lay = data.layout(result, workload, "machine.cores")
+    colors = style.design_colors(data.designs(result, workload))
+    s = data.ok_summary(result, workload)
+    cores = s["machine.cores"].astype(float)
+    group = ["design", *[v for v in lay.variants if v in s]]
+    first = cores == cores.groupby([s[g] for g in group]).transform("min")
+    base = s["total_ops_per_s"].where(first).groupby([s[g] for g in group]).transform("mean")
+    c0 = cores.where(first).groupby([s[g] for g in group]).transform("min")
+    speedup = s["total_ops_per_s"] / base.where(base > 0)
+    efficiency = speedup / (cores / c0)
+    fig, axes = style.new_figure(1, 2, sharex=True, width=9, height=3.9)
+    plotted = []
+    xs = np.array(sorted(set(cores)))
+    for ax, (name, values, ideal) in zip(
+        axes[0], (("speedup", speedup, xs / xs.min()), ("efficiency", efficiency, xs * 0 + 1))
+    ):
+        plotted.append(data.derived(result, workload, name, values))
+        draw_lines(ax, lay, plotted[-1], colors, log=log and name == "speedup")
+        ax.plot(xs, ideal, color="0.5", ls=":", lw=1, label="_ideal")
+        _setup_x(ax, lay)
+        ax.grid(alpha=0.3, which="both", lw=0.4)
+    axes[0, 0].set_ylabel(f"speedup over {xs.min():g} core{'s' if xs.min() != 1 else ''}")
+    axes[0, 1].set_ylabel("parallel efficiency (speedup / cores)")
+    if log:
+        axes[0, 0].set_yscale("log")
+    else:
+        axes[0, 0].set_ylim(bottom=0)
+    axes[0, 1].set_ylim(bottom=0)
+    _title(fig, workload, "speedup and efficiency (dotted: ideal)", lay)
+    _legend(fig, lay, colors, pd.concat(plotted))
+    return fig
+
+
 def latency_vs_cores(
     result, workload: str, ops=None, quantiles=("p50", "p99"), x: str | None = None
 ):

@@ -558,6 +558,7 @@ def _hazard_sentence(rv: Review, w: str, d: str) -> str:
 CAPTIONS = {
     "throughput": "throughput per design with its 95% band",
     "latency_vs": "p50 and p99 latency of each operation, per design",
+    "speedup_vs_cores": "speedup and parallel efficiency against cores, with the ideal",
     "latency_vs_load": "p50 and p99 latency against the load",
     "latency_cdf": "latency CDF of each operation at the largest point",
     "lock_breakdown": "wait and hold time of each lock",
