@@ -133,6 +133,11 @@ class Histogram:
         lo, hi = 2.0 ** (b / _SUB) - 1.0, 2.0 ** ((b + 1) / _SUB) - 1.0
         return min(max((lo + hi) / 2, self.min), self.max)
 
+    def fine_counts(self) -> np.ndarray:
+        """The count in each 1/64-octave bucket (bucket b holds [2^(b/64) - 1, 2^((b+1)/64) - 1))."""
+        self._fold()
+        return self._buckets.copy()
+
     def buckets(self, per_octave: int = 16) -> tuple[np.ndarray, np.ndarray]:
         """Non-empty buckets merged to ``per_octave`` per octave: their upper edges (capped at
         the largest sample, so the last edge is exact) and counts. Enough for a CDF plot."""
@@ -191,13 +196,13 @@ def _bucket_value(h: Histogram, b: int) -> float:
 
 
 def _aligned(done: Histogram, censored: Histogram) -> tuple[np.ndarray, np.ndarray]:
-    done._fold()
-    censored._fold()
-    n = max(done._buckets.size, censored._buckets.size)
+    """Both histograms' fine bucket counts, as floats, padded to one length."""
+    a, b = done.fine_counts(), censored.fine_counts()
+    n = max(a.size, b.size)
     d = np.zeros(n, dtype=float)
     c = np.zeros(n, dtype=float)
-    d[: done._buckets.size] = done._buckets
-    c[: censored._buckets.size] = censored._buckets
+    d[: a.size] = a
+    c[: b.size] = b
     return d, c
 
 

@@ -446,7 +446,16 @@ def test_every_figure_titles_its_workload_keeps_colours_and_legend_off_the_axes(
                 if ax.get_ylabel():
                     assert any(
                         u in ax.get_ylabel()
-                        for u in ("(µs)", "(M ops/s)", "fraction", "per operation", "waiters")
+                        for u in (
+                            "(µs)",
+                            "(M ops/s)",
+                            "fraction",
+                            "per operation",
+                            "per writeback pass",
+                            "waiters",
+                            "speedup",
+                            "efficiency",
+                        )
                     ), (stem, ax.get_ylabel())
 
 

@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pmsim.costs import did_you_mean
 from pmsim.errors import ConfigError
-from pmsim.workload.load import _Loader, _one_line, preset_question, yaml_problem
+from pmsim.workload.load import _Loader, _one_line, preset_question, presets, yaml_problem
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
 
@@ -94,10 +94,12 @@ class ExperimentSpec(BaseModel):
         named = set(self.grid.get("workload", []) + self.zip.get("workload", []))
         named |= {self.workload} if self.workload else set()
         for w, items in self.workload_overrides.items():
-            if w not in named:
+            # one the experiment does not run is ignored (a cut-down copy of it still loads),
+            # a name that is no workload at all is a typo
+            if w not in named and w not in presets():
                 raise ValueError(
-                    f"workload_overrides.{w}: not a workload of this experiment "
-                    f"({', '.join(sorted(named))})"
+                    f"workload_overrides.{w}: no such workload (this experiment runs "
+                    f"{', '.join(sorted(named))}; pmsim workloads lists the presets)"
                 )
             for key, value in items.items():
                 if key in _RESERVED or key == "workload":
