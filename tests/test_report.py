@@ -59,6 +59,7 @@ def value(cell: str) -> tuple[float, float | None, float]:
     (``(underpowered)``) or a bound's ``≥`` before it is left out."""
     cell = re.sub(r" \((?:unsteady|underpowered)(?:, underpowered)?\)$", "", cell)
     cell = cell.removeprefix("≥ ")
+    cell = re.sub(r" \[[-0-9.,]+, [-0-9.,]+\]$", "", cell)  # a bootstrap interval: mean only
     mean, _, half = cell.partition(" ± ")
     decimals = len(mean.split(".")[1]) if "." in mean else 0
     return (

@@ -169,3 +169,18 @@ def test_report_wording_for_each_flag():
     )
     tie = pd.Series({"n": 2, "pairs_higher": 0, "pairs_lower": 0, "sign_p": 1.0})
     assert review.pairs_text(_Stub(None, ""), "new", tie, True) == "new = old in all 2 pairs"
+
+
+def test_percentile_intervals_are_a_bootstrap_within_the_replications():
+    """p99s of 100, 110 and 2000 us: Student t runs below 0 (the issue's 468.7 +- 800.3); the
+    bootstrap interval stays within the replications and is the same every time."""
+    s = _summary([("new", [1.0, 1.0, 1.0], {"ops.miss.latency_us.p99": [100.0, 110.0, 2000.0]})])
+    a = aggregate(s, []).set_index("metric")
+    p99 = a.loc["ops.miss.latency_us.p99"]
+    assert p99["ci_method"] == "bootstrap"
+    assert 100.0 <= p99["ci95_low"] < p99["mean"] < p99["ci95_high"] <= 2000.0
+    assert a.loc["total_ops_per_s", "ci_method"] == "t"
+    again = aggregate(s, []).set_index("metric").loc["ops.miss.latency_us.p99"]
+    assert (again["ci95_low"], again["ci95_high"]) == (p99["ci95_low"], p99["ci95_high"])
+    stub = _Stub((p99["mean"], 0, 3, False, p99["ci95_low"], p99["ci95_high"], "bootstrap"), "")
+    assert review.flagged(stub, "new", "w", {}, "m").startswith("736.7 [")

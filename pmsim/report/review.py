@@ -65,6 +65,8 @@ def cell(s, scale: float = 1.0) -> str:
         return "-"
     if len(s) > 3 and s[3]:
         return f"≥ {num(s[0] * scale)}"
+    if len(s) > 6 and s[6] == "bootstrap":  # a percentile's interval: asymmetric
+        return f"{num(s[0] * scale)} [{num(s[4] * scale)}, {num(s[5] * scale)}]"
     return ci(s[0], s[1], scale)
 
 
@@ -119,13 +121,22 @@ class Review:
         ]
 
     def stat(self, design: str, workload: str, point: dict, metric: str):
-        """(mean, ci95_half, n, is a lower bound in some replication) of a metric, or None."""
+        """(mean, ci95_half, n, is a lower bound in some replication, ci95_low, ci95_high,
+        interval method: ``t`` or ``bootstrap``) of a metric, or None."""
         rows = data.select_point(data.metric(self.res, workload, metric), point)
         rows = rows[rows["design"] == design]
         if rows.empty:
             return None
         r = rows.iloc[0]
-        return (r["mean"], r["ci95_half"], r["n"], bool(r.get("lower_bound", 0)))
+        return (
+            r["mean"],
+            r["ci95_half"],
+            r["n"],
+            bool(r.get("lower_bound", 0)),
+            r["ci95_low"],
+            r["ci95_high"],
+            r.get("ci_method", "t"),
+        )
 
     def split(self, design: str, workload: str, point: dict, metric: str, scale=1.0) -> str:
         """The replications' split (``split: 2 of 3 at 17.60, 1 at 4.400``, scaled), or ''."""
@@ -275,7 +286,9 @@ def headline(rv: Review) -> list:
     blocks = [
         Heading("Headline numbers"),
         Para(
-            f"Mean ± 95% confidence half-width over {rv.exp.replications} replications. The "
+            f"Mean ± 95% confidence half-width (Student t) over {rv.exp.replications} "
+            f"replications; a percentile's interval is a bootstrap's over the replications, "
+            f"written [low, high]. The "
             f"difference is paired by seed (each replication runs every design on the same random "
             f"streams); a difference whose interval excludes 0 is a real one at 95%."
         ),
