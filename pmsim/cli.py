@@ -180,6 +180,7 @@ def _plot(args) -> int:
     from pmsim.sweeps.api import SweepResult
 
     res = SweepResult.load(args.results)
+    res.require_ok("pmsim plot")
     out = args.out or res.out / "figures"
     paths = write_figures(res, out, formats=tuple(args.format))
     print(f"{len(paths)} files in {out}/:")

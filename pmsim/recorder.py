@@ -7,13 +7,20 @@ per-core time meters are read at the end of warm-up and at the end of the run.
 
 from __future__ import annotations
 
+import weakref
 from collections import Counter
 
-from pmsim.stats import Histogram
+from pmsim.stats import Histogram, censored_quantile, histogram_of
 
 
 class LockStats:
-    """Acquisitions, contention, wait and hold times and the longest queue of one lock."""
+    """Acquisitions, contention, wait, hold and hand-off times and the longest queue of one
+    lock name (one lock, or every lock of that name: each process's pte_lock).
+
+    A hand-off is the time from the release to the next holder running (a spinlock's line
+    transfer, a qlock's kernel message and restart): the lock is neither free nor used then,
+    which is what makes a convoy. Waits and holds still going at the run's end are
+    right-censored at their age (the lock objects are kept, weakly, to ask them then)."""
 
     __slots__ = (
         "name",
@@ -22,8 +29,10 @@ class LockStats:
         "contended",
         "wait",
         "hold_by",
+        "handoff",
         "max_queue",
         "recorder",
+        "instances",
     )
 
     def __init__(self, recorder: Recorder, name: str, kind: str):
@@ -34,7 +43,18 @@ class LockStats:
         self.contended = 0
         self.wait = Histogram()
         self.hold_by: dict[str | None, Histogram] = {}  # hold times by the holder's operation
+        self.handoff = Histogram()
         self.max_queue = 0
+        self.instances = weakref.WeakSet()
+
+    def register(self, lock) -> None:
+        """``lock`` reports here: its waits and hold still going at the end are counted."""
+        self.instances.add(lock)
+
+    def handed_off(self, t: float, dt: float) -> None:
+        """The lock reached its next holder at ``t``, ``dt`` ns after it was released."""
+        if t >= self.recorder.warmup:
+            self.handoff.add(dt)
 
     def acquired(self, t: float, wait: float, contended: bool) -> None:
         if t >= self.recorder.warmup:
@@ -63,17 +83,51 @@ class LockStats:
         if length > self.max_queue and self.recorder.machine.env.now >= self.recorder.warmup:
             self.max_queue = length
 
+    def in_progress(self, now: float) -> tuple[list[float], list[float], list[float]]:
+        """The ages at ``now`` of the waits, holds and hand-offs still going on."""
+        waits, holds, handoffs = [], [], []
+        for lock in list(self.instances):
+            w, h = lock.in_progress(now)
+            waits += w
+            if h is not None:
+                holds.append(h)
+            a = lock.handoff_age(now)
+            if a is not None:
+                handoffs.append(a)
+        # (sorted: a WeakSet iterates in memory order, and float sums depend on the order)
+        return sorted(waits), sorted(holds), sorted(handoffs)
+
     def summary(self) -> dict:
+        """Means are of the completed waits, holds and hand-offs; p99 and max count those still
+        going at the end (each flagged when it is only a lower bound)."""
         n = self.acquisitions
         hold = self.hold
+        rec = self.recorder
+        end = rec.end_time if rec.end_time is not None else rec.machine.env.now
+        waits, holds, handoffs = self.in_progress(end)
+        w_cens, h_cens = histogram_of(waits), histogram_of(holds)
+        wait_p99, wait_p99_bound = censored_quantile(self.wait, w_cens, 0.99)
+        wait_max, wait_max_bound = censored_quantile(self.wait, w_cens, 1.0)
+        hold_max, hold_max_bound = censored_quantile(hold, h_cens, 1.0)
+        window = rec.window if rec.end_meters is not None and rec.start_meters else 0.0
+        busy = hold.total + self.handoff.total + sum(holds) + sum(handoffs)
         return {
             "kind": self.kind,
             "acquisitions": n,
             "contended_fraction": self.contended / n if n else 0.0,
             "wait_us_mean": self.wait.mean() / 1e3,
-            "wait_us_p99": self.wait.quantile(0.99) / 1e3,
+            "wait_us_p99": wait_p99 / 1e3,
+            "wait_us_p99_is_lower_bound": wait_p99_bound,
+            "wait_us_max": wait_max / 1e3,
+            "wait_us_max_is_lower_bound": wait_max_bound,
+            "waiting_at_end": len(waits),
             "hold_us_mean": hold.mean() / 1e3,
             "hold_us_p99": hold.quantile(0.99) / 1e3,
+            "hold_us_max": hold_max / 1e3,
+            "hold_us_max_is_lower_bound": hold_max_bound,
+            "handoff_us_mean": self.handoff.mean() / 1e3,
+            "handoff_us_p99": self.handoff.quantile(0.99) / 1e3,
+            "utilization": busy / window if window > 0 else 0.0,
             "max_queue": self.max_queue,
         }
 

@@ -133,6 +133,11 @@ class Histogram:
         lo, hi = 2.0 ** (b / _SUB) - 1.0, 2.0 ** ((b + 1) / _SUB) - 1.0
         return min(max((lo + hi) / 2, self.min), self.max)
 
+    def fine_counts(self) -> np.ndarray:
+        """The count in each 1/64-octave bucket (bucket b holds [2^(b/64) - 1, 2^((b+1)/64) - 1))."""
+        self._fold()
+        return self._buckets.copy()
+
     def buckets(self, per_octave: int = 16) -> tuple[np.ndarray, np.ndarray]:
         """Non-empty buckets merged to ``per_octave`` per octave: their upper edges (capped at
         the largest sample, so the last edge is exact) and counts. Enough for a CDF plot."""
@@ -180,3 +185,84 @@ def ratio_ci(num, den, level: float = 0.95) -> tuple[float, float]:
     resid = y - r * x
     se = math.sqrt(float((resid**2).sum()) / (y.size - 1) / y.size) / float(x.mean())
     return float(r), t_quantile(0.5 + level / 2, y.size - 1) * se
+
+
+def _bucket_value(h: Histogram, b: int) -> float:
+    """The value ``quantile`` reports for bucket ``b``: its midpoint, within [min, max]."""
+    if b == 0:
+        return h.min
+    lo, hi = 2.0 ** (b / _SUB) - 1.0, 2.0 ** ((b + 1) / _SUB) - 1.0
+    return min(max((lo + hi) / 2, h.min), h.max)
+
+
+def _aligned(done: Histogram, censored: Histogram) -> tuple[np.ndarray, np.ndarray]:
+    """Both histograms' fine bucket counts, as floats, padded to one length."""
+    a, b = done.fine_counts(), censored.fine_counts()
+    n = max(a.size, b.size)
+    d = np.zeros(n, dtype=float)
+    c = np.zeros(n, dtype=float)
+    d[: a.size] = a
+    c[: b.size] = b
+    return d, c
+
+
+def km_cdf(done: Histogram, censored: Histogram) -> np.ndarray:
+    """Kaplan-Meier estimate of P(duration <= bucket b) per 1/64-octave bucket, from the
+    completed durations ``done`` and the ages of those still in progress at the end
+    (``censored``: right-censored, each known only to last at least its age).
+
+    Written here rather than taken from a library because the samples are streaming
+    histograms, not arrays (lifelines is not a dependency, scipy's ``ecdf`` wants samples).
+    Within a bucket the completions count before the censored ones, as KM does for ties:
+    an operation censored at age a was still at risk of ending at a.
+    """
+    d, c = _aligned(done, censored)
+    at_risk = d.sum() + c.sum() - np.concatenate(([0.0], np.cumsum(d + c)[:-1]))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        hazard = np.where(at_risk > 0, d / np.where(at_risk > 0, at_risk, 1.0), 0.0)
+    return 1.0 - np.cumprod(1.0 - hazard)
+
+
+def censored_quantile(done: Histogram, censored: Histogram, q: float) -> tuple[float, bool]:
+    """The q-quantile of durations some of which are right-censored, and whether it is only a
+    lower bound.
+
+    With nothing censored it is ``done.quantile(q)`` exactly. Otherwise the Kaplan-Meier
+    estimate (:func:`km_cdf`): the first bucket where it reaches q; where it never does (the
+    censored mass lies above every completion that could reach q) the quantile is at least
+    the oldest censored age, returned with ``True``.
+    """
+    if not censored.count:
+        return done.quantile(q), False
+    if not done.count:
+        return censored.max, True
+    if q >= 1.0:  # the longest: at least the oldest still in progress
+        return max(done.max, censored.max), censored.max > done.max
+    reached = np.flatnonzero(km_cdf(done, censored) >= q - 1e-12)
+    if not reached.size:
+        return max(censored.max, done.max), True
+    return _bucket_value(done, int(reached[0])), False
+
+
+def joint_buckets(done: Histogram, censored: Histogram, per_octave: int = 16):
+    """Buckets (``per_octave`` per octave) where either histogram has a sample: their upper
+    edges (the last capped at the largest sample), completed and censored counts."""
+    if per_octave <= 0 or _SUB % per_octave:
+        raise ValueError(f"per_octave must divide {_SUB}, not {per_octave}")
+    d, c = _aligned(done, censored)
+    if not d.size:
+        return np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    step = _SUB // per_octave
+    starts = np.arange(0, d.size, step)
+    d, c = np.add.reduceat(d, starts), np.add.reduceat(c, starts)
+    upper = 2.0 ** ((np.arange(d.size) + 1) * step / _SUB) - 1.0
+    keep = (d + c) > 0
+    top = max(done.max if done.count else 0.0, censored.max if censored.count else 0.0)
+    return np.minimum(upper[keep], top), d[keep].astype(np.int64), c[keep].astype(np.int64)
+
+
+def histogram_of(values) -> Histogram:
+    """A histogram holding ``values``."""
+    h = Histogram()
+    h.add_many(values)
+    return h

@@ -1489,3 +1489,60 @@ def test_a_second_thread_on_a_core_cannot_spin_until_it_has_the_core():
     m.env.process(spinner())
     m.run(until=100_000)
     assert m.cores[0].spin == pytest.approx(t["b"] - 3_000)
+
+
+# ============================================== hand-offs and what is in progress at the end
+def test_qlock_handoff_is_the_kmsg_and_the_restart():
+    """Each hand-off runs from the qunlock (10010, 13210, 16410) to the wakee running: the
+    waker's kmsg send, then the wakee's restart on the waker's core (2200 ns each); the
+    lock's utilisation counts the holds and the hand-offs."""
+    m, q, log = _qlock_scenario()
+    m.run(until=100_000)
+    st = m.recorder.locks["Q"]
+    assert st.handoff.count == 3
+    assert st.handoff.mean() == pytest.approx(KMSG + CS)
+    s = st.summary()
+    assert s["handoff_us_mean"] == pytest.approx((KMSG + CS) / 1e3)
+    busy = 10_000 + 3 * 1000 + 3 * (KMSG + CS)  # holds (h's counted from its fast path) + hand-offs
+    assert s["utilization"] == pytest.approx(busy / 100_000, rel=1e-3)
+    assert s["waiting_at_end"] == 0 and not s["wait_us_max_is_lower_bound"]
+
+
+@pytest.mark.parametrize("kind", ["ticket", "mcs"])
+def test_spinlock_handoff_is_the_line_passing(kind):
+    m, lock, log, ths = _spin_scenario(kind)
+    m.run(until=10_000)
+    st = m.recorder.locks["L"]
+    gaps = [TICKET_C * 3 / 2, TICKET_C * 2 / 2, TICKET_C / 2] if kind == "ticket" else [MCS_H] * 3
+    assert st.handoff.count == 3
+    assert st.handoff.mean() == pytest.approx(sum(gaps) / 3)
+    assert st.summary()["handoff_us_mean"] == pytest.approx(sum(gaps) / 3 / 1e3)
+
+
+def test_qlock_waits_and_hold_still_going_at_the_end_are_censored():
+    """The run ends at 5000 while h holds the qlock (since 10) and w1..w3 (queued at 100, 200,
+    300) wait: no wait completed, so the wait p99 and max are the oldest wait, 4900, marked
+    lower bounds; the hold max is h's 4990 so far, a lower bound too."""
+    m, q, log = _qlock_scenario()
+    m.run(until=5000)
+    st = m.recorder.locks["Q"]
+    assert st.wait.count == 1  # h's own uncontended acquisition, wait 10
+    s = st.summary()
+    assert s["waiting_at_end"] == 3
+    assert s["wait_us_max"] == pytest.approx(4.9) and s["wait_us_max_is_lower_bound"]
+    # 1 completed wait of 10 ns and 3 censored at 4700..4900: KM never reaches 0.99
+    assert s["wait_us_p99"] == pytest.approx(4.9) and s["wait_us_p99_is_lower_bound"]
+    assert s["hold_us_max"] == pytest.approx(4.99) and s["hold_us_max_is_lower_bound"]
+
+
+def test_spinlock_wait_in_a_handoff_at_the_end_is_censored():
+    """A ticket lock handed on at the end's instant: the wakee has not run yet, so its wait
+    (from its request) is still going and the hand-off is in progress."""
+    m, lock, log, ths = _spin_scenario("ticket")
+    h_rel = PAIR + 1000
+    m.run(until=h_rel + 1)  # w1's hand-off (60 ns) has begun, w2 and w3 spin
+    st = m.recorder.locks["L"]
+    waits, holds, handoffs = st.in_progress(m.env.now)
+    assert len(waits) == 3 and holds == [] and handoffs == [pytest.approx(1.0)]
+    s = st.summary()
+    assert s["waiting_at_end"] == 3 and s["wait_us_max_is_lower_bound"]

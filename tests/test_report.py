@@ -55,7 +55,11 @@ def table(text: str) -> list[dict]:
 
 
 def value(cell: str) -> tuple[float, float | None, float]:
-    """``1,234.5 ± 0.6`` -> (1234.5, 0.6, half a unit of the last digit shown)."""
+    """``1,234.5 ± 0.6`` -> (1234.5, 0.6, half a unit of the last digit shown); a flag after it
+    (``(underpowered)``) or a bound's ``≥`` before it is left out."""
+    cell = re.sub(r" \((?:unsteady|underpowered)(?:, underpowered)?\)$", "", cell)
+    cell = cell.removeprefix("≥ ")
+    cell = re.sub(r" \[[-0-9.,]+, [-0-9.,]+\]$", "", cell)  # a bootstrap interval: mean only
     mean, _, half = cell.partition(" ± ")
     decimals = len(mean.split(".")[1]) if "." in mean else 0
     return (
@@ -134,19 +138,27 @@ def test_headline_numbers_are_the_aggregate_and_the_paired_differences(review):
             assert diff.empty and r["new − old M ops/s"] == "-"
 
 
-def test_wins_follow_the_paired_intervals(review):
+def test_wins_follow_the_paired_verdicts(review):
     res, md, _ = review
     d = res.differences
     thr = d[(d.workload == "read_hits") & (d.metric == THROUGHPUT)]
     new_wins = section(md, "Where new wins over old")
     old_wins = section(md, "Where old wins over new")
-    faster = [int(c) for c in thr.loc[thr.ci95_low > 0, "machine.cores"]]
-    slower = [int(c) for c in thr.loc[thr.ci95_high < 0, "machine.cores"]]
-    line = next((ln for ln in new_wins.splitlines() if "`read_hits` throughput" in ln), "")
-    assert [cores_of(x) for x in re.findall(r"(\d+ cores?)", line.split("(")[0])] == faster
-    line = next((ln for ln in old_wins.splitlines() if "`read_hits` throughput" in ln), "")
-    assert [cores_of(x) for x in re.findall(r"(\d+ cores?)", line.split("(")[0])] == slower
+    faster = [int(c) for c in thr.loc[thr.verdict == "higher", "machine.cores"]]
+    slower = [int(c) for c in thr.loc[thr.verdict == "lower", "machine.cores"]]
+
+    def points(text):
+        return [
+            cores_of(m)
+            for ln in text.splitlines()
+            if (m := re.match(r"- `read_hits` throughput at (\d+ cores?) ", ln)) and (m := m[1])
+        ]
+
+    assert points(new_wins) == faster and points(old_wins) == slower
     assert faster, "NEW should beat OLD at 4 cores on read hits"
+    line = next(ln for ln in new_wins.splitlines() if "`read_hits` throughput" in ln)
+    assert re.search(r"new > old in \d/2 pairs \(sign test p = [0-9.]+\)", line), line
+    assert (thr.loc[thr.ci95_low > 0, "verdict"] != "lower").all()
 
 
 def test_hazard_table_is_the_aggregate(review):
@@ -166,6 +178,13 @@ def test_hazard_table_is_the_aggregate(review):
     held = agg(res, "new", "writeback_readers", 4, "locks.pm_qlock.held_by.fsync.hold_us_max")
     assert held["mean"] > 1000, "a writeback pass should hold pm_qlock for milliseconds"
     assert "a writeback pass holds `pm_qlock` for up to" in text
+    # the reviewer's sentence: how long misses wait, and whether a pass outlasts the run
+    worst = max(
+        agg(res, "new", "writeback_readers", c, "ops.miss.latency_us.max")["mean"] for c in (1, 4)
+    )
+    m = re.search(r"misses wait up to (≥ )?([0-9.,]+)(?: ± [0-9.,]+)? ms behind writeback at", text)
+    assert m and abs(float(m[2].replace(",", "")) - worst / 1e3) <= 0.01 * worst / 1e3
+    assert "a pass finishes at every point" in text or "a pass outlasts the run" in text
 
 
 def test_html_has_the_markdown_numbers(review):
@@ -259,3 +278,28 @@ def test_the_committed_report_is_the_committed_tables(tmp_path):
     )
     shown = re.findall(r"!\[[^]]*\]\(([^)]+)\)", committed)
     assert len(shown) >= 40 and all((results / p).is_file() for p in shown)
+
+
+def test_a_sweep_whose_runs_all_failed_is_one_line_and_exit_2(tmp_path, capsys):
+    """Every run fails (a cost its workload never reads is refused at the run's end)."""
+    exp = {
+        "name": "all_fail",
+        "workload": "read_hits",
+        "designs": ["old", "new"],
+        "overrides": {
+            "duration": "0.3ms",
+            "warmup": "0.1ms",
+            "machine.cores": 2,
+            "processes.0.threads": 2,
+            "nvme_write_4k_us": "10us",
+        },
+        "replications": 1,
+    }
+    res = pmsim.sweep(exp, tmp_path / "f", workers=1, progress=False)
+    assert (res.summary["status"] == "failed").all()
+    capsys.readouterr()
+    for cmd in ("report", "plot"):
+        assert main([cmd, str(res.out)]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+        assert "finished ok" in err and "2 failed" in err

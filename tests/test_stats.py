@@ -9,7 +9,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pmsim.stats import Histogram, mean_ci, ratio_ci, t_quantile
+from pmsim.stats import (
+    Histogram,
+    censored_quantile,
+    histogram_of,
+    joint_buckets,
+    km_cdf,
+    mean_ci,
+    ratio_ci,
+    t_quantile,
+)
 
 REL = 2 ** (1 / 64) - 1  # one bucket's relative width
 
@@ -106,3 +115,52 @@ def test_ratio_ci_is_the_ratio_of_sums_with_a_positive_width():
     r, half = ratio_ci([10, 20, 33], [1, 2, 3])
     assert r == pytest.approx(63 / 6) and 0 < half < r
     assert ratio_ci([1], [0]) == (0.0, math.inf)
+
+
+# ------------------------------------------------ censored (still in progress) observations
+def test_km_without_censoring_is_the_plain_quantile():
+    rng = np.random.default_rng(11)
+    h = filled(rng.lognormal(8, 1.5, 5000))
+    for q in (0.5, 0.9, 0.99, 0.999, 1.0):
+        assert censored_quantile(h, Histogram(), q) == (h.quantile(q), False)
+
+
+def test_km_textbook_example():
+    """Durations 1, 2, 3+, 4, 5 ms (3 ms still running at the end): S = 4/5 after 1, 3/5 after
+    2, then 3/5 * 1/2 = 0.3 after 4 and 0 after 5 (the censored one leaves the risk set)."""
+    done, cens = filled([1e6, 2e6, 4e6, 5e6]), filled([3e6])
+    cdf = km_cdf(done, cens)
+    at = {x: cdf[int(np.log2(x + 1.0) * 64)] for x in (1e6, 2e6, 3e6, 4e6, 5e6)}
+    assert at[1e6] == pytest.approx(0.2) and at[2e6] == pytest.approx(0.4)
+    assert at[3e6] == pytest.approx(0.4)  # nothing ends at 3 ms
+    assert at[4e6] == pytest.approx(0.7) and at[5e6] == pytest.approx(1.0)
+    for q, want in ((0.4, 2e6), (0.5, 4e6), (0.75, 5e6)):
+        got, bound = censored_quantile(done, cens, q)
+        assert not bound and abs(got - want) <= REL * want, q
+    # the plain ECDF of the completions alone would say the median is 2 ms (2 of 4 done)
+    assert done.quantile(0.5) == pytest.approx(2e6, rel=REL)
+
+
+def test_a_stall_longer_than_the_run_makes_the_tail_a_lower_bound():
+    """98 reads of 10 us and 2 stuck for 15 ms at the end: 2% censored beyond every completion,
+    so p99 is at least 15 ms (a bound), p50 is 10 us (not), the max is 15 ms (a bound)."""
+    done, cens = filled([10e3] * 98), filled([15e6, 14e6])
+    p99, b99 = censored_quantile(done, cens, 0.99)
+    assert (p99, b99) == (15e6, True)
+    p50, b50 = censored_quantile(done, cens, 0.5)
+    assert abs(p50 - 10e3) <= REL * 10e3 and not b50
+    assert censored_quantile(done, cens, 1.0) == (15e6, True)
+    # 1 stuck in 1000: p99 is reached among the completions, and is not a bound
+    p99, b99 = censored_quantile(filled([10e3] * 999), filled([15e6]), 0.99)
+    assert abs(p99 - 10e3) <= REL * 10e3 and not b99
+
+
+def test_only_censored_observations():
+    assert censored_quantile(Histogram(), filled([5.0, 7.0]), 0.5) == (7.0, True)
+
+
+def test_joint_buckets_count_both_kinds():
+    done, cens = filled([1.0, 100.0, 100.0]), histogram_of([100.0, 5000.0])
+    upper, d, c = joint_buckets(done, cens, 16)
+    assert d.sum() == 3 and c.sum() == 2 and upper[-1] == 5000.0
+    assert list(c[d > 0]) == [0, 1]  # the censored 100 shares the completions' bucket

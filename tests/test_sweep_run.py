@@ -264,6 +264,7 @@ def test_aggregate_mean_and_ci_by_hand(tmp_path):
         for c in s.columns
         if c not in {"run_id", "design", "workload", "replication", "seed", "status", "error"}
         and pd.api.types.is_numeric_dtype(s[c])
+        and not c.endswith("_is_lower_bound")  # they make the aggregate's lower_bound column
     }
     assert set(agg["metric"]) == metrics
     checked = 0
@@ -894,3 +895,18 @@ def test_the_docs_start_dask_schedulers_on_loopback_or_with_tls():
         assert "--host 127.0.0.1" in line or "--protocol tls" in line, line
         if "--protocol tls" in line:
             assert "--tls-cert" in line and "--tls-ca-file" in line, line
+
+
+def test_progress_bars_only_on_a_terminal(tmp_path, capsys):
+    import io
+
+    from pmsim.sweeps.api import bar_wanted
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    assert bar_wanted(Tty()) and not bar_wanted(io.StringIO())
+    pmsim.sweep(tiny(grid={}), tmp_path / "bar", workers=1, progress=True)
+    err = capsys.readouterr().err  # pytest's capture is no terminal: the start line, no bar
+    assert "runs (" in err and "\r" not in err and "run/s" not in err

@@ -1222,3 +1222,44 @@ def test_code_digest_covers_the_model_not_the_result_readers(tmp_path, monkeypat
         (tmp_path / rel).write_text("changed")
         assert digest() != before, rel
         before = digest()
+
+
+@pytest.mark.parametrize("value", [1.5, -0.1, "2%"])
+def test_bad_practical_difference_is_refused_in_one_line(value):
+    with pytest.raises(ConfigError) as err:
+        load_experiment(exp(grid={"machine.cores": [1, 2]}, practical_difference=value))
+    one_line(str(err.value))
+    assert "practical_difference" in str(err.value)
+
+
+def test_practical_difference_defaults_to_2_percent():
+    assert load_experiment(exp(grid={"machine.cores": [1, 2]})).practical_difference == 0.02
+
+
+def test_workload_overrides_apply_to_their_workload_only():
+    runs = plan(
+        exp(
+            grid={"workload": ["read_hits", "punch_hole"]},
+            workload_overrides={"punch_hole": {"request_pages": 8}},
+        )
+    )
+    pages = {r.workload: r.spec.request_pages for r in runs}
+    assert pages == {"read_hits": 1, "punch_hole": 8}
+    # a preset the experiment does not run is ignored: a cut-down copy of an experiment loads
+    plan(exp(workload_overrides={"cold_misses": {"duration": "5ms"}}))
+
+
+@pytest.mark.parametrize(
+    "wo, words",
+    [
+        ({"read_hit": {"duration": "5ms"}}, ["workload_overrides.read_hit", "no such workload"]),
+        ({"read_hits": {"seed": 3}}, ["workload_overrides.read_hits.seed"]),
+        ({"read_hits": {"no_such_key": 3}}, ["no_such_key"]),
+    ],
+)
+def test_bad_workload_overrides_are_refused_in_one_line(wo, words):
+    with pytest.raises(ConfigError) as err:
+        plan(exp(grid={"workload": ["read_hits", "punch_hole"]}, workload_overrides=wo))
+    one_line(str(err.value))
+    for w in words:
+        assert w in str(err.value)

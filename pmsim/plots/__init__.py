@@ -26,6 +26,8 @@ from pmsim.plots.scaling import (
     latency_vs_cores,
     latency_vs_load,
     shootdowns_per_op,
+    shootdowns_per_pass,
+    speedup_vs_cores,
     throughput_vs_cores,
 )
 from pmsim.plots.style import DESIGN_COLORS, design_colors
@@ -46,12 +48,24 @@ __all__ = [
     "lock_breakdown",
     "lock_holds_by_op",
     "shootdowns_per_op",
+    "shootdowns_per_pass",
+    "speedup_vs_cores",
     "standard_figures",
     "throughput_vs_cores",
     "timings",
     "write_figures",
     "writeback_timeline",
 ]
+
+
+# A timed kernel step shorter than this everywhere (NEW's PTE walk with no mapping: 0.015 us)
+# makes a chart with nothing in it.
+MIN_TIMING_US = 1.0
+
+
+def _any_above(result, workload, pattern: str, floor: float) -> bool:
+    a = data.metric_prefix(result, workload, "")
+    return bool(((a["metric"].str.match(pattern)) & (a["mean"] >= floor)).any())
 
 
 def _any_positive(result, workload, pattern: str) -> bool:
@@ -64,12 +78,15 @@ def standard_figures(result) -> dict:
     ``throughput_vs_cores-read_hits`` (``_vs_<factor>`` names the x factor; ``_vs_point``
     when no numeric factor varies). Figures whose data is absent are left out: no CDF
     without the ``latency`` table, no timeline without daemon intervals, no shootdowns
-    figure where no run shot a TLB down."""
+    figure where no run shot a TLB down (per writeback pass where a daemon did), no timings
+    chart whose steps all took under a microsecond."""
     figs = {}
     for w in data.workloads(result):
         lay = data.layout(result, w)
         xs = style.factor_slug(lay.x)
         figs[f"throughput_vs_{xs}-{w}"] = throughput_vs_cores(result, w)
+        if lay.x == "machine.cores" and lay.points["machine.cores"].nunique() > 1:
+            figs[f"speedup_vs_cores-{w}"] = speedup_vs_cores(result, w)
         if data.workload_ops(result, w):
             figs[f"latency_vs_{xs}-{w}"] = latency_vs_cores(result, w)
             # A load curve needs load that varies with a number (or an offered rate), not
@@ -84,11 +101,14 @@ def standard_figures(result) -> dict:
             figs[f"lock_breakdown-{w}"] = lock_breakdown(result, w)
         if _any_positive(result, w, r"locks\.[^.]+\.held_by\..+\.count$"):
             figs[f"lock_holds_by_op-{w}"] = lock_holds_by_op(result, w)
-        if _any_positive(result, w, r"timings\.[^.]+\.count$"):
+        if _any_above(result, w, r"timings\.[^.]+\.us_max$", MIN_TIMING_US):
             figs[f"timings-{w}"] = timings(result, w)
         figs[f"cpu_breakdown-{w}"] = cpu_breakdown(result, w)
         if _any_positive(result, w, r"tlb\.(shootdowns|ipis)$"):
-            figs[f"shootdowns_per_op-{w}"] = shootdowns_per_op(result, w)
+            if _any_positive(result, w, r"daemons\.fsync\.count$"):
+                figs[f"shootdowns_per_pass-{w}"] = shootdowns_per_pass(result, w)
+            else:
+                figs[f"shootdowns_per_op-{w}"] = shootdowns_per_op(result, w)
         if has_intervals(result, w) and not data.run_table(result, "op_timeseries", w).empty:
             for d in designs_with_intervals(result, w):
                 figs[f"writeback_timeline-{w}-{d}"] = writeback_timeline(result, w, design=d)

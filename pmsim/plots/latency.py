@@ -1,11 +1,14 @@
 """Latency distributions from the per-run ``latency`` histograms (the upper edge of each
-log-spaced bucket and its count), replications merged by adding their counts. The
-distribution is of completed operations (as the summary's percentiles are); an operation
-still unfinished at the run's end and older than every completed one is shown apart, as a
-marker at its age: without it a design whose operations stall would look fast."""
+log-spaced bucket, its completions and the operations still running at the end by age),
+replications merged by adding their counts. The distribution is the Kaplan-Meier estimate
+(as the summary's percentiles are): an operation still running at the end is censored at its
+age. Where the censored mass lies beyond every completion the curve stops short of 1, and the
+oldest such operation is shown as a marker at its age: without it a design whose operations
+stall would look fast."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from pmsim.plots import data, style
@@ -19,8 +22,10 @@ def cdf_table(result, workload: str, point: dict, source: str = "workload"):
     if t.empty:
         raise ValueError(f"latency_cdf: the sweep has no 'latency' table for workload {workload!r}")
     t = data.select_point(t[t["source"] == source], point)
-    g = t.groupby(["design", "op", "latency_us"], as_index=False)["count"].sum()
-    g = g[g["count"] > 0].sort_values(["design", "op", "latency_us"])
+    if "censored" not in t:  # tables written before censoring was counted
+        t = t.assign(censored=0)
+    g = t.groupby(["design", "op", "latency_us"], as_index=False)[["count", "censored"]].sum()
+    g = g.sort_values(["design", "op", "latency_us"])
     ops = data.run_table(result, "ops", workload)
     cens = pd.DataFrame(columns=["design", "op", "unfinished", "age_us"])
     if not ops.empty and "unfinished" in ops:
@@ -29,11 +34,22 @@ def cdf_table(result, workload: str, point: dict, source: str = "workload"):
             unfinished=("unfinished", "sum"), age_us=("unfinished_age_us_max", "max")
         )
     g = g.merge(cens, on=["design", "op"], how="left").fillna({"unfinished": 0, "age_us": 0.0})
-    total = g.groupby(["design", "op"])["count"].transform("sum")
-    g["cdf"] = g.groupby(["design", "op"])["count"].cumsum() / total
+    g["cdf"] = g.groupby(["design", "op"], group_keys=False)[["count", "censored"]].apply(
+        lambda d: pd.Series(km_cdf(d["count"].to_numpy(), d["censored"].to_numpy()), d.index)
+    )
+    g["total"] = g.groupby(["design", "op"])["count"].transform("sum")
+    g = g[g["count"] > 0].copy()  # the estimate steps only where operations completed
     g["tail"] = 1.0 - g["cdf"]
-    g["total"] = total
     return g
+
+
+def km_cdf(done, censored) -> np.ndarray:
+    """Kaplan-Meier P(latency <= edge) from per-bucket completions and censored counts (the
+    completions of a bucket count before its censored ones, as pmsim.stats.km_cdf)."""
+    d, c = np.asarray(done, dtype=float), np.asarray(censored, dtype=float)
+    at_risk = d.sum() + c.sum() - np.concatenate(([0.0], np.cumsum(d + c)[:-1]))
+    hazard = np.divide(d, at_risk, out=np.zeros_like(d), where=at_risk > 0)
+    return 1.0 - np.cumprod(1.0 - hazard)
 
 
 def latency_cdf(result, workload: str, point: dict | None = None, ops=None):

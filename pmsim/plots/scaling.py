@@ -138,12 +138,51 @@ def throughput_vs_cores(result, workload: str, x: str | None = None):
     ax = axes[0, 0]
     tput = data.metric(result, workload, "total_ops_per_s")
     draw_lines(ax, lay, tput, colors, scale=1e6)
+    draw_replications(ax, lay, result, workload, "total_ops_per_s", colors, scale=1e6)
     _setup_x(ax, lay)
     ax.set_ylabel("throughput (M ops/s)")
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     _title(fig, workload, "throughput", lay)
     _legend(fig, lay, colors, tput)
+    return fig
+
+
+def speedup_vs_cores(result, workload: str, log: bool = False):
+    """Speedup (throughput over the design's own at the fewest cores, per replication) and
+    parallel efficiency (speedup over the core ratio) against cores, with the ideal line: a
+    collapse that a linear throughput axis against log2 cores hides (OLD's pm_lock at 64
+    cores) is plain here. ``log`` puts the speedup on a log axis."""
+    lay = data.layout(result, workload, "machine.cores")
+    colors = style.design_colors(data.designs(result, workload))
+    s = data.ok_summary(result, workload)
+    cores = s["machine.cores"].astype(float)
+    group = ["design", *[v for v in lay.variants if v in s]]
+    first = cores == cores.groupby([s[g] for g in group]).transform("min")
+    base = s["total_ops_per_s"].where(first).groupby([s[g] for g in group]).transform("mean")
+    c0 = cores.where(first).groupby([s[g] for g in group]).transform("min")
+    speedup = s["total_ops_per_s"] / base.where(base > 0)
+    efficiency = speedup / (cores / c0)
+    fig, axes = style.new_figure(1, 2, sharex=True, width=9, height=3.9)
+    plotted = []
+    xs = np.array(sorted(set(cores)))
+    for ax, (name, values, ideal) in zip(
+        axes[0], (("speedup", speedup, xs / xs.min()), ("efficiency", efficiency, xs * 0 + 1))
+    ):
+        plotted.append(data.derived(result, workload, name, values))
+        draw_lines(ax, lay, plotted[-1], colors, log=log and name == "speedup")
+        ax.plot(xs, ideal, color="0.5", ls=":", lw=1, label="_ideal")
+        _setup_x(ax, lay)
+        ax.grid(alpha=0.3, which="both", lw=0.4)
+    axes[0, 0].set_ylabel(f"speedup over {xs.min():g} core{'s' if xs.min() != 1 else ''}")
+    axes[0, 1].set_ylabel("parallel efficiency (speedup / cores)")
+    if log:
+        axes[0, 0].set_yscale("log")
+    else:
+        axes[0, 0].set_ylim(bottom=0)
+    axes[0, 1].set_ylim(bottom=0)
+    _title(fig, workload, "speedup and efficiency (dotted: ideal)", lay)
+    _legend(fig, lay, colors, pd.concat(plotted))
     return fig
 
 
@@ -163,7 +202,7 @@ def latency_vs_cores(
         width=3.4 * len(quantiles) + 1,
         height=2.3 * len(ops) + 1.3,
     )
-    plotted, stalled = [], False
+    plotted, stalled, bounded = [], False, False
     for r, op in enumerate(ops):
         row_means = []
         for c, q in enumerate(quantiles):
@@ -171,6 +210,8 @@ def latency_vs_cores(
             ax.set_yscale("log")
             plotted.append(data.metric(result, workload, f"ops.{op}.latency_us.{q}"))
             row_means += draw_lines(ax, lay, plotted[-1], colors, log=True)
+            draw_replications(ax, lay, result, workload, f"ops.{op}.latency_us.{q}", colors)
+            bounded = draw_bounds(ax, lay, plotted[-1], colors) or bounded
             if c == len(quantiles) - 1:
                 ages = _unfinished(ax, lay, result, workload, op, colors, plotted[-1])
                 row_means += ages
@@ -183,8 +224,66 @@ def latency_vs_cores(
                 ax.set_title(q)
         log_limits(axes[r, 0], row_means)
     _title(fig, workload, "latency", lay)
-    _legend(fig, lay, colors, pd.concat(plotted), extra=[UNFINISHED] if stalled else [])
+    extra = ([UNFINISHED] if stalled else []) + ([LOWER_BOUND] if bounded else [])
+    _legend(fig, lay, colors, pd.concat(plotted), extra=extra)
     return fig
+
+
+LOWER_BOUND = style.Line2D(
+    [],
+    [],
+    color="0.3",
+    marker="^",
+    ms=8,
+    ls="none",
+    label="≥: a lower bound (operations still running at the end reach this percentile)",
+)
+
+
+def draw_replications(ax, lay, result, workload: str, metric: str, colors: dict, scale=1.0):
+    """Each replication's value as a small hollow dot beside the mean: a split between
+    replications (two clusters, a mean no run produced) shows instead of hiding in the band."""
+    s = data.ok_summary(result, workload)
+    if metric not in s:
+        return
+    df = lay.place(s.dropna(subset=[metric]))
+    for design, color in colors.items():
+        sub = df[df["design"] == design]
+        if len(sub):
+            ax.plot(
+                sub["_x"],
+                sub[metric] / scale,
+                color=color,
+                marker="o",
+                mfc="none",
+                ms=3.5,
+                mew=0.7,
+                alpha=0.7,
+                ls="none",
+                label=f"_replications {design}",
+            )
+
+
+def draw_bounds(ax, lay, df, colors: dict) -> bool:
+    """An upward marker on each point whose value is only a lower bound in some replication
+    (the aggregate's ``lower_bound``): the true percentile lies at or above it. True if any."""
+    if "lower_bound" not in df:
+        return False
+    df = lay.place(df[df["lower_bound"] > 0])
+    for design, color in colors.items():
+        sub = df[df["design"] == design]
+        if len(sub):
+            ax.plot(
+                sub["_x"],
+                sub["mean"],
+                color=color,
+                marker="^",
+                ms=8,
+                ls="none",
+                label=f"_bound {design}",
+                zorder=5,
+            )
+    return bool(len(df))
 
 
 UNFINISHED = style.Line2D(
@@ -320,6 +419,30 @@ def _load_curves(ax, lay, df, colors) -> None:
                     fontsize=7,
                     color=color,
                 )
+
+
+def shootdowns_per_pass(result, workload: str, x: str | None = None):
+    """TLB shootdowns and IPIs per writeback pass against cores, where a daemon does the
+    shooting down: the passes are those that finished in the window plus the one still
+    running at the end (both shot down inside it). Per operation, a pass's shootdowns divided
+    by the throughput say nothing about either."""
+    lay = data.layout(result, workload, x)
+    colors = style.design_colors(data.designs(result, workload))
+    s = data.ok_summary(result, workload)
+    passes = s["daemons.fsync.count"].fillna(0) + s.get("daemons.fsync.unfinished", 0)
+    fig, axes = style.new_figure(1, 2, sharex=True, width=8, height=3.8)
+    plotted = []
+    for ax, (col, what) in zip(axes[0], (("tlb.shootdowns", "shootdowns"), ("tlb.ipis", "IPIs"))):
+        per = (s[col] / passes.where(passes > 0)) if col in s else passes * np.nan
+        plotted.append(data.derived(result, workload, f"{what}_per_pass", per))
+        draw_lines(ax, lay, plotted[-1], colors)
+        _setup_x(ax, lay)
+        ax.set_ylabel(f"TLB {what} per writeback pass")
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+    _title(fig, workload, "TLB shootdowns per writeback pass", lay)
+    _legend(fig, lay, colors, pd.concat(plotted))
+    return fig
 
 
 def shootdowns_per_op(result, workload: str, x: str | None = None):

@@ -15,6 +15,7 @@ def write_report(results, out=None, figures: bool = True) -> tuple[Path, Path]:
     """Write ``report.md`` and ``report.html`` (and, with ``figures``, the standard figures
     under ``figures/``) into ``out`` (default: the results folder). Returns the two paths."""
     res = results if isinstance(results, SweepResult) else SweepResult.load(results)
+    res.require_ok("pmsim report")
     out = Path(out) if out is not None else res.out
     out.mkdir(parents=True, exist_ok=True)
     paths = []

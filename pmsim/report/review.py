@@ -13,9 +13,11 @@ import math
 
 from pmsim.plots import data
 from pmsim.report.blocks import Bullets, Figure, Heading, Para, Table
+from pmsim.sweeps import verdicts
 from pmsim.sweeps.tables import factor_value
 
 THROUGHPUT = "total_ops_per_s"
+HISTOGRAM_RESOLUTION = "64 buckets per octave (each 1.1% wide; a percentile within 0.55%)"
 # The hazards of a writeback daemon, as (column title, metric, scale, unit).
 HAZARDS = [
     ("writeback passes done", "daemons.fsync.count", 1, ""),
@@ -24,6 +26,8 @@ HAZARDS = [
     ("pass still running at the end, age", "daemons.fsync.unfinished_age_us_max", 1e-3, "ms"),
     ("miss latency p99", "ops.miss.latency_us.p99", 1, "µs"),
     ("miss latency max", "ops.miss.latency_us.max", 1, "µs"),
+    ("pm_qlock wait max", "locks.pm_qlock.wait_us_max", 1e-3, "ms"),
+    ("pm_qlock hand-off mean", "locks.pm_qlock.handoff_us_mean", 1, "µs"),
     ("misses still waiting at the end", "ops.miss.unfinished", 1, ""),
     ("oldest waiting miss", "ops.miss.unfinished_age_us_max", 1e-3, "ms"),
     ("PTE walk (mark_and_clear_dirty_ptes)", "timings.pte_walk.us_mean", 1, "µs"),
@@ -52,6 +56,40 @@ def ci(mean: float, half: float, scale: float = 1.0) -> str:
         return m
     decimals = len(m.split(".")[1]) if "." in m else 0
     return f"{m} ± {abs(half) * scale:,.{decimals}f}"
+
+
+def cell(s, scale: float = 1.0) -> str:
+    """A :meth:`Review.stat` as a table cell: ``mean ± half``, or ``≥ mean`` where some
+    replication's value was only a lower bound (something still in progress at the end)."""
+    if not s:
+        return "-"
+    if len(s) > 3 and s[3]:
+        return f"≥ {num(s[0] * scale)}"
+    if len(s) > 6 and s[6] == "bootstrap":  # a percentile's interval: asymmetric
+        return f"{num(s[0] * scale)} [{num(s[4] * scale)}, {num(s[5] * scale)}]"
+    return ci(s[0], s[1], scale)
+
+
+# How the report words each flag of the aggregate (pmsim.sweeps.tables.aggregate).
+FLAG_WORDS = {
+    "bimodal": "split: the replications form two clusters, shown instead of their mean",
+    "censored": "≥: a lower bound, something still in progress at the end reached it",
+    "unsteady": "unsteady: some run's measured window was not steady (warm-up not over by "
+    "MSER-5, or a daemon finished fewer than 3 passes)",
+    "underpowered": "underpowered: one replication, or a 95% half-width over half the mean",
+}
+
+
+def flagged(rv, design: str, workload: str, point: dict, metric: str, scale: float = 1.0) -> str:
+    """A metric as a table cell with its flags: the split instead of the mean, ``≥`` for a
+    bound, and ``(unsteady)`` / ``(underpowered)`` after it."""
+    s = rv.stat(design, workload, point, metric)
+    if not s:
+        return "-"
+    flags = rv.flags(design, workload, point, metric).split(",")
+    text = rv.split(design, workload, point, metric, scale) or cell(s, scale)
+    notes = [f for f in ("unsteady", "underpowered") if f in flags]
+    return text + (f" ({', '.join(notes)})" if notes else "")
 
 
 class Review:
@@ -83,14 +121,36 @@ class Review:
         ]
 
     def stat(self, design: str, workload: str, point: dict, metric: str):
-        """(mean, ci95_half, n) of a metric, or None."""
+        """(mean, ci95_half, n, is a lower bound in some replication, ci95_low, ci95_high,
+        interval method: ``t`` or ``bootstrap``) of a metric, or None."""
         rows = data.select_point(data.metric(self.res, workload, metric), point)
         rows = rows[rows["design"] == design]
+        if rows.empty:
+            return None
+        r = rows.iloc[0]
         return (
-            None
-            if rows.empty
-            else (rows["mean"].iloc[0], rows["ci95_half"].iloc[0], rows["n"].iloc[0])
+            r["mean"],
+            r["ci95_half"],
+            r["n"],
+            bool(r.get("lower_bound", 0)),
+            r["ci95_low"],
+            r["ci95_high"],
+            r.get("ci_method", "t"),
         )
+
+    def split(self, design: str, workload: str, point: dict, metric: str, scale=1.0) -> str:
+        """The replications' split (``split: 2 of 3 at 17.60, 1 at 4.400``, scaled), or ''."""
+        if "bimodal" not in self.flags(design, workload, point, metric):
+            return ""
+        rows = data.select_point(data.ok_summary(self.res, workload), point)
+        values = rows.loc[rows["design"] == design, metric].dropna().to_numpy(dtype=float)
+        parts = verdicts.split(values)
+        return verdicts.describe_split(parts, scale, num) if parts is not None else ""
+
+    def flags(self, design: str, workload: str, point: dict, metric: str) -> str:
+        rows = data.select_point(data.metric(self.res, workload, metric), point)
+        rows = rows[rows["design"] == design]
+        return "" if rows.empty or "flags" not in rows else str(rows["flags"].iloc[0] or "")
 
     def difference(self, design: str, workload: str, point: dict, metric: str):
         d = self.res.differences
@@ -228,7 +288,9 @@ def headline(rv: Review) -> list:
     blocks = [
         Heading("Headline numbers"),
         Para(
-            f"Mean ± 95% confidence half-width over {rv.exp.replications} replications. The "
+            f"Mean ± 95% confidence half-width (Student t) over {rv.exp.replications} "
+            f"replications; a percentile's interval is a bootstrap's over the replications, "
+            f"written [low, high]. The "
             f"difference is paired by seed (each replication runs every design on the same random "
             f"streams); a difference whose interval excludes 0 is a real one at 95%."
         ),
@@ -249,39 +311,56 @@ def headline(rv: Review) -> list:
             p = json.loads(p)
             row = [w, rv.label(p)]
             for d in rv.exp.designs:
-                s = rv.stat(d, w, p, THROUGHPUT)
-                row.append(ci(s[0], s[1], 1e-6) if s else "-")
+                row.append(flagged(rv, d, w, p, THROUGHPUT, 1e-6))
             for d in rv.others:
                 df = rv.difference(d, w, p, THROUGHPUT)
                 row.append(ci(df["mean"], df["ci95_half"], 1e-6) if df is not None else "-")
             row.append(op or "-")
             for d in rv.exp.designs:
-                s = rv.stat(d, w, p, f"ops.{op}.latency_us.p99") if op else None
-                row.append(ci(s[0], s[1]) if s else "-")
+                row.append(flagged(rv, d, w, p, f"ops.{op}.latency_us.p99") if op else "-")
             rows.append(row)
     blocks.append(Table(header, rows, right=2))
+    blocks.append(
+        Para(
+            "Flags: "
+            + "; ".join(FLAG_WORDS.values())
+            + f". Percentiles come from histograms of {HISTOGRAM_RESOLUTION}: a p99 interval of "
+            "width 0 means every replication fell in one bucket, not that it is exact."
+        )
+    )
     return blocks
 
 
 def _classify(rv: Review, design: str, workload: str, metric: str, better_high: bool):
-    """Points where ``design`` is better / worse than the baseline on ``metric`` (the paired
-    interval excludes 0), and where the interval includes 0."""
-    better, worse, same = [], [], []
+    """The points of a workload by the paired verdict of ``design`` against the baseline on
+    ``metric`` (pmsim.sweeps.verdicts.verdict): better, worse, negligible, no difference,
+    inconclusive; each item (point, differences row)."""
+    out = {k: [] for k in ("better", "worse", "negligible", "same", "inconclusive")}
     for p in rv.points_of(workload):
         df = rv.difference(design, workload, p, metric)
-        if df is None or math.isnan(df["ci95_half"]):
+        if df is None:
             continue
-        lo, hi = df["ci95_low"], df["ci95_high"]
-        up = lo > 0
-        down = hi < 0
-        (
-            better
-            if (up if better_high else down)
-            else worse
-            if (down if better_high else up)
-            else same
-        ).append((p, df))
-    return better, worse, same
+        v = df.get("verdict", "inconclusive (underpowered)")
+        if v in ("higher", "lower"):
+            key = "better" if (v == "higher") == better_high else "worse"
+        else:
+            key = {"negligible": "negligible", "no difference": "same"}.get(v, "inconclusive")
+        out[key].append((p, df))
+    return out
+
+
+def pairs_text(rv: Review, design: str, df, better_high: bool) -> str:
+    """``new > old in 3/3 pairs (sign test p = 0.25)``: the pairs going the better way."""
+    if "pairs_higher" not in df:
+        return ""
+    n, up, down = int(df["n"]), int(df["pairs_higher"]), int(df["pairs_lower"])
+    good, sign = (up, ">") if better_high else (down, "<")
+    bad = down if better_high else up
+    if good == bad == 0:
+        return f"{design} = {rv.base} in all {n} pairs"
+    if bad > good:
+        good, sign = bad, "<" if better_high else ">"
+    return f"{design} {sign} {rv.base} in {good}/{n} pairs (sign test p = {df['sign_p']:.2g})"
 
 
 def _span(rv: Review, items, scale: float, unit: str, ratio: bool) -> str:
@@ -299,47 +378,71 @@ def _span(rv: Review, items, scale: float, unit: str, ratio: bool) -> str:
     return text + ")"
 
 
+def _itemised(rv: Review, d: str, w: str, what: str, items, scale, unit, ratio, better_high):
+    """One bullet per point: where, the paired difference, the ratio, the pairs, a split."""
+    out = []
+    for p, df in items:
+        text = f"`{w}` {what} at {_span(rv, [(p, df)], scale, unit, ratio)}"
+        pairs = pairs_text(rv, d, df, better_high)
+        text += f": {pairs}" if pairs else ""
+        splits = [
+            f"{x} {sp}" for x in (d, rv.base) if (sp := rv.split(x, w, p, df["metric"], scale))
+        ]
+        text += f"; {'; '.join(splits)}" if splits else ""
+        out.append(text)
+    return out
+
+
 def wins(rv: Review) -> list:
     blocks = []
+    practical = getattr(rv.exp, "practical_difference", 0.02)
+    pct = f"{practical * 100:g}%"
     for d in rv.others:
         won: dict[str, list] = {d: [], rv.base: []}
-        same = []
+        rest = {"negligible": [], "same": [], "inconclusive": []}
         for w in rv.workloads():
             if d not in rv.designs_of(w) or rv.base not in rv.designs_of(w):
                 continue
-            better, worse, tie = _classify(rv, d, w, THROUGHPUT, True)
-            if better:
-                won[d].append(f"`{w}` throughput at {_span(rv, better, 1e-6, 'M ops/s', True)}")
-            if worse:
-                won[rv.base].append(
-                    f"`{w}` throughput at {_span(rv, worse, 1e-6, 'M ops/s', True)}"
-                )
-            if tie:
-                same.append(f"`{w}` throughput at {', '.join(rv.label(p) for p, _ in tie)}")
+            checks = [(THROUGHPUT, "throughput", True, 1e-6, "M ops/s", True)]
             op = rv.main_op(w)
             if op:
-                lower, higher, tie = _classify(rv, d, w, f"ops.{op}.latency_us.p99", False)
-                if lower:
-                    won[d].append(f"`{w}` {op} p99 latency at {_span(rv, lower, 1, 'µs', False)}")
-                if higher:
-                    won[rv.base].append(
-                        f"`{w}` {op} p99 latency at {_span(rv, higher, 1, 'µs', False)}"
-                    )
+                checks.append(
+                    (f"ops.{op}.latency_us.p99", f"{op} p99 latency", False, 1, "µs", False)
+                )
+            for metric, what, high, scale, unit, ratio in checks:
+                got = _classify(rv, d, w, metric, high)
+                args = (scale, unit, ratio, high)
+                won[d] += _itemised(rv, d, w, what, got["better"], *args)
+                won[rv.base] += _itemised(rv, d, w, what, got["worse"], *args)
+                for k in rest:
+                    rest[k] += _itemised(rv, d, w, what, got[k], *args)
         for who, other in ((d, rv.base), (rv.base, d)):
             blocks += [
                 Heading(f"Where {who} wins over {other}"),
                 Bullets(won[who])
                 if won[who]
-                else Para(f"Nowhere: no point where {who} is better at 95% confidence."),
+                else Para(
+                    f"Nowhere: no point where {who} is better at 95% confidence by at least {pct}."
+                ),
             ]
-        if same:
-            blocks += [Heading(f"No difference at 95% between {d} and {rv.base}", 3), Bullets(same)]
+        titles = {
+            "negligible": f"Real but negligible (under {pct}) between {d} and {rv.base}",
+            "same": f"No difference (the 95% interval within ±{pct}) between {d} and {rv.base}",
+            "inconclusive": f"Inconclusive (underpowered) between {d} and {rv.base}",
+        }
+        for k, title in titles.items():
+            if rest[k]:
+                blocks += [Heading(title, 3), Bullets(rest[k])]
     if blocks:
         blocks.insert(
             0,
             Para(
-                f"From the paired differences ({', '.join(rv.others)} − {rv.base}, 95% intervals); "
-                "the ratio is the design's mean over the baseline's."
+                f"From the paired differences ({', '.join(rv.others)} − {rv.base}, 95% t "
+                f"intervals, each pair run on the same seed), with the count of pairs each way "
+                f"and a two-sided sign test; the ratio is the design's mean over the baseline's. "
+                f"A difference under {pct} of the baseline is negligible; 'no difference' means "
+                f"the interval lies within ±{pct}; an interval that includes 0 and reaches past "
+                f"±{pct} is inconclusive (underpowered): more replications would decide it."
             ),
         )
     return blocks
@@ -364,8 +467,7 @@ def hazards(rv: Review) -> list:
             for p in rv.points_of(w):
                 row = [d, rv.label(p)]
                 for _, metric, scale, _ in cols:
-                    s = rv.stat(d, w, p, metric)
-                    row.append(ci(s[0], s[1], scale) if s else "-")
+                    row.append(cell(rv.stat(d, w, p, metric), scale))
                 rows.append(row)
         blocks += [
             Heading(f"`{w}`", 3),
@@ -376,6 +478,9 @@ def hazards(rv: Review) -> list:
             ),
         ]
         blocks.append(Para(_hazard_sentence(rv, w, designs[0])))
+        reach = _hazard_reach(rv, w, designs[0])
+        if reach:
+            blocks.append(Para(reach))
     if blocks:
         blocks.insert(0, Heading("Hazards quantified"))
         blocks.insert(
@@ -388,6 +493,33 @@ def hazards(rv: Review) -> list:
             ),
         )
     return blocks
+
+
+def _hazard_reach(rv: Review, w: str, d: str) -> str:
+    """The sentence a reviewer wants: "On new, misses wait up to ≥ 15.00 ms behind writeback at
+    64 cores; from 32 cores a pass outlasts the run" (no pass finished in the window)."""
+    pts = rv.points_of(w)
+    waits = [(s, p) for p in pts if (s := rv.stat(d, w, p, "ops.miss.latency_us.max")) and s[0]]
+    if not waits:
+        return ""
+    worst, at = max(waits, key=lambda item: item[0][0])
+    text = f"On `{d}`, misses wait up to {cell(worst, 1e-3)} ms behind writeback at {rv.label(at)}"
+    outlast = [
+        p
+        for p in pts
+        if (n := rv.stat(d, w, p, "daemons.fsync.count")) is not None
+        and n[0] == 0
+        and (u := rv.stat(d, w, p, "daemons.fsync.unfinished")) is not None
+        and u[0] > 0
+    ]
+    if outlast:
+        text += f"; from {rv.label(outlast[0])} a pass outlasts the run (none finishes)"
+    else:
+        fewest = min(
+            (s[0] for p in pts if (s := rv.stat(d, w, p, "daemons.fsync.count"))), default=0
+        )
+        text += f"; a pass finishes at every point (at least {num(fewest)} on average)"
+    return text + "."
 
 
 def _hazard_sentence(rv: Review, w: str, d: str) -> str:
@@ -413,7 +545,10 @@ def _hazard_sentence(rv: Review, w: str, d: str) -> str:
     if age and age[0] > 0:
         parts.append(f"a pass is still running at the end after {ci(age[0], age[1], 1e-3)} ms")
     if miss and miss[0] > 0:
-        parts.append(f"the slowest miss that completed took {ci(miss[0], miss[1])} µs")
+        parts.append(
+            f"misses wait up to {cell(miss, 1e-3)} ms"
+            + (" (still waiting at the end: a lower bound)" if miss[3] else "")
+        )
     waiting = rv.stat(d, w, p, "ops.miss.unfinished")
     oldest = rv.stat(d, w, p, "ops.miss.unfinished_age_us_max")
     if waiting and waiting[0] > 0:
@@ -438,6 +573,7 @@ def _hazard_sentence(rv: Review, w: str, d: str) -> str:
 CAPTIONS = {
     "throughput": "throughput per design with its 95% band",
     "latency_vs": "p50 and p99 latency of each operation, per design",
+    "speedup_vs_cores": "speedup and parallel efficiency against cores, with the ideal",
     "latency_vs_load": "p50 and p99 latency against the load",
     "latency_cdf": "latency CDF of each operation at the largest point",
     "lock_breakdown": "wait and hold time of each lock",
@@ -445,6 +581,7 @@ CAPTIONS = {
     "timings": "timed kernel steps (PTE walk, shootdown_vmrs, RCU grace period)",
     "cpu_breakdown": "CPU time: useful, spinning, IPI handling, idle",
     "shootdowns_per_op": "TLB shootdowns and IPIs per operation",
+    "shootdowns_per_pass": "TLB shootdowns and IPIs per writeback pass",
     "writeback_timeline": "miss latency over simulated time, writeback passes shaded, pm_qlock queue",
 }
 

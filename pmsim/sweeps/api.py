@@ -54,6 +54,16 @@ class SweepResult:
         """Runs that raised, and runs without a result (their files went while it ran)."""
         return self.summary[self.summary["status"] != "ok"]
 
+    def require_ok(self, what: str) -> None:
+        """Refuse, in one line, to make ``what`` of a sweep none of whose runs finished ok."""
+        s = self.summary
+        ok = int((s["status"] == "ok").sum()) if "status" in s and len(s) else len(s)
+        if not ok:
+            raise ConfigError(
+                f"{what}: no run of {self.experiment.name!r} in {self.out} finished ok "
+                f"({len(s)} failed; their errors are in {self.out}/runs/failed/): nothing to show"
+            )
+
     def table(self, name: str) -> pd.DataFrame:
         """A per-run table (one of :data:`~pmsim.sweeps.store.RUN_TABLES`: ``ops``, ``latency``, ...)
         of every finished run, with the runs' identity and factor columns."""
@@ -123,6 +133,17 @@ def _workers(workers: int | None, runs: int) -> int:
     return max(1, min(usable if workers is None else workers, usable, runs))
 
 
+def bar_wanted(stream=None) -> bool:
+    """A progress bar redraws itself with carriage returns: on a terminal, or as a notebook
+    widget (tqdm.auto picks it in Jupyter); in a log file or a pipe it is noise."""
+    stream = stream if stream is not None else sys.stderr
+    if getattr(stream, "isatty", lambda: False)():
+        return True
+    shell = sys.modules.get("IPython")
+    ip = shell.get_ipython() if shell is not None and hasattr(shell, "get_ipython") else None
+    return type(ip).__name__ == "ZMQInteractiveShell"
+
+
 def _run_all(ex, where, window, exp, todo, store, done, total, progress) -> None:
     failed = 0
     if progress:
@@ -145,7 +166,7 @@ def _run_all(ex, where, window, exp, todo, store, done, total, progress) -> None
         initial=done,
         desc=exp.name,
         unit="run",
-        disable=not progress,
+        disable=not (progress and bar_wanted()),
         file=sys.stderr,
         dynamic_ncols=True,
     ) as bar:

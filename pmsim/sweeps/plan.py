@@ -149,12 +149,14 @@ def plan_runs(exp: ExperimentSpec) -> list[RunPlan]:
 
 
 def _point_workload(exp: ExperimentSpec, point: dict, workload: str, cache: dict) -> dict:
-    """The raw workload of one point: the file, then the overrides, then the factor values."""
+    """The raw workload of one point: the file, then the overrides (the experiment's, then the
+    workload's own), then the factor values."""
     if workload not in cache:
         cache[workload] = read_workload(_locate(workload, exp.base_dir))[0]
     raw = copy.deepcopy(cache[workload])
     for label, items in (
         ("override", exp.overrides.items()),
+        (f"workload_overrides.{workload}", exp.workload_overrides.get(workload, {}).items()),
         ("factor", ((k, v) for k, v in point.items() if k != "workload")),
     ):
         for key, value in items:

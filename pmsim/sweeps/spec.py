@@ -11,10 +11,13 @@
       machine.cores: [1, 4, 16]
       processes.0.threads: [1, 4, 16]
     overrides: {duration: 5ms}       # applied to every run, before the factors
+    workload_overrides:              # applied to one workload's runs, after the overrides
+      punch_hole: {request_pages: 8}
     exclude:                         # runs left out: those matching every key of an entry
       - {design: old, workload: punch_hole}   # a list of values means any of them
     replications: 3
     seed: 1
+    practical_difference: 0.02       # smaller differences are reported as negligible
     out: results/quick               # relative to the working folder; --out overrides
 
 A factor or override key is any dotted workload key (as ``pmsim run --set``) or a bare
@@ -32,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pmsim.costs import did_you_mean
 from pmsim.errors import ConfigError
-from pmsim.workload.load import _Loader, _one_line, preset_question, yaml_problem
+from pmsim.workload.load import _Loader, _one_line, preset_question, presets, yaml_problem
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
 
@@ -55,9 +58,13 @@ class ExperimentSpec(BaseModel):
     grid: dict[str, Annotated[list[Any], Field(min_length=1)]] = {}
     zip: dict[str, Annotated[list[Any], Field(min_length=1)]] = {}
     overrides: dict[str, Any] = {}
+    # per workload (as named in the experiment): overrides for its runs only, after ``overrides``
+    workload_overrides: dict[str, dict[str, Any]] = {}
     exclude: list[dict[str, Any]] = []
     replications: Annotated[int, Field(ge=1, le=10_000)] = 1
     seed: Annotated[int, Field(ge=0)] = 1
+    # the smallest difference that matters, as a fraction of the baseline (pmsim.sweeps.verdicts)
+    practical_difference: Annotated[float, Field(ge=0, lt=1)] = 0.02
     out: str | None = None
     base_dir: str = "."  # where relative workload paths are found: the experiment file's folder
 
@@ -84,6 +91,19 @@ class ExperimentSpec(BaseModel):
         for key, value in [*self.grid.items(), *self.zip.items(), *self.overrides.items()]:
             if key in _RESERVED:
                 raise ValueError(f"{key!r} cannot be set here (got {value!r}): {_RESERVED[key]}")
+        named = set(self.grid.get("workload", []) + self.zip.get("workload", []))
+        named |= {self.workload} if self.workload else set()
+        for w, items in self.workload_overrides.items():
+            # one the experiment does not run is ignored (a cut-down copy of it still loads),
+            # a name that is no workload at all is a typo
+            if w not in named and w not in presets():
+                raise ValueError(
+                    f"workload_overrides.{w}: no such workload (this experiment runs "
+                    f"{', '.join(sorted(named))}; pmsim workloads lists the presets)"
+                )
+            for key, value in items.items():
+                if key in _RESERVED or key == "workload":
+                    raise ValueError(f"workload_overrides.{w}.{key} cannot be set (got {value!r})")
         if "workload" in self.overrides:
             raise ValueError(
                 f"'workload' is not an override (got {self.overrides['workload']!r}): give it as "

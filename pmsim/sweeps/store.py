@@ -353,7 +353,7 @@ class SweepStore:
         factors = [f for f in exp.factors if f != "workload"]
         summary = concat_rows(rows, factors)
         agg = aggregate(summary, exp.factors)
-        diff = differences(summary, exp.factors, exp.designs[0])
+        diff = differences(summary, exp.factors, exp.designs[0], exp.practical_difference)
         provenance = (
             pd.concat(prov, ignore_index=True) if prov else pd.DataFrame(columns=["run_id"])
         )

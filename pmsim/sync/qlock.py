@@ -62,10 +62,12 @@ class QLock:
         "holder",
         "line_core",
         "acquired_at",
+        "handing_off",
         "stats",
         "cost",
         "_queue_area",
         "_queue_since",
+        "__weakref__",
     )
 
     def __init__(self, machine, name: str, wake: str = "waker_core", held_by=None):
@@ -76,11 +78,13 @@ class QLock:
         self.name = name
         self.wake = wake
         self.nr_signals = 0 if held_by is not None else 1
-        self.waiters = deque()  # (thread, event, time its context save is done)
+        self.waiters = deque()  # (thread, event, time its context save is done, request time)
         self.holder = held_by
         self.line_core = None
         self.acquired_at = machine.env.now
+        self.handing_off = None  # (qunlock time, the wakee's request time) until the wakee runs
         self.stats = machine.recorder.lock(name, self.kind)
+        self.stats.register(self)
         if held_by is not None:  # born held: an uncontended acquisition (its release is a hold)
             self.stats.acquired(self.acquired_at, 0.0, False)
         self._queue_area = 0.0  # integral of len(waiters) over time (ns), up to _queue_since
@@ -115,7 +119,7 @@ class QLock:
         self.nr_signals -= 1
         ev = Event(self.env)
         self._queue_length_changes(t_req)
-        self.waiters.append((thread, ev, ready_at))
+        self.waiters.append((thread, ev, ready_at, t_req))
         self.stats.queued(len(self.waiters))
         yield from thread.sleep(ev)
         now = thread.now  # once restarted (restart_kthread is charged, not yet synced)
@@ -124,6 +128,8 @@ class QLock:
                 self.machine, thread, None, f"{self.name}: {thread.name} woke without the lock"
             )
         self.acquired_at = now
+        self.stats.handed_off(now, now - self.handing_off[0])
+        self.handing_off = None
         self.stats.acquired(now, now - t_req, True)
 
     def _queue_length_changes(self, now: float) -> None:
@@ -134,6 +140,19 @@ class QLock:
         """The integral of the number of waiters over time up to ``now`` (ns): its difference
         over an interval, divided by the interval, is the mean queue length there."""
         return self._queue_area + len(self.waiters) * (now - self._queue_since)
+
+    def in_progress(self, now: float) -> tuple[list[float], float | None]:
+        """At the run's end: the ages of the waits still going (queued, or handed the lock
+        but not yet running) and of the hold still going (None if not held)."""
+        waits = [now - t for _, _, _, t in self.waiters]
+        if self.handing_off is not None:
+            waits.append(now - self.handing_off[1])
+            return waits, None
+        return waits, (max(0.0, now - self.acquired_at) if self.holder is not None else None)
+
+    def handoff_age(self, now: float) -> float | None:
+        """How long the hand-off going on at the end has lasted (None if none is)."""
+        return None if self.handing_off is None else now - self.handing_off[0]
 
     def release(self, thread):
         """``qunlock`` / ``sem_up`` (a generator)."""
@@ -158,8 +177,9 @@ class QLock:
                 )
             self.nr_signals += 1
             self._queue_length_changes(now)
-            nxt, ev, ready_at = self.waiters.popleft()
+            nxt, ev, ready_at, t_req = self.waiters.popleft()
             self.holder = nxt
+            self.handing_off = (now, t_req)
             if ready_at > now:
                 # The sem_up raced in during the waiter's context save: in Akaros nobody was
                 # queued yet, so no kernel message; the waiter undoes its switch when the

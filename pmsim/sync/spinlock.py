@@ -46,8 +46,10 @@ class SpinLock:
         "waiters",
         "line_core",
         "acquired_at",
+        "handing_off",
         "stats",
         "cost",
+        "__weakref__",
     )
 
     def __init__(self, machine, name: str):
@@ -58,7 +60,9 @@ class SpinLock:
         self.waiters = deque()  # (thread, event, time of request)
         self.line_core = None  # core whose cache holds the lock word
         self.acquired_at = 0.0
+        self.handing_off = None  # (release time, the next holder's request time) until it runs
         self.stats = machine.recorder.lock(name, self.kind)
+        self.stats.register(self)
         self.cost = machine.costs.view(SpinLockCosts)
 
     def acquire(self, thread):
@@ -93,6 +97,8 @@ class SpinLock:
         core.spin_since = None
         thread.spinlocks_held += 1
         self.acquired_at = now
+        self.stats.handed_off(now, now - self.handing_off[0])
+        self.handing_off = None
         self.stats.acquired(now, now - ev.value, True)
 
     def acquire_private(self, thread) -> None:
@@ -161,7 +167,21 @@ class SpinLock:
         self.holder = nxt
         delay = self._handoff(k, thread.core, nxt.core)
         self.line_core = nxt.core
+        self.handing_off = (now, t_req)
         trigger_at(self.env, ev, delay, t_req)
+
+    def in_progress(self, now: float) -> tuple[list[float], float | None]:
+        """At the run's end: the ages of the waits still going (spinning, or handed the lock
+        but not yet running) and of the hold still going (None if not held)."""
+        waits = [now - t for _, _, t in self.waiters]
+        if self.handing_off is not None:
+            waits.append(now - self.handing_off[1])
+            return waits, None
+        return waits, (max(0.0, now - self.acquired_at) if self.holder is not None else None)
+
+    def handoff_age(self, now: float) -> float | None:
+        """How long the hand-off going on at the end has lasted (None if none is)."""
+        return None if self.handing_off is None else now - self.handing_off[0]
 
     def _next(self, waiters):
         return waiters.popleft()

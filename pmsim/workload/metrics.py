@@ -7,8 +7,9 @@ before the end); its latency goes into a streaming histogram, so memory stays
 bounded however long the run. The time each kind of operation spends in
 progress inside the window is kept too (its mean number in progress), which is
 what Little's law checks the counts and latencies against; operations still
-running at the end are reported as unfinished, so a stall longer than the run
-is not hidden by the latencies of the operations that did complete.
+running at the end are right-censored observations at their age: the percentiles
+(pmsim.stats.censored_quantile) count them, so a stall longer than the run is
+not hidden by the latencies of the operations that did complete.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import math
 
 import numpy as np
 
-from pmsim.stats import Histogram
+from pmsim.stats import Histogram, histogram_of
 
 MS = 1e6  # ns per time-series bucket
 _HANDOVER = 4096  # latencies buffered per operation before they go to its histogram
@@ -62,6 +63,12 @@ class OpStats:
         self._hand_over()
         return self._latency
 
+    @property
+    def censored(self) -> Histogram:
+        """The ages (ns) at the end of the operations still running then: right-censored
+        latencies, each known only to be at least its age."""
+        return histogram_of(self.unfinished)
+
     def done(self, t0: float, t1: float) -> None:
         """One operation ran from ``t0`` to ``t1`` (ns). On every operation's path, so it only
         appends; the histogram and the per-ms series take the samples in blocks."""
@@ -102,8 +109,11 @@ class OpStats:
         return self.per_ms
 
     def running(self, t0: float) -> None:
-        """One operation started at ``t0`` is still running at the end."""
+        """One operation started at ``t0`` is still running at the end (one that starts after
+        it, on its thread's clock with work charged past the end, was not in the run)."""
         meter = self.meter
+        if t0 > meter.end:
+            return
         lo = max(t0, meter.warmup)
         if meter.end > lo:
             self.busy += meter.end - lo

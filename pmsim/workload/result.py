@@ -27,14 +27,18 @@ import pandas as pd
 import yaml
 
 from pmsim.errors import ConfigError
-from pmsim.operations import COUNTED_OPERATIONS
+from pmsim.operations import BY_NAME, COUNTED_OPERATIONS, DAEMONS
 from pmsim.process import PROCESS_LOCKS
+from pmsim.stats import censored_quantile, joint_buckets
 from pmsim.storage import WHAT_IF
 from pmsim.workload.metrics import MS
+from pmsim.workload.steady import steadiness
 
 # Operations a workload issues; a fault (inside a touch) and a miss (inside a read, write or
 # fault) are nested, so they are not counted again.
 QUANTILES = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p999", 0.999))
+# The latency statistics that operations still running at the end can make lower bounds.
+LATENCY_BOUNDS = (*(q for q, _ in QUANTILES), "max")
 
 
 @dataclass
@@ -122,6 +126,7 @@ def build_result(run, wall_s: float) -> RunResult:
         h = st.latency
         n = h.count
         ages = st.unfinished
+        tail = _censored_quantiles(h, st.censored)
         op_rows.append(
             {
                 "source": source,
@@ -129,8 +134,8 @@ def build_result(run, wall_s: float) -> RunResult:
                 "count": n,
                 "throughput_per_s": n / seconds,
                 "latency_us_mean": _us(h.mean()),
-                **{f"latency_us_{q}": _us(h.quantile(p)) for q, p in QUANTILES},
-                "latency_us_max": _us(h.max if n else 0.0),
+                **{f"latency_us_{q}": v for q, (v, _) in tail.items()},
+                **{f"latency_us_{q}_is_lower_bound": b for q, (_, b) in tail.items()},
                 "in_progress_mean": st.busy / window,
                 "unfinished": len(ages),
                 "unfinished_age_us_max": _us(max(ages, default=0.0)),
@@ -188,6 +193,10 @@ def build_result(run, wall_s: float) -> RunResult:
         "timings": {name: _timing(h) for name, h in sorted(rec.histograms.items())},
         "counters": counters,
     }
+    timeseries = _timeseries(run)
+    summary["steady"] = steadiness(
+        [r["ops_per_s"] for r in timeseries if r["measured"]], _daemon_passes(run)
+    )
     for name, st in rec.locks.items():
         if name not in summary["locks"]:
             summary["locks"][name] = _lock_summary(st)
@@ -197,7 +206,6 @@ def build_result(run, wall_s: float) -> RunResult:
         for op, h in st.held_by().items()
     ]
 
-    timeseries = _timeseries(run)
     run_row = {
         "total_ops_per_s": total,
         "duration_ms": summary["duration_ms"],
@@ -225,6 +233,7 @@ def build_result(run, wall_s: float) -> RunResult:
                 "latency_us_p99",
                 "latency_us_p999",
                 "latency_us_max",
+                *(f"latency_us_{q}_is_lower_bound" for q in LATENCY_BOUNDS),
                 "in_progress_mean",
                 "unfinished",
                 "unfinished_age_us_max",
@@ -238,11 +247,7 @@ def build_result(run, wall_s: float) -> RunResult:
                 "kind",
                 "acquisitions",
                 "contended_fraction",
-                "wait_us_mean",
-                "wait_us_p99",
-                "hold_us_mean",
-                "hold_us_p99",
-                "max_queue",
+                *LOCK_COLUMNS,
             ],
         ),
         "cores": _frame(ident, core_rows, ["core", "socket", "useful", "spin", "ipi", "idle"]),
@@ -264,7 +269,9 @@ def build_result(run, wall_s: float) -> RunResult:
             _op_timeseries(run),
             ["source", "op", "time_ms", "measured", "count", "latency_us_mean", "latency_us_max"],
         ),
-        "latency": _frame(ident, _latency_buckets(meter), ["source", "op", "latency_us", "count"]),
+        "latency": _frame(
+            ident, _latency_buckets(meter), ["source", "op", "latency_us", "count", "censored"]
+        ),
         "intervals": _frame(
             ident, _intervals(run), ["source", "op", "start_ms", "end_ms", "finished"]
         ),
@@ -308,6 +315,20 @@ def _timeseries(run) -> list[dict]:
     return rows
 
 
+def _daemon_passes(run) -> int | None:
+    """The fewest passes a periodic daemon finished inside the window (a file-scoped daemon
+    such as writeback does one operation per file a pass), or None without daemons."""
+    if not run.daemons:
+        return None
+    warmup, files = run.spec.warmup, max(len(run.file_list), 1)
+    passes = []
+    for name, _, _ in run.daemons:
+        op = BY_NAME[DAEMONS[name]]
+        done = sum(1 for o, _, t1 in run.intervals if o == op.name and t1 >= warmup)
+        passes.append(done // files if op.scope == "file" else done)
+    return min(passes)
+
+
 def _op_timeseries(run) -> list[dict]:
     """Per (source, operation) and simulated millisecond with a completion: how many completed
     in it, their mean and longest latency (what a stall looks like over time)."""
@@ -332,13 +353,15 @@ def _op_timeseries(run) -> list[dict]:
 
 
 def _latency_buckets(meter) -> list[dict]:
-    """Each operation's latency histogram in the window (16 buckets per octave): its CDF."""
+    """Each operation's latency histogram in the window (16 buckets per octave): completions
+    (``count``) and operations still running at the end by their age (``censored``), which is
+    what a Kaplan-Meier CDF needs."""
     rows = []
     for (source, op), st in meter.seen():
-        upper, counts = st.latency.buckets(16)
+        upper, counts, censored = joint_buckets(st.latency, st.censored, 16)
         rows += [
-            {"source": source, "op": op, "latency_us": _us(u), "count": int(c)}
-            for u, c in zip(upper.tolist(), counts.tolist())
+            {"source": source, "op": op, "latency_us": _us(u), "count": int(c), "censored": int(k)}
+            for u, c, k in zip(upper.tolist(), counts.tolist(), censored.tolist())
         ]
     return rows
 
@@ -353,6 +376,16 @@ def _intervals(run) -> list[dict]:
         {"source": "daemon", "op": op, "start_ms": t0 / 1e6, "end_ms": t1 / 1e6, "finished": done}
         for op, t0, t1, done in sorted(rows, key=lambda r: (r[1], r[0]))
     ]
+
+
+def _censored_quantiles(done, censored) -> dict[str, tuple[float, bool]]:
+    """p50 ... p999 and max (us) of latencies some of which are still running at the end, each
+    with whether it is only a lower bound (pmsim.stats.censored_quantile)."""
+    out = {}
+    for q, p in (*QUANTILES, ("max", 1.0)):
+        v, bound = censored_quantile(done, censored, p)
+        out[q] = (_us(v), bool(bound))
+    return out
 
 
 def _timing(h) -> dict:
@@ -378,12 +411,35 @@ def _op_summary(row: dict) -> dict:
         "throughput_per_s": row["throughput_per_s"],
         "latency_us": {
             "mean": row["latency_us_mean"],
-            **{q: row[f"latency_us_{q}"] for q, _ in QUANTILES},
-            "max": row["latency_us_max"],
+            **{q: row[f"latency_us_{q}"] for q in LATENCY_BOUNDS},
+            **{
+                f"{q}_is_lower_bound": row[f"latency_us_{q}_is_lower_bound"] for q in LATENCY_BOUNDS
+            },
         },
         "unfinished": row["unfinished"],
         "unfinished_age_us_max": row["unfinished_age_us_max"],
     }
+
+
+# A lock's summary entries after kind, acquisitions and contended_fraction (pmsim.recorder).
+LOCK_COLUMNS = (
+    "wait_us_mean",
+    "wait_us_p99",
+    "wait_us_p99_is_lower_bound",
+    "wait_us_max",
+    "wait_us_max_is_lower_bound",
+    "waiting_at_end",
+    "hold_us_mean",
+    "hold_us_p99",
+    "hold_us_max",
+    "hold_us_max_is_lower_bound",
+    "handoff_us_mean",
+    "handoff_us_p99",
+    "utilization",
+    "max_queue",
+)
+
+_COUNTS = ("waiting_at_end", "max_queue")
 
 
 def _lock_summary(st) -> dict:
@@ -391,11 +447,10 @@ def _lock_summary(st) -> dict:
         return {
             "acquisitions": 0,
             "contended_fraction": 0.0,
-            "wait_us_mean": 0.0,
-            "wait_us_p99": 0.0,
-            "hold_us_mean": 0.0,
-            "hold_us_p99": 0.0,
-            "max_queue": 0,
+            **{
+                k: False if k.endswith("_is_lower_bound") else 0 if k in _COUNTS else 0.0
+                for k in LOCK_COLUMNS
+            },
         }
     s = st.summary()
     s.pop("kind")
@@ -403,6 +458,12 @@ def _lock_summary(st) -> dict:
     if held_by:
         s["held_by"] = held_by
     return s
+
+
+def bounded(value: float, is_lower_bound: bool, fmt: str = ".3g") -> str:
+    """``value`` formatted, written ``>=value`` where it is only a lower bound (something was
+    still in progress at the run's end, older than the estimate could see past)."""
+    return f"{'>=' if is_lower_bound else ''}{value:{fmt}}"
 
 
 def format_summary(summary: dict) -> str:
@@ -432,7 +493,10 @@ def format_summary(summary: dict) -> str:
             lat = o["latency_us"]
             lines.append(
                 f"  {title + name:12} {o['count']:>9,} {o['throughput_per_s']:>12,.0f} "
-                + " ".join(f"{lat[k]:>9.3f}" for k in ("mean", "p50", "p90", "p99", "p999", "max"))
+                + " ".join(
+                    f"{bounded(lat[k], lat.get(k + '_is_lower_bound', False), '.3f'):>9}"
+                    for k in ("mean", "p50", "p90", "p99", "p999", "max")
+                )
                 + (
                     f"  +{o['unfinished']} unfinished, oldest {o['unfinished_age_us_max']:,.1f} us"
                     if o["unfinished"]
@@ -441,14 +505,24 @@ def format_summary(summary: dict) -> str:
             )
     lines += [
         "",
-        f"  {'lock':12} {'acquired':>10} {'contended':>9} {'wait mean':>10} {'wait p99':>9} "
-        f"{'hold mean':>10}  (us)",
+        f"  {'lock':12} {'acquired':>10} {'contended':>9} {'wait mean':>10} {'wait p99':>11} "
+        f"{'wait max':>11} {'hold mean':>10} {'hold max':>11} {'handoff':>9} {'util':>6}  (us)",
     ]
     for name, lk in summary["locks"].items():
         if lk["acquisitions"]:
             lines.append(
                 f"  {name:12} {lk['acquisitions']:>10,} {lk['contended_fraction']:>9.3f} "
-                f"{lk['wait_us_mean']:>10.3f} {lk['wait_us_p99']:>9.3f} {lk['hold_us_mean']:>10.3f}"
+                f"{lk['wait_us_mean']:>10.3f} "
+                f"{bounded(lk['wait_us_p99'], lk['wait_us_p99_is_lower_bound'], '.3f'):>11} "
+                f"{bounded(lk['wait_us_max'], lk['wait_us_max_is_lower_bound'], '.3f'):>11} "
+                f"{lk['hold_us_mean']:>10.3f} "
+                f"{bounded(lk['hold_us_max'], lk['hold_us_max_is_lower_bound'], '.3f'):>11} "
+                f"{lk['handoff_us_mean']:>9.3f} {lk['utilization']:>6.3f}"
+                + (
+                    f"  {lk['waiting_at_end']} still waiting at the end"
+                    if lk["waiting_at_end"]
+                    else ""
+                )
             )
     c, t, io, r = summary["cpu"], summary["tlb"], summary["io"], summary["rcu"]
     lines += [
