@@ -48,6 +48,9 @@ RUN_TABLES = (
     "latency",
     "intervals",
     "run",
+    "lockstat",
+    "lines",
+    "blame",
 )
 SWEEP_TABLES = ("summary", "aggregate", "differences", "provenance")
 # The finished runs' per-run tables gathered into one file each under DIR/tables/ (``run``
