@@ -200,6 +200,27 @@ def _report(args) -> int:
     return 0
 
 
+def _locks(args) -> int:
+    from pmsim.workload.contention import IDENT, format_locks, load_tables, view
+
+    if args.top is not None and args.top < 1:
+        raise ConfigError(f"locks: --top: must be >= 1, got {args.top}")
+    tables = load_tables(args.run_dir)
+    if args.json:
+        rows = view(tables, args.by, args.top).to_dict(orient="records")
+        lines = tables["lines"].drop(columns=list(IDENT), errors="ignore")
+        print(
+            json.dumps(
+                {"by": args.by, "rows": rows, "lines": lines.to_dict(orient="records")},
+                indent=2,
+                default=float,
+            )
+        )
+    else:
+        print(format_locks(tables, args.by, args.top))
+    return 0
+
+
 def _experiments(args) -> int:
     from pmsim.sweeps.spec import experiments
     from pmsim.workload.load import preset_question
@@ -342,6 +363,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-figures", action="store_true", help="the report without drawing the figures"
     )
     rp.set_defaults(func=_report)
+    lk = sub.add_parser(
+        "locks", help="a run's lockstat table, by lock, call site or holder, and line bounces"
+    )
+    lk.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by pmsim run --out")
+    lk.add_argument("--top", type=int, metavar="N", help="only the first N rows (by total wait)")
+    lk.add_argument(
+        "--by",
+        choices=("lock", "site", "holder"),
+        default="lock",
+        help="per lock class (default), per lock and call site, or per holder (blame)",
+    )
+    lk.add_argument("--json", action="store_true", help="print the rows as JSON")
+    lk.set_defaults(func=_locks)
     ex = sub.add_parser("experiments", help="list the experiments and the question each answers")
     ex.set_defaults(func=_experiments)
 

@@ -37,26 +37,31 @@ class SiteStats:
 
 
 class LineStats:
-    """Transfers, atomics and busy time of one cache-line class (every line of that name),
-    counted from the start of the run on plain counters; the recorder snapshots them at the
-    end of warm-up (cheaper than a warm-up test on every atomic)."""
+    """Local hits, transfers (bounces), first touches and busy time of one cache-line class
+    (every line of that name), counted from the start of the run on plain counters; the
+    recorder snapshots them at the end of warm-up (cheaper than a warm-up test on every
+    atomic). A local hit keeps the line busy for its own cost (``local_ns``), so only a miss
+    adds its busy time."""
 
-    __slots__ = ("name", "atomics", "transfers", "busy", "base")
+    __slots__ = ("name", "local_ns", "local", "transfers", "cold", "busy", "base")
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, local_ns: float):
         self.name = name
-        self.atomics = 0  # locked RMWs and CAS attempts on lines of this class
-        self.transfers = 0  # ... of them served from another core's cache (a bounce)
-        self.busy = 0.0  # ns the lines were occupied serving them
-        self.base = (0, 0, 0.0)  # the counters at the end of warm-up
+        self.local_ns = local_ns
+        self.local = 0  # atomics served from this core's cache
+        self.transfers = 0  # atomics that took the line from another core's cache (a bounce)
+        self.cold = 0  # atomics on a line no core held yet (from memory)
+        self.busy = 0.0  # ns the lines were occupied serving the misses
+        self.base = (0, 0, 0, 0.0)  # the counters at the end of warm-up
 
     def snapshot(self) -> None:
-        self.base = (self.atomics, self.transfers, self.busy)
+        self.base = (self.local, self.transfers, self.cold, self.busy)
 
     def window(self) -> tuple[int, int, float]:
         """(atomics, transfers, busy ns) in the measured window."""
-        a, t, b = self.base
-        return self.atomics - a, self.transfers - t, self.busy - b
+        lo, t, c, b = self.base
+        local, transfers, cold = self.local - lo, self.transfers - t, self.cold - c
+        return local + transfers + cold, transfers, self.busy - b + local * self.local_ns
 
 
 class LockStats:
@@ -167,6 +172,26 @@ class LockStats:
                 s.hold_max = hold
             if hold < s.hold_min:
                 s.hold_min = hold
+
+    def round_trip(self, t: float, cost: float, op: str | None, site: str) -> None:
+        """An uncontended acquisition at ``t`` costing ``cost`` and its release at once (hold
+        0): :meth:`acquired` then :meth:`released`, in one call on the hot path (a private
+        lock's round trip)."""
+        warmup = self.recorder.warmup
+        if t >= warmup:
+            self.acquisitions += 1
+            self.wait.add(cost)
+        if t + cost >= warmup:
+            h = self.hold_by.get(op)
+            if h is None:
+                h = self.hold_by[op] = Histogram()
+            h.add(0.0)
+            s = self.sites.get(site)
+            if s is None:
+                s = self.site(site)
+            s.holds += 1
+            if s.hold_min > 0.0:
+                s.hold_min = 0.0
 
     def register(self, lock) -> None:
         """``lock`` reports here: its waits and hold still going at the end are counted."""
@@ -279,11 +304,12 @@ class Recorder:
             st = self.locks[name] = LockStats(self, name, kind)
         return st
 
-    def line(self, name: str) -> LineStats:
-        """The stats of cache-line class ``name`` (every line of that name: pm_slot, pg_flags)."""
+    def line(self, name: str, local_ns: float) -> LineStats:
+        """The stats of cache-line class ``name`` (every line of that name: pm_slot, pg_flags),
+        whose local hit costs ``local_ns``."""
         st = self.lines.get(name)
         if st is None:
-            st = self.lines[name] = LineStats(name)
+            st = self.lines[name] = LineStats(name, local_ns)
         return st
 
     def mark(self, name: str, t: float, track: str, args: dict | None = None) -> None:

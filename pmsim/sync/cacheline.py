@@ -45,7 +45,8 @@ class CacheLine:
         self.written = [NEVER] * WORDS  # per word: serialization time of its last successful write
         self.cost = machine.costs.view(CacheLineCosts)
         self.recorder = machine.recorder
-        self.stats = machine.recorder.line(name)  # bounces of this line class (plain counters)
+        # bounces of this line class: plain counters, a local hit's busy time is its cost
+        self.stats = machine.recorder.line(name, self.cost.local)
 
     def _serve(self, thread, remote: float, remote_socket: float) -> float:
         """Queue one atomic by ``thread`` (FIFO) and charge it its latency: a local hit, or a
@@ -57,15 +58,18 @@ class CacheLine:
         cost = self.cost
         start = self.free_at if self.free_at > now else now
         owner = self.owner
-        st = self.stats
-        st.atomics += 1
         if owner is core:
             latency = occupied = cost.local
+            self.stats.local += 1
         else:
             latency = remote if owner is None or owner.socket == core.socket else remote_socket
             occupied = cost.occupancy if cost.occupancy < latency else latency  # min()
-            st.transfers += 1
-        st.busy += occupied
+            st = self.stats
+            if owner is None:
+                st.cold += 1  # the first touch, from memory: not a bounce
+            else:
+                st.transfers += 1
+            st.busy += occupied
         self.free_at = start + occupied
         self.owner = core
         thread.pending += start + latency - now
@@ -82,18 +86,21 @@ class CacheLine:
         is served here). The same cost :meth:`rmw` charges."""
         core = thread.core
         owner = self.owner
-        st = self.stats
-        st.atomics += 1
         if owner is core:
             cost = self.cost.local
+            self.stats.local += 1
         else:
             cost = (
                 self.cost.rmw
                 if owner is None or owner.socket == core.socket
                 else self.cost.rmw_remote_socket
             )
-            st.transfers += 1
-        st.busy += cost
+            st = self.stats
+            if owner is None:
+                st.cold += 1
+            else:
+                st.transfers += 1
+            st.busy += cost
         self.owner = core
         self.written[word] = thread.now
         self.free_at = thread.now + cost
@@ -130,8 +137,7 @@ class CacheLine:
         and hits the line locally before another core's request can take it, so it succeeds.
         Call it right after the failed :meth:`cas`."""
         local = self.cost.local
-        self.stats.atomics += 1
-        self.stats.busy += local
+        self.stats.local += 1
         self.free_at += local
         self.written[word] = self.free_at - local
         thread.pending += local

@@ -159,8 +159,7 @@ class SpinLock:
             stats.site_bounces[site] += 1
         self.line_core = core
         thread.pending += cost
-        stats.acquired(now, cost, False)
-        stats.released(now + cost, 0.0, thread.op, site)
+        stats.round_trip(now, cost, thread.op, site)
 
     def release(self, thread):
         """``spin_unlock``: free the lock or hand it to a spinner (a generator)."""

@@ -204,6 +204,7 @@ def _blame_row(lock, w_op, w_site, h_op, h_site, r_op, r_site, n, total, k, ages
 # --- reading a run folder --------------------------------------------------------------------
 
 BY = ("lock", "site", "holder")
+IDENT = ("design", "workload", "seed")
 
 
 def load_tables(run_dir) -> dict[str, pd.DataFrame]:
@@ -237,25 +238,32 @@ def view(tables: dict[str, pd.DataFrame], by: str = "lock", top: int | None = No
         df = ls[ls["site"] != ALL]
     else:
         b = tables["blame"]
-        df = (
-            b.groupby(["lock", "holder_op", "holder_site"], as_index=False)[
-                ["waits", "wait_us_total", "waiting_at_end", "waiting_us_at_end"]
-            ]
-            .sum()
-            .sort_values(
-                ["wait_us_total", "lock", "holder_op", "holder_site"],
-                ascending=[False, True, True, True],
-            )
-        )
+        df = b.groupby(["lock", "holder_op", "holder_site"], as_index=False)[
+            ["waits", "wait_us_total", "waiting_at_end", "waiting_us_at_end"]
+        ].sum()
+        df["_all"] = df["wait_us_total"] + df["waiting_us_at_end"]
+        df = df.sort_values(
+            ["_all", "lock", "holder_op", "holder_site"], ascending=[False, True, True, True]
+        ).drop(columns="_all")
     df = df.reset_index(drop=True)
     return df.head(top) if top is not None else df
 
 
 def format_locks(tables: dict[str, pd.DataFrame], by: str = "lock", top: int | None = None) -> str:
     """The text ``pmsim locks`` prints: the chosen view, then the cache-line classes."""
-    df = view(tables, by, top)
-    lines = [df.to_string(index=False, float_format=lambda x: f"{x:.3f}") if len(df) else "(none)"]
-    ln = tables["lines"]
+    ls = tables["lockstat"]
+    title = (
+        f"{ls['design'].iloc[0]} on {ls['workload'].iloc[0]}, seed {ls['seed'].iloc[0]}: "
+        if len(ls)
+        else ""
+    )
+    df = view(tables, by, top).drop(columns=list(IDENT), errors="ignore")
+    lines = [
+        f"{title}locks by {by}, sorted by total wait (us)"
+        + ("; waiting_*: waits still queued at the end" if by == "holder" else ""),
+        df.to_string(index=False, float_format=lambda x: f"{x:.3f}") if len(df) else "(none)",
+    ]
+    ln = tables["lines"].drop(columns=list(IDENT), errors="ignore")
     if len(ln):
         lines += ["", "cache lines (transfers = bounces):"]
         lines.append(ln.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
