@@ -48,10 +48,11 @@ def cases() -> dict[str, tuple[str, list[str], str]]:
     return out
 
 
-# Observation tables added after the fixture (lockstat, cache-line bounces, blame: issue 16):
+# Observation tables added after the fixture (lockstat, cache-line bounces, blame, latency
+# breakdown: issue 16):
 # they observe the run and are not in the fixture's digest, so the digest still proves that
 # adding them moved no simulated number (tests/test_contention.py checks they are deterministic).
-OBSERVATIONS = ("lockstat", "lines", "blame")
+OBSERVATIONS = ("lockstat", "lines", "blame", "breakdown")
 
 
 def tables_digest(tables) -> str:

@@ -165,3 +165,30 @@ def test_pmsim_locks_bad_folders(tmp_path, capsys):
     assert main(["locks", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "lockstat.parquet" in err and len(err.strip().splitlines()) == 1
+
+
+def parts(res, op: str, stat: str) -> pd.Series:
+    b = res.tables["breakdown"]
+    b = b[(b["source"] == "workload") & (b["op"] == op) & (b["stat"] == stat)]
+    return b.set_index(b["kind"] + ":" + b["what"])["us"]
+
+
+def test_breakdown_old_read_hits_spin_on_pm_lock_and_add_up(old_hits):
+    res = old_hits[0]
+    mean = parts(res, "read", "mean")
+    lat = res.summary["ops"]["read"]["latency_us"]
+    assert mean.sum() == pytest.approx(lat["mean"], rel=1e-9)  # the parts are the latency
+    assert mean.idxmax() == "spin:pm_lock" and mean["spin:pm_lock"] > 0.5 * lat["mean"]
+    assert "handoff:pm_lock" in mean.index
+    p99 = parts(res, "read", "p99")
+    assert p99.idxmax() == "spin:pm_lock" and p99.sum() > mean.sum()
+
+
+def test_breakdown_new_slow_reads_sleep_behind_writeback(writeback):
+    p99 = parts(writeback, "read", "p99")
+    assert p99.idxmax() == "sleep:pm_qlock"
+    mean = parts(writeback, "read", "mean")
+    assert "io:gtfs" in mean.index and mean["io:gtfs"] > 0
+    b = writeback.tables["breakdown"]
+    assert not (b["op"] == "miss").any()  # nested: its waits are the read's
+    assert (b["us"] >= 0).all() and (b["share"] <= 1 + 1e-9).all()

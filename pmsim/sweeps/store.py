@@ -51,6 +51,7 @@ RUN_TABLES = (
     "lockstat",
     "lines",
     "blame",
+    "breakdown",
 )
 SWEEP_TABLES = ("summary", "aggregate", "differences", "provenance")
 # The finished runs' per-run tables gathered into one file each under DIR/tables/ (``run``

@@ -144,6 +144,8 @@ class QLock:
         self.handing_off = None
         stats.acquired(now, now - t_req, True)
         stats.contended_wait(now, now - t_req, thread.op, site, behind, (by_op, by_site), bounced)
+        thread.waited("sleep", self.name, released_at - t_req)
+        thread.waited("handoff", self.name, now - released_at)
 
     def _queue_length_changes(self, now: float) -> None:
         self._queue_area += len(self.waiters) * (now - self._queue_since)

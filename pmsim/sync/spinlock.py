@@ -112,6 +112,8 @@ class SpinLock:
         self.handing_off = None
         stats.acquired(now, now - t_req, True)
         stats.contended_wait(now, now - t_req, thread.op, site, behind, (by_op, by_site), bounced)
+        thread.waited("spin", self.name, released_at - t_req)
+        thread.waited("handoff", self.name, now - released_at)
 
     def acquire_private(self, thread, site: str = "?") -> None:
         """``spin_lock`` of a lock no other thread ever takes (the fd table of a single-thread
