@@ -128,8 +128,8 @@ class Thread:
         self.spinlocks_held = 0
         self.op = None  # the operation in progress (named in invariant violations)
         # (kind, what) -> ns this operation spent not running its own work: spinning or sleeping
-        # on a lock, a hand-off, IO, IPI handlers, RCU (None until the first; the runner resets
-        # it per operation and reads it at the end: pmsim.workload.breakdown)
+        # on a lock, a hand-off, IO, IPI handlers, RCU (None until the first; the runner reads
+        # and clears it when the operation ends: pmsim.workload.breakdown)
         self.waits: dict | None = None
         self._work_done = spent_event(self.env)  # re-armed by sync: one event per thread ...
         self._work_step = (self._work_done,)  # ... and what sync() returns to wait for it

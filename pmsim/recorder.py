@@ -37,31 +37,28 @@ class SiteStats:
 
 
 class LineStats:
-    """Local hits, transfers (bounces), first touches and busy time of one cache-line class
-    (every line of that name), counted from the start of the run on plain counters; the
-    recorder snapshots them at the end of warm-up (cheaper than a warm-up test on every
-    atomic). A local hit keeps the line busy for its own cost (``local_ns``), so only a miss
-    adds its busy time."""
+    """Transfers (bounces), first touches and the time they kept the lines busy, for one
+    cache-line class (every line of that name), counted from the start of the run on plain
+    counters that only a miss touches (a local hit costs its own core alone and is not
+    counted: the hot path stays as it was); the recorder snapshots them at the end of warm-up
+    (cheaper than a warm-up test on every atomic)."""
 
-    __slots__ = ("name", "local_ns", "local", "transfers", "cold", "busy", "base")
+    __slots__ = ("name", "transfers", "cold", "busy", "base")
 
-    def __init__(self, name: str, local_ns: float):
+    def __init__(self, name: str):
         self.name = name
-        self.local_ns = local_ns
-        self.local = 0  # atomics served from this core's cache
         self.transfers = 0  # atomics that took the line from another core's cache (a bounce)
         self.cold = 0  # atomics on a line no core held yet (from memory)
-        self.busy = 0.0  # ns the lines were occupied serving the misses
-        self.base = (0, 0, 0, 0.0)  # the counters at the end of warm-up
+        self.busy = 0.0  # ns the lines were occupied serving those misses
+        self.base = (0, 0, 0.0)  # the counters at the end of warm-up
 
     def snapshot(self) -> None:
-        self.base = (self.local, self.transfers, self.cold, self.busy)
+        self.base = (self.transfers, self.cold, self.busy)
 
     def window(self) -> tuple[int, int, float]:
-        """(atomics, transfers, busy ns) in the measured window."""
-        lo, t, c, b = self.base
-        local, transfers, cold = self.local - lo, self.transfers - t, self.cold - c
-        return local + transfers + cold, transfers, self.busy - b + local * self.local_ns
+        """(transfers, first touches, busy ns) in the measured window."""
+        t, c, b = self.base
+        return self.transfers - t, self.cold - c, self.busy - b
 
 
 class LockStats:
@@ -89,6 +86,8 @@ class LockStats:
         "acq_bounces",
         "site_bounces",
         "bounce_base",
+        "rt_site",
+        "rt_count",
     )
 
     def __init__(self, recorder: Recorder, name: str, kind: str):
@@ -111,6 +110,8 @@ class LockStats:
         self.acq_bounces = 0
         self.site_bounces: Counter = Counter()
         self.bounce_base = (0, Counter())
+        self.rt_site: str | None = None  # the call site of the round trips counted in rt_count
+        self.rt_count = 0
 
     def snapshot(self) -> None:
         """The end of warm-up: the raw bounce counters' base."""
@@ -176,7 +177,8 @@ class LockStats:
     def round_trip(self, t: float, cost: float, op: str | None, site: str) -> None:
         """An uncontended acquisition at ``t`` costing ``cost`` and its release at once (hold
         0): :meth:`acquired` then :meth:`released`, in one call on the hot path (a private
-        lock's round trip)."""
+        lock's round trip). Its site's count is a plain counter while the site stays the same
+        (one call site in practice), folded into the site's stats when it changes or is read."""
         warmup = self.recorder.warmup
         if t >= warmup:
             self.acquisitions += 1
@@ -186,12 +188,18 @@ class LockStats:
             if h is None:
                 h = self.hold_by[op] = Histogram()
             h.add(0.0)
-            s = self.sites.get(site)
-            if s is None:
-                s = self.site(site)
-            s.holds += 1
-            if s.hold_min > 0.0:
-                s.hold_min = 0.0
+            if site is not self.rt_site:
+                self.fold_round_trips()
+                self.rt_site = site
+            self.rt_count += 1
+
+    def fold_round_trips(self) -> None:
+        """Add the round trips counted for ``rt_site`` to its stats (holds of 0 ns)."""
+        if self.rt_count:
+            s = self.site(self.rt_site)
+            s.holds += self.rt_count
+            s.hold_min = 0.0
+            self.rt_count = 0
 
     def register(self, lock) -> None:
         """``lock`` reports here: its waits and hold still going at the end are counted."""
@@ -304,12 +312,11 @@ class Recorder:
             st = self.locks[name] = LockStats(self, name, kind)
         return st
 
-    def line(self, name: str, local_ns: float) -> LineStats:
-        """The stats of cache-line class ``name`` (every line of that name: pm_slot, pg_flags),
-        whose local hit costs ``local_ns``."""
+    def line(self, name: str) -> LineStats:
+        """The stats of cache-line class ``name`` (every line of that name: pm_slot, pg_flags)."""
         st = self.lines.get(name)
         if st is None:
-            st = self.lines[name] = LineStats(name, local_ns)
+            st = self.lines[name] = LineStats(name)
         return st
 
     def mark(self, name: str, t: float, track: str, args: dict | None = None) -> None:

@@ -45,8 +45,8 @@ class CacheLine:
         self.written = [NEVER] * WORDS  # per word: serialization time of its last successful write
         self.cost = machine.costs.view(CacheLineCosts)
         self.recorder = machine.recorder
-        # bounces of this line class: plain counters, a local hit's busy time is its cost
-        self.stats = machine.recorder.line(name, self.cost.local)
+        # bounces of this line class: plain counters, touched on a miss only
+        self.stats = machine.recorder.line(name)
 
     def _serve(self, thread, remote: float, remote_socket: float) -> float:
         """Queue one atomic by ``thread`` (FIFO) and charge it its latency: a local hit, or a
@@ -60,7 +60,6 @@ class CacheLine:
         owner = self.owner
         if owner is core:
             latency = occupied = cost.local
-            self.stats.local += 1
         else:
             latency = remote if owner is None or owner.socket == core.socket else remote_socket
             occupied = cost.occupancy if cost.occupancy < latency else latency  # min()
@@ -88,7 +87,6 @@ class CacheLine:
         owner = self.owner
         if owner is core:
             cost = self.cost.local
-            self.stats.local += 1
         else:
             cost = (
                 self.cost.rmw
@@ -137,7 +135,6 @@ class CacheLine:
         and hits the line locally before another core's request can take it, so it succeeds.
         Call it right after the failed :meth:`cas`."""
         local = self.cost.local
-        self.stats.local += 1
         self.free_at += local
         self.written[word] = self.free_at - local
         thread.pending += local

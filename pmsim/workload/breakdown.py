@@ -3,9 +3,10 @@ IPI handlers and RCU, for the mean operation and the p99 one ("where did NEW's s
 
 The waiting paths (a contended spinlock or qlock, an IO sleep, ``synchronize_rcu``, an IPI or
 RCU callback stealing the core) add their time to the thread's ``waits`` (``Thread.waited``);
-the runner resets it when an operation starts and hands it here when the operation ends, only
-if something was added (an operation that never waited is all on-CPU work and costs nothing
-here). Nested operations (a miss, a fault) are not broken down: their waits are the enclosing
+the runner hands it here when an operation ends, only if something was added, and clears it
+(an operation that never waited is all on-CPU work and costs one test). What lands between two
+operations (an IPI handler during think time, paid at the thread's next sync) is the next
+operation's, as its time is. Nested operations (a miss, a fault) are not broken down: their waits are the enclosing
 operation's. Per operation, the totals give the mean operation's breakdown; per latency bucket (the
 latency histogram's 1/64-octave buckets), the sums give the breakdown of the operations at or
 above the p99 latency: on-CPU is the latency minus the rest (for the tail, the latency of a

@@ -45,7 +45,7 @@ LOCKSTAT_COLUMNS = (
     "holdtime-avg",
     "handoff-total",
 )
-LINE_COLUMNS = ("atomics", "transfers", "cas_failures", "busy_us")
+LINE_COLUMNS = ("transfers", "first_touches", "cas_failures", "busy_us")
 BLAME_COLUMNS = (
     "lock",
     "waiter_op",
@@ -76,6 +76,7 @@ def lockstat_rows(recorder) -> list[dict]:
     rows = []
     for name, st in recorder.locks.items():
         base_total, base_sites = st.bounce_base
+        st.fold_round_trips()
         sites = st.sites
         con = sum(s.contentions for s in sites.values())
         con_b = sum(s.con_bounces for s in sites.values())
@@ -130,17 +131,18 @@ def lockstat_rows(recorder) -> list[dict]:
 
 
 def line_rows(recorder) -> list[dict]:
-    """One row per cache-line class: atomics, transfers (bounces), failed CAS, busy time."""
+    """One row per cache-line class: transfers (bounces), first touches (from memory), failed
+    CAS, and the time those misses kept the lines busy."""
     rows = []
     for name, st in sorted(recorder.lines.items()):
-        atomics, transfers, busy = st.window()
-        if not atomics:
+        transfers, cold, busy = st.window()
+        if not (transfers or cold):
             continue
         rows.append(
             {
                 "line": name,
-                "atomics": atomics,
                 "transfers": transfers,
+                "first_touches": cold,
                 "cas_failures": int(recorder.counters.get(f"cas_failures.{name}", 0)),
                 "busy_us": _us(busy),
             }

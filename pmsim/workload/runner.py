@@ -228,6 +228,7 @@ class WorkloadRun:
             stats.done(t0, t1)
             if th.waits:
                 self.breakdown.add("workload", name, t0, t1, th.waits)
+                th.waits = None
             w.current = None
 
         return op
@@ -283,7 +284,6 @@ class WorkloadRun:
         if w.arrival is not None:
             t0, w.arrival = w.arrival, None
         w.current = (op, t0)
-        w.th.waits = None
         return t0
 
     def _done(self, w: Worker, op: str, t0: float) -> None:
@@ -292,6 +292,7 @@ class WorkloadRun:
         self.meter.stats("workload", op).done(t0, t1)
         if th.waits:
             self.breakdown.add("workload", op, t0, t1, th.waits)
+            th.waits = None
         w.current = None
 
     def _kernel_op_done(self, th, op: str, t0: float) -> None:
@@ -324,13 +325,13 @@ class WorkloadRun:
                 entry, stats = fast
                 i = 0 if one_file else pick_file()
                 w.current = (name, t0)
-                th.waits = None
                 yield from entry(th, files[i], pages[i](), n)
                 after = env.now
                 t1 = after + th.pending + th.stolen
                 stats.done(t0, t1)
-                if th.waits:
+                if th.waits:  # (only a waiting path fills it: a hit costs one test)
                     self.breakdown.add("workload", name, t0, t1, th.waits)
+                    th.waits = None
                 w.current = None
             else:
                 yield from ops[name](w)
@@ -365,11 +366,11 @@ class WorkloadRun:
             yield from th.sleep(env.timeout(period))  # kthread_usleep
             for args in [(f,) for f in self.kernel.files] if op.scope == "file" else [()]:
                 running[th] = current = (op.name, th.now)
-                th.waits = None
                 yield from entry(th, *args)
                 self._daemon_done(current, th.now)
                 if th.waits:
                     self.breakdown.add("daemon", op.name, current[1], th.now, th.waits)
+                    th.waits = None
             del running[th]
 
     def _daemon_done(self, op: tuple, end: float) -> None:
