@@ -111,11 +111,29 @@ def _run(args) -> int:
     from pmsim.workload.result import check_run_folder, format_summary
     from pmsim.workload.runner import run_workload
 
+    if (args.trace_window or args.trace_max_events is not None) and not args.trace:
+        raise ConfigError("--trace-window and --trace-max-events need --trace FILE")
+    window = (0.0, float("inf"))
+    if args.trace_max_events is not None and args.trace_max_events < 1:
+        raise ConfigError(f"--trace-max-events: must be >= 1, got {args.trace_max_events}")
+    if args.trace_window:
+        from pmsim.trace import parse_window
+
+        window = parse_window(args.trace_window)
     spec = load_spec(args.workload, args.set, args.seed)
     check_run(spec, args.allow_large)
     if args.out:
         check_run_folder(Path(args.out))  # before the run, not after it
-    res = run_workload(spec, args.design)
+    if args.trace:
+        from pmsim.trace import MAX_EVENTS, trace_run
+
+        cap = MAX_EVENTS if args.trace_max_events is None else args.trace_max_events
+        res, trace = trace_run(spec, args.design, window, cap)
+        trace.write(args.trace)
+        if trace.message():
+            print(f"pmsim: {trace.message()}", file=sys.stderr)
+    else:
+        res = run_workload(spec, args.design)
     if args.out:
         res.write(args.out)
     if args.json:
@@ -304,6 +322,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", metavar="DIR", help="write Parquet tables, summary.json and spec.yaml here"
     )
     ru.add_argument("--json", action="store_true", help="print the summary as JSON")
+    ru.add_argument(
+        "--trace",
+        metavar="FILE",
+        help="write a timeline (Chrome trace-event JSON: ui.perfetto.dev, chrome://tracing)",
+    )
+    ru.add_argument(
+        "--trace-window",
+        metavar="A:B",
+        help="only what overlaps simulated times A..B (e.g. 1ms:2ms; either side may be empty)",
+    )
+    ru.add_argument(
+        "--trace-max-events",
+        type=int,
+        metavar="N",
+        help="at most N trace events (default 1,000,000); the trace says where it was cut",
+    )
     ru.add_argument("--allow-large", action="store_true", help=LARGE)
     ru.set_defaults(func=_run)
 
