@@ -192,3 +192,18 @@ def test_breakdown_new_slow_reads_sleep_behind_writeback(writeback):
     b = writeback.tables["breakdown"]
     assert not (b["op"] == "miss").any()  # nested: its waits are the read's
     assert (b["us"] >= 0).all() and (b["share"] <= 1 + 1e-9).all()
+
+
+def test_the_breakdown_figure_stacks_each_designs_parts(writeback):
+    from pmsim.plots import latency_breakdown
+
+    t = writeback.tables["breakdown"]
+    fig = latency_breakdown(t, "read")
+    ax = fig.axes[0]
+    labels = [tick.get_text() for tick in ax.get_yticklabels()]
+    assert labels == ["new mean", "new p99"]
+    p99 = t[(t["op"] == "read") & (t["stat"] == "p99")]["us"].sum()
+    widest = max(p.get_x() + p.get_width() for p in ax.patches)
+    assert widest == pytest.approx(p99)
+    with pytest.raises(ValueError, match="no breakdown"):
+        latency_breakdown(t, "touch")
