@@ -207,3 +207,14 @@ def test_the_breakdown_figure_stacks_each_designs_parts(writeback):
     assert widest == pytest.approx(p99)
     with pytest.raises(ValueError, match="no breakdown"):
         latency_breakdown(t, "touch")
+
+
+@pytest.mark.parametrize(
+    "preset, design",
+    [("mixed", "new"), ("mmap_churn", "old"), ("mmap_writeback", "new"), ("punch_hole", "new")],
+)
+def test_every_lock_the_model_takes_names_its_call_site(preset, design):
+    res = run_workload(load_spec(preset, ["duration=2ms", "warmup=0.5ms"]), design)
+    ls = res.tables["lockstat"]
+    sites = ls[ls["site"] != ALL]
+    assert len(sites) and "?" not in set(sites["site"]), sorted(set(sites["site"]))
