@@ -10,7 +10,8 @@ the locks, the backing stores, the IPI handler and RCU's grace periods; the untr
 untouched (no probe, no cost) and a traced run gives the same numbers (a probe adds no event).
 The trace has:
 
-- a track per core (process ``cores``): spinning on a spinlock, IPI handlers;
+- a track per core (process ``cores``): spinning on a spinlock, IPI handlers (with an arrow from
+  the thread whose TLB shootdown sent the IPI);
 - a track per thread (process ``threads``): its operations, its contended lock waits, its IO;
 - a track per lock (process ``locks``): hold slices (one per acquisition), with the holder's
   operation and call site; flow arrows from each releaser to the thread it handed the lock to;
@@ -191,6 +192,9 @@ class _Tracer:
         self.t = trace
         self.handoffs: dict[int, tuple] = {}  # id(lock) -> (releaser's track, release time)
         self.last_wait = None  # (lock stats, time): the contended acquisition just recorded
+        # The thread whose lock acquisition completed last: a shootdown's IPIs go out right
+        # after its proc_lock is taken, with no event in between, so it is their initiator.
+        self.acquirer = None
 
     def thread_track(self, th):
         return self.t.track("threads", th.name, th.name)
@@ -218,6 +222,7 @@ class _Tracer:
     def acquire(self, original, lock, th, site="?"):
         self.last_wait = None
         yield from original(lock, th, site)
+        self.acquirer = th
         now = lock.env.now
         last = self.last_wait
         if last is not None and last[0] is lock.stats and last[1] == now:
@@ -262,9 +267,14 @@ class _Tracer:
         self.t.async_slice(dev, "io", t0, t1, {"thread": th.name})
 
     def steal(self, original, core, env, ns):
+        """An IPI handler on ``core`` (a TLB shootdown's): its slice, and an arrow from the
+        initiating thread."""
         start = max(env.now, core.ipi_until)
         original(core, env, ns)
-        self.t.slice(self.core_track(core), "IPI handler", start, start + ns)
+        track = self.core_track(core)
+        self.t.slice(track, "IPI handler", start, start + ns)
+        if self.acquirer is not None:
+            self.t.flow(self.thread_track(self.acquirer), env.now, track, start, "shootdown")
 
     def grace_period(self, original, rcu):
         t0 = rcu.env.now

@@ -149,3 +149,18 @@ def test_marks_become_instant_events():
         f"reader{i}.t0" for i in range(4)
     }
     assert {e["args"]["lock"] for e in marks} == {"pm_lock"}  # (the others are private locks)
+
+
+def test_shootdown_arrows_go_from_the_initiator_to_the_targets_cores():
+    spec = load_spec("mmap_churn", ["duration=1ms", "warmup=0ms"])
+    res, trace = trace_run(spec, "old")
+    doc = trace.to_json()
+    names = tracks(doc)
+    shoot = [e for e in doc["traceEvents"] if e["ph"] in "sf" and e["name"] == "shootdown"]
+    ipis = [e for e in doc["traceEvents"] if e["ph"] == "X" and e["name"] == "IPI handler"]
+    assert len(ipis) == res.summary["tlb"]["ipis"] > 0
+    src = {names[e["pid"], e["tid"]] for e in shoot if e["ph"] == "s"}
+    dst = {names[e["pid"], e["tid"]] for e in shoot if e["ph"] == "f"}
+    assert src and all(not n.startswith("core") for n in src)
+    assert dst and all(n.startswith("core") for n in dst)
+    assert len([e for e in shoot if e["ph"] == "f"]) == len(ipis)
