@@ -10,8 +10,9 @@ the locks, the backing stores, the IPI handler and RCU's grace periods; the untr
 untouched (no probe, no cost) and a traced run gives the same numbers (a probe adds no event).
 The trace has:
 
-- a track per core (process ``cores``): spinning on a spinlock, IPI handlers (with an arrow from
-  the thread whose TLB shootdown sent the IPI);
+- a track per core (process ``cores``): which thread runs there (``run THREAD``; a gap is
+  idle), spinning on a spinlock, IPI handlers (with an arrow from the thread whose TLB
+  shootdown sent the IPI);
 - a track per thread (process ``threads``): its operations, its contended lock waits, its IO;
 - a track per lock (process ``locks``): hold slices (one per acquisition), with the holder's
   operation and call site; flow arrows from each releaser to the thread it handed the lock to;
@@ -195,6 +196,8 @@ class _Tracer:
         # The thread whose lock acquisition completed last: a shootdown's IPIs go out right
         # after its proc_lock is taken, with no event in between, so it is their initiator.
         self.acquirer = None
+        self.running: dict[int, tuple] = {}  # core index -> (thread, since): who runs there
+        self.env = None
 
     def thread_track(self, th):
         return self.t.track("threads", th.name, th.name)
@@ -276,6 +279,30 @@ class _Tracer:
         if self.acquirer is not None:
             self.t.flow(self.thread_track(self.acquirer), env.now, track, start, "shootdown")
 
+    def take(self, original, core, th):
+        """``th`` waits for ``core`` and gets it: it runs there from now."""
+        yield from original(core, th)
+        if core.thread is th and self.running.get(core.index, (None,))[0] is not th:
+            self._ran(core, th.env.now)
+            self.running[core.index] = (th, th.env.now)
+
+    def give_up(self, original, core):
+        """The thread running on ``core`` sleeps or ends: the next queued one runs, or idle
+        (once the last charged work, which runs on until ``busy_until``, is done)."""
+        original(core)
+        now = self.env.now
+        if core.thread is None:
+            self._ran(core, max(core.busy_until, now))
+        else:
+            self._ran(core, now)
+            self.running[core.index] = (core.thread, now)
+
+    def _ran(self, core, until: float) -> None:
+        """Close the running slice of ``core``'s thread at ``until``."""
+        th, since = self.running.pop(core.index, (None, None))
+        if th is not None:
+            self.t.slice(self.core_track(core), f"run {th.name}", since, max(since, until))
+
     def grace_period(self, original, rcu):
         t0 = rcu.env.now
         yield from original(rcu)
@@ -311,12 +338,17 @@ def trace_run(spec, design: str, window=(0.0, float("inf")), max_events: int = M
         attached.append(probes.attach(LockStats, "contended_wait", tr.contended_wait))
         attached.append(probes.attach(BackingStore, "_sleep", tr.io))
         attached.append(probes.attach(Core, "steal", tr.steal))
+        attached.append(probes.attach(Core, "take", tr.take))
+        attached.append(probes.attach(Core, "give_up", tr.give_up))
         attached.append(probes.attach(Rcu, "_run_gp", tr.grace_period))
         run = WorkloadRun(spec, design)
         machine = run.machine
         machine.recorder.marks = []  # Recorder.mark: instant events for the trace
+        tr.env = machine.env
         for core in machine.cores:
             tr.core_track(core)
+            if core.thread is not None:  # the first thread of a core runs there from the start
+                tr.running[core.index] = (core.thread, 0.0)
         for w in run.workers:
             tr.thread_track(w.th)
         for _, _, th in run.daemons:
@@ -334,6 +366,8 @@ def _finish(trace: Trace, tr: _Tracer, run, res) -> None:
     machine = run.machine
     rec = machine.recorder
     end = rec.end_time
+    for core in machine.cores:  # the threads still running at the end
+        tr._ran(core, end)
     for st in rec.locks.values():
         held = sorted(
             (lock.acquired_at, lock.site, getattr(lock.holder, "name", "?"))

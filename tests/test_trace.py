@@ -164,3 +164,21 @@ def test_shootdown_arrows_go_from_the_initiator_to_the_targets_cores():
     assert src and all(not n.startswith("core") for n in src)
     assert dst and all(n.startswith("core") for n in dst)
     assert len([e for e in shoot if e["ph"] == "f"]) == len(ipis)
+
+
+def test_core_tracks_show_who_runs_and_when_they_idle():
+    doc = trace_run(load_spec("read_hits_procs", OLD4), "old")[1].to_json()
+    names = tracks(doc)
+    runs = [e for e in doc["traceEvents"] if e["ph"] == "X" and e["name"].startswith("run ")]
+    by_core = {names[e["pid"], e["tid"]]: e for e in runs}
+    assert len(runs) == 4 and set(by_core) == {f"core {i}" for i in range(4)}
+    assert all(e["ts"] == 0 and e["dur"] == pytest.approx(1000) for e in runs)  # never idle
+    wb = load_spec("writeback_readers", ["duration=3ms", "warmup=0ms", "machine.cores=2",
+                                         "processes.0.threads=2"])  # fmt: skip
+    doc = trace_run(wb, "new")[1].to_json()
+    runs = [e for e in doc["traceEvents"] if e["ph"] == "X" and e["name"].startswith("run ")]
+    per_core = Counter(e["tid"] for e in runs)
+    assert len(per_core) == 2 and min(per_core.values()) > 1  # readers sleep on IO: idle gaps
+    for tid in per_core:
+        mine = sorted((e["ts"], e["ts"] + e["dur"]) for e in runs if e["tid"] == tid)
+        assert all(a[1] <= b[0] + 1e-9 for a, b in zip(mine, mine[1:]))  # one thread at a time
