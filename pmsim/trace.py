@@ -283,7 +283,7 @@ class _Tracer:
         """``th`` waits for ``core`` and gets it: it runs there from now."""
         yield from original(core, th)
         if core.thread is th and self.running.get(core.index, (None,))[0] is not th:
-            self._ran(core, th.env.now)
+            self.ran(core, th.env.now)
             self.running[core.index] = (th, th.env.now)
 
     def give_up(self, original, core):
@@ -292,12 +292,12 @@ class _Tracer:
         original(core)
         now = self.env.now
         if core.thread is None:
-            self._ran(core, max(core.busy_until, now))
+            self.ran(core, max(core.busy_until, now))
         else:
-            self._ran(core, now)
+            self.ran(core, now)
             self.running[core.index] = (core.thread, now)
 
-    def _ran(self, core, until: float) -> None:
+    def ran(self, core, until: float) -> None:
         """Close the running slice of ``core``'s thread at ``until``."""
         th, since = self.running.pop(core.index, (None, None))
         if th is not None:
@@ -367,7 +367,7 @@ def _finish(trace: Trace, tr: _Tracer, run, res) -> None:
     rec = machine.recorder
     end = rec.end_time
     for core in machine.cores:  # the threads still running at the end
-        tr._ran(core, end)
+        tr.ran(core, end)
     for st in rec.locks.values():
         held = sorted(
             (lock.acquired_at, lock.site, getattr(lock.holder, "name", "?"))
