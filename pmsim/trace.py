@@ -14,8 +14,9 @@ The trace has:
   idle), spinning on a spinlock, IPI handlers (with an arrow from the thread whose TLB
   shootdown sent the IPI);
 - a track per thread (process ``threads``): its operations, its contended lock waits, its IO;
-- a track per lock (process ``locks``): hold slices (one per acquisition), with the holder's
-  operation and call site; flow arrows from each releaser to the thread it handed the lock to;
+- a track per lock name (process ``locks``; further lanes ``NAME #2`` ... where holds of several
+  locks of one name overlap): hold slices (one per acquisition), with the holder's operation
+  and call site; flow arrows from each releaser to the thread it handed the lock to;
 - a track per backing store (process ``devices``): each IO as an async slice;
 - RCU grace periods, and counters per simulated millisecond (threads queued on pm_qlock, dirty
   pages) (process ``machine``);
@@ -197,6 +198,7 @@ class _Tracer:
         # after its proc_lock is taken, with no event in between, so it is their initiator.
         self.acquirer = None
         self.running: dict[int, tuple] = {}  # core index -> (thread, since): who runs there
+        self.lanes: dict[str, list[float]] = {}  # lock name -> each lane's last hold's end
         self.env = None
 
     def thread_track(self, th):
@@ -205,8 +207,21 @@ class _Tracer:
     def core_track(self, core):
         return self.t.track("cores", core.index, f"core {core.index}")
 
-    def lock_track(self, lock):
-        return self.t.track("locks", lock.name, lock.name)
+    def lock_track(self, name: str, t0: float, t1: float):
+        """The track of a hold of a lock named ``name`` from ``t0`` to ``t1``: the first lane of
+        that name free since ``t0`` (holds of several locks of one name, each process's
+        ``pte_lock`` or each page's ``page_lock``, may overlap; holds arrive in the order they
+        end, so a lane whose last hold ended by ``t0`` overlaps none of its holds)."""
+        lanes = self.lanes.setdefault(name, [])
+        i = next((k for k, end in enumerate(lanes) if end <= t0), len(lanes))
+        if i == len(lanes):
+            lanes.append(t1)
+        lanes[i] = t1
+        label = name if i == 0 else f"{name} #{i + 1}"
+        return self.t.track("locks", (name, i), label)
+
+    def hold(self, lock, site: str, t0: float, t1: float, args: dict) -> None:
+        self.t.slice(self.lock_track(lock.name, t0, t1), site, t0, t1, args)
 
     # --- the probes (wrapper(original, self, ...)) ---------------------------------------------
     def op(self, name):
@@ -242,7 +257,7 @@ class _Tracer:
         t0, site, op = lock.acquired_at, lock.site, th.op
         yield from original(lock, th)
         now = lock.env.now
-        self.t.slice(self.lock_track(lock), site, t0, now, {"holder": th.name, "op": op or "other"})
+        self.hold(lock, site, t0, now, {"holder": th.name, "op": op or "other"})
         if lock.holder is not None and lock.holder is not th:  # handed to a waiter
             self.handoffs[id(lock)] = (self.thread_track(th), now)
 
@@ -252,14 +267,12 @@ class _Tracer:
     def release_private(self, original, lock, th):
         t0, site, op = lock.acquired_at, lock.site, th.op
         original(lock, th)
-        self.t.slice(
-            self.lock_track(lock), site, t0, th.now, {"holder": th.name, "op": op or "other"}
-        )
+        self.hold(lock, site, t0, th.now, {"holder": th.name, "op": op or "other"})
 
     def round_trip_private(self, original, lock, th, site="?"):
         original(lock, th, site)
         t = th.now
-        self.t.slice(self.lock_track(lock), site, t, t, {"holder": th.name, "op": th.op or "other"})
+        self.hold(lock, site, t, t, {"holder": th.name, "op": th.op or "other"})
 
     def io(self, original, store, th, event):
         t0 = th.env.now
@@ -376,7 +389,7 @@ def _finish(trace: Trace, tr: _Tracer, run, res) -> None:
         )
         for t0, site, holder in held:
             trace.slice(
-                trace.track("locks", st.name, st.name),
+                tr.lock_track(st.name, t0, end),
                 site,
                 t0,
                 end,
