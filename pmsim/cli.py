@@ -111,11 +111,29 @@ def _run(args) -> int:
     from pmsim.workload.result import check_run_folder, format_summary
     from pmsim.workload.runner import run_workload
 
+    if (args.trace_window or args.trace_max_events is not None) and not args.trace:
+        raise ConfigError("--trace-window and --trace-max-events need --trace FILE")
+    window = (0.0, float("inf"))
+    if args.trace_max_events is not None and args.trace_max_events < 1:
+        raise ConfigError(f"--trace-max-events: must be >= 1, got {args.trace_max_events}")
+    if args.trace_window:
+        from pmsim.trace import parse_window
+
+        window = parse_window(args.trace_window)
     spec = load_spec(args.workload, args.set, args.seed)
     check_run(spec, args.allow_large)
     if args.out:
         check_run_folder(Path(args.out))  # before the run, not after it
-    res = run_workload(spec, args.design)
+    if args.trace:
+        from pmsim.trace import MAX_EVENTS, trace_run
+
+        cap = MAX_EVENTS if args.trace_max_events is None else args.trace_max_events
+        res, trace = trace_run(spec, args.design, window, cap)
+        trace.write(args.trace)
+        if trace.message():
+            print(f"pmsim: {trace.message()}", file=sys.stderr)
+    else:
+        res = run_workload(spec, args.design)
     if args.out:
         res.write(args.out)
     if args.json:
@@ -197,6 +215,27 @@ def _report(args) -> int:
         f"report: {md} and {page}"
         + ("" if args.no_figures else f"; figures in {md.parent / 'figures'}/")
     )
+    return 0
+
+
+def _locks(args) -> int:
+    from pmsim.workload.contention import IDENT, format_locks, load_tables, view
+
+    if args.top is not None and args.top < 1:
+        raise ConfigError(f"locks: --top: must be >= 1, got {args.top}")
+    tables = load_tables(args.run_dir)
+    if args.json:
+        rows = view(tables, args.by, args.top).to_dict(orient="records")
+        lines = tables["lines"].drop(columns=list(IDENT), errors="ignore")
+        print(
+            json.dumps(
+                {"by": args.by, "rows": rows, "lines": lines.to_dict(orient="records")},
+                indent=2,
+                default=float,
+            )
+        )
+    else:
+        print(format_locks(tables, args.by, args.top))
     return 0
 
 
@@ -283,6 +322,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", metavar="DIR", help="write Parquet tables, summary.json and spec.yaml here"
     )
     ru.add_argument("--json", action="store_true", help="print the summary as JSON")
+    ru.add_argument(
+        "--trace",
+        metavar="FILE",
+        help="write a timeline (Chrome trace-event JSON: ui.perfetto.dev, chrome://tracing)",
+    )
+    ru.add_argument(
+        "--trace-window",
+        metavar="A:B",
+        help="only what overlaps simulated times A..B (e.g. 1ms:2ms; either side may be empty)",
+    )
+    ru.add_argument(
+        "--trace-max-events",
+        type=int,
+        metavar="N",
+        help="at most N trace events (default 1,000,000); the trace says where it was cut",
+    )
     ru.add_argument("--allow-large", action="store_true", help=LARGE)
     ru.set_defaults(func=_run)
 
@@ -342,6 +397,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-figures", action="store_true", help="the report without drawing the figures"
     )
     rp.set_defaults(func=_report)
+    lk = sub.add_parser(
+        "locks", help="a run's lockstat table, by lock, call site or holder, and line bounces"
+    )
+    lk.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by pmsim run --out")
+    lk.add_argument("--top", type=int, metavar="N", help="only the first N rows (by total wait)")
+    lk.add_argument(
+        "--by",
+        choices=("lock", "site", "holder"),
+        default="lock",
+        help="per lock class (default), per lock and call site, or per holder (blame)",
+    )
+    lk.add_argument("--json", action="store_true", help="print the rows as JSON")
+    lk.set_defaults(func=_locks)
     ex = sub.add_parser("experiments", help="list the experiments and the question each answers")
     ex.set_defaults(func=_experiments)
 

@@ -74,6 +74,7 @@ class Core:
         self.ipi_until = start + ns
         if self.thread is not None:
             self.thread.stolen += ns
+            self.thread.waited("ipi", "handler", ns)
 
     def meter(self, now: float) -> tuple[float, float, float]:
         """(useful, spin, ipi) ns up to ``now``, excluding pre-charged time after ``now``."""
@@ -108,6 +109,7 @@ class Thread:
         "deferred_wakes",
         "spinlocks_held",
         "op",
+        "waits",
         "_work_done",
         "_work_step",
     )
@@ -125,8 +127,22 @@ class Thread:
         self.deferred_wakes: list = []  # (event, delay): qlock wakees restart at our next smp_idle
         self.spinlocks_held = 0
         self.op = None  # the operation in progress (named in invariant violations)
+        # (kind, what) -> ns this operation spent not running its own work: spinning or sleeping
+        # on a lock, a hand-off, IO, IPI handlers, RCU (None until the first; the runner reads
+        # and clears it when the operation ends: pmsim.workload.breakdown)
+        self.waits: dict | None = None
         self._work_done = spent_event(self.env)  # re-armed by sync: one event per thread ...
         self._work_step = (self._work_done,)  # ... and what sync() returns to wait for it
+
+    def waited(self, kind: str, what: str, ns: float) -> None:
+        """This thread's operation spent ``ns`` on ``kind`` (``spin``, ``sleep``, ``handoff``,
+        ``io``, ``ipi``, ``rcu``) of ``what`` (a lock, a store kind): called on the paths that
+        wait, never on a thread's own work."""
+        w = self.waits
+        if w is None:
+            w = self.waits = {}
+        key = (kind, what)
+        w[key] = w.get(key, 0.0) + ns
 
     @property
     def now(self) -> float:

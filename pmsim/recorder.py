@@ -13,6 +13,54 @@ from collections import Counter
 from pmsim.stats import Histogram, censored_quantile, histogram_of
 
 
+class SiteStats:
+    """One call site's share of one lock (lockstat's per-site rows): its contentions and their
+    waits, and the holds it made that ended in the window (so its acquisitions are counted at
+    release). Only the contended path and the release touch it, with plain arithmetic."""
+
+    __slots__ = (
+        "contentions",
+        "con_bounces",
+        "wait_total",
+        "wait_min",
+        "wait_max",
+        "holds",
+        "hold_total",
+        "hold_min",
+        "hold_max",
+    )
+
+    def __init__(self):
+        self.contentions = self.con_bounces = self.holds = 0
+        self.wait_total = self.hold_total = self.wait_max = self.hold_max = 0.0
+        self.wait_min = self.hold_min = float("inf")
+
+
+class LineStats:
+    """Transfers (bounces), first touches and the time they kept the lines busy, for one
+    cache-line class (every line of that name), counted from the start of the run on plain
+    counters that only a miss touches (a local hit costs its own core alone and is not
+    counted: the hot path stays as it was); the recorder snapshots them at the end of warm-up
+    (cheaper than a warm-up test on every atomic)."""
+
+    __slots__ = ("name", "transfers", "cold", "busy", "base")
+
+    def __init__(self, name: str):
+        self.name = name
+        self.transfers = 0  # atomics that took the line from another core's cache (a bounce)
+        self.cold = 0  # atomics on a line no core held yet (from memory)
+        self.busy = 0.0  # ns the lines were occupied serving those misses
+        self.base = (0, 0, 0.0)  # the counters at the end of warm-up
+
+    def snapshot(self) -> None:
+        self.base = (self.transfers, self.cold, self.busy)
+
+    def window(self) -> tuple[int, int, float]:
+        """(transfers, first touches, busy ns) in the measured window."""
+        t, c, b = self.base
+        return self.transfers - t, self.cold - c, self.busy - b
+
+
 class LockStats:
     """Acquisitions, contention, wait, hold and hand-off times and the longest queue of one
     lock name (one lock, or every lock of that name: each process's pte_lock).
@@ -33,6 +81,13 @@ class LockStats:
         "max_queue",
         "recorder",
         "instances",
+        "sites",
+        "blame",
+        "acq_bounces",
+        "site_bounces",
+        "bounce_base",
+        "rt_site",
+        "rt_count",
     )
 
     def __init__(self, recorder: Recorder, name: str, kind: str):
@@ -46,6 +101,105 @@ class LockStats:
         self.handoff = Histogram()
         self.max_queue = 0
         self.instances = weakref.WeakSet()
+        self.sites: dict[str, SiteStats] = {}  # call site -> its contentions and holds
+        # (waiter op, waiter site, holder op, holder site, releaser op, releaser site)
+        #   -> [waits, total wait ns]: whom each contended wait waited behind, who handed over
+        self.blame: dict[tuple, list] = {}
+        # Lock-word transfers on uncontended acquisitions, counted from the start on plain
+        # counters (the transfer branch only), snapshotted at warm-up: class total and by site.
+        self.acq_bounces = 0
+        self.site_bounces: Counter = Counter()
+        self.bounce_base = (0, Counter())
+        self.rt_site: str | None = None  # the call site of the round trips counted in rt_count
+        self.rt_count = 0
+
+    def snapshot(self) -> None:
+        """The end of warm-up: the raw bounce counters' base."""
+        self.bounce_base = (self.acq_bounces, Counter(self.site_bounces))
+
+    def site(self, site: str) -> SiteStats:
+        s = self.sites.get(site)
+        if s is None:
+            s = self.sites[site] = SiteStats()
+        return s
+
+    def contended_wait(
+        self,
+        t: float,
+        wait: float,
+        op: str | None,
+        site: str,
+        behind: tuple,
+        released_by: tuple,
+        bounced: bool,
+    ) -> None:
+        """A contended acquisition by ``site`` (in operation ``op``) after ``wait`` ns:
+        ``behind`` is the (op, site) that held the lock when the wait began, ``released_by``
+        the (op, site) that handed it over (for a qlock, the waker); ``bounced``: the lock came
+        from another core. Called on the contended path only."""
+        if t < self.recorder.warmup:
+            return
+        s = self.sites.get(site) or self.site(site)
+        s.contentions += 1
+        s.con_bounces += bounced
+        s.wait_total += wait
+        if wait > s.wait_max:
+            s.wait_max = wait
+        if wait < s.wait_min:
+            s.wait_min = wait
+        key = (op, site, *behind, *released_by)
+        b = self.blame.get(key)
+        if b is None:
+            self.blame[key] = [1, wait]
+        else:
+            b[0] += 1
+            b[1] += wait
+
+    def released(self, t: float, hold: float, op: str | None = None, site: str = "?") -> None:
+        """Held for ``hold`` ns by a thread running ``op``, taken at call site ``site`` (kept
+        apart: writeback's long holds of pm_qlock are a hazard of their own, hidden in the mean
+        over every holder). Per site, the holds that end in the window are its acquisitions."""
+        if t >= self.recorder.warmup:
+            h = self.hold_by.get(op)
+            if h is None:
+                h = self.hold_by[op] = Histogram()
+            h.add(hold)
+            s = self.sites.get(site)
+            if s is None:
+                s = self.site(site)
+            s.holds += 1
+            s.hold_total += hold
+            if hold > s.hold_max:
+                s.hold_max = hold
+            if hold < s.hold_min:
+                s.hold_min = hold
+
+    def round_trip(self, t: float, cost: float, op: str | None, site: str) -> None:
+        """An uncontended acquisition at ``t`` costing ``cost`` and its release at once (hold
+        0): :meth:`acquired` then :meth:`released`, in one call on the hot path (a private
+        lock's round trip). Its site's count is a plain counter while the site stays the same
+        (one call site in practice), folded into the site's stats when it changes or is read."""
+        warmup = self.recorder.warmup
+        if t >= warmup:
+            self.acquisitions += 1
+            self.wait.add(cost)
+        if t + cost >= warmup:
+            h = self.hold_by.get(op)
+            if h is None:
+                h = self.hold_by[op] = Histogram()
+            h.add(0.0)
+            if site is not self.rt_site:
+                self.fold_round_trips()
+                self.rt_site = site
+            self.rt_count += 1
+
+    def fold_round_trips(self) -> None:
+        """Add the round trips counted for ``rt_site`` to its stats (holds of 0 ns)."""
+        if self.rt_count:
+            s = self.site(self.rt_site)
+            s.holds += self.rt_count
+            s.hold_min = 0.0
+            self.rt_count = 0
 
     def register(self, lock) -> None:
         """``lock`` reports here: its waits and hold still going at the end are counted."""
@@ -61,15 +215,6 @@ class LockStats:
             self.acquisitions += 1
             self.contended += contended
             self.wait.add(wait)
-
-    def released(self, t: float, hold: float, op: str | None = None) -> None:
-        """Held for ``hold`` ns by a thread running ``op`` (kept apart: writeback's long holds
-        of pm_qlock are a hazard of their own, hidden in the mean over every holder)."""
-        if t >= self.recorder.warmup:
-            h = self.hold_by.get(op)
-            if h is None:
-                h = self.hold_by[op] = Histogram()
-            h.add(hold)
 
     @property
     def hold(self) -> Histogram:
@@ -152,6 +297,8 @@ class Recorder:
         self.machine = machine
         self.warmup = float(warmup)
         self.locks: dict[str, LockStats] = {}
+        self.lines: dict[str, LineStats] = {}
+        self.marks: list | None = None  # (name, time, track, args) for a trace, once one asks
         self.counters: Counter = Counter()
         self.histograms: dict[str, Histogram] = {}
         self.start_meters = None
@@ -164,6 +311,20 @@ class Recorder:
         if st is None:
             st = self.locks[name] = LockStats(self, name, kind)
         return st
+
+    def line(self, name: str) -> LineStats:
+        """The stats of cache-line class ``name`` (every line of that name: pm_slot, pg_flags)."""
+        st = self.lines.get(name)
+        if st is None:
+            st = self.lines[name] = LineStats(name)
+        return st
+
+    def mark(self, name: str, t: float, track: str, args: dict | None = None) -> None:
+        """An instant event (a hazard seen, a phase change) that a trace shows at ``t`` on
+        ``track`` (a thread or core name); nothing else reads it. Only where a trace is wanted:
+        ``marks`` is None unless a trace writer asked for them."""
+        if self.marks is not None:
+            self.marks.append((name, t, track, args or {}))
 
     def count(self, name: str, n: float = 1) -> None:
         if self.machine.env.now >= self.warmup:
@@ -181,11 +342,19 @@ class Recorder:
         if self.warmup > env.now:
             env.process(self._snapshot_at_warmup())
         else:
-            self.start_meters = self._meters()
+            self._mark_start()
 
     def _snapshot_at_warmup(self):
         yield self.machine.env.timeout(self.warmup - self.machine.env.now)
+        self._mark_start()
+
+    def _mark_start(self) -> None:
+        """The measured window starts: the core meters and the raw bounce counters' bases."""
         self.start_meters = self._meters()
+        for st in self.locks.values():
+            st.snapshot()
+        for st in self.lines.values():
+            st.snapshot()
 
     def stop(self) -> None:
         self.end_meters = self._meters()

@@ -85,7 +85,14 @@ class BackingStore:
         yield from thread.sync()
         env = self.machine.env
         done = self._issue(env.now, latency, counter)
-        yield from thread.sleep(env.timeout(done - env.now))
+        yield from self._sleep(thread, env.timeout(done - env.now))
+
+    def _sleep(self, thread, event):
+        """Sleep on IO until ``event`` (a generator; the thread is synced): the time, save and
+        restart included, is the operation's IO (``Thread.waited``)."""
+        t = thread.env.now
+        yield from thread.sleep(event)
+        thread.waited("io", self.kind, thread.now - t)
 
     def readpage(self, thread):
         """``pm_op->readpage``: fill one page from the store (a generator)."""
@@ -93,7 +100,7 @@ class BackingStore:
             thread.pending += self.zero_ns
             yield from thread.sync()
             self.machine.recorder.count("io_reads")
-            yield from thread.sleep(self.machine.env.timeout(self.sleep_ns))
+            yield from self._sleep(thread, self.machine.env.timeout(self.sleep_ns))
             return
         yield from self._io(thread, self.read(), "io_reads")
 
@@ -117,7 +124,7 @@ class BackingStore:
         yield from thread.sync()
         env = self.machine.env
         last = max(self._issue(env.now, self.write(), "io_writes") for _ in range(n))
-        yield from thread.sleep(env.timeout(last - env.now))
+        yield from self._sleep(thread, env.timeout(last - env.now))
 
     def utilization(self, window: float, end: float) -> float:
         """Busy slot-time over available slot-time in the measured window ending at ``end``

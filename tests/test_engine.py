@@ -273,7 +273,7 @@ LAYERS = (
      "fastpath", "probes", "engine"),
     ("cpu", "sync", "recorder", "machine"),
     ("pagecache", "storage", "process", "kernel", "designs"),
-    ("workload", "lockbench", "validate", "limits"),
+    ("workload", "lockbench", "validate", "limits", "trace"),
     ("sweeps", "plots", "report"),
     ("cli", "__main__"),
 )  # fmt: skip

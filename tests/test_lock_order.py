@@ -123,15 +123,15 @@ def trace() -> LockTrace:
     tr = LockTrace()
 
     def lock_step(event, kind):
-        def wrapper(original, lock, thread):
-            result = yield from original(lock, thread)
+        def wrapper(original, lock, thread, *site):  # (acquire's call site, if given)
+            result = yield from original(lock, thread, *site)
             tr.record(thread, event, lock, kind)
             return result
 
         return wrapper
 
-    def init(original, lock, machine, name, wake="waker_core", held_by=None):
-        original(lock, machine, name, wake, held_by)
+    def init(original, lock, machine, name, wake="waker_core", held_by=None, site="?"):
+        original(lock, machine, name, wake, held_by, site)
         if held_by is not None:
             tr.record(held_by, "init_held", lock, "qlock")
 

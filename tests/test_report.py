@@ -303,3 +303,16 @@ def test_a_sweep_whose_runs_all_failed_is_one_line_and_exit_2(tmp_path, capsys):
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
         assert "finished ok" in err and "2 failed" in err
+
+
+def test_where_the_time_went_ranks_the_runs_locks(review):
+    res, md, _ = review
+    rows = table(section(md, "`read_hits` at 4 cores"))
+    old = [r for r in rows if r["design"] == "old"]
+    ls = res.table("lockstat")
+    ls = ls[(ls["site"] == "*") & (ls["workload"] == "read_hits") & (ls["design"] == "old")]
+    ls = ls[ls["machine.cores"] == 4]
+    want = ls.groupby("lock")["waittime-total"].sum() / ls["run_id"].nunique()
+    assert old[0]["lock"] == want.idxmax()
+    m, _, tol = value(old[0]["waittime-total (µs)"])
+    assert abs(m - want.max()) <= tol * 1.0001

@@ -149,13 +149,13 @@ class PageMap:
     # --- pm_add_vmr / pm_remove_vmr (2.1) ---------------------------------------
     def pm_add_vmr(self, th, vmr):
         """kern/src/pagemap.c: pm_add_vmr. ``pm_lock``; TAILQ_INSERT_TAIL."""
-        yield from self.pm_lock.acquire(th)
+        yield from self.pm_lock.acquire(th, "pm_add_vmr")
         self.vmrs.append(vmr)
         yield from self.pm_lock.release(th)
 
     def pm_remove_vmr(self, th, vmr):
         """kern/src/pagemap.c: pm_remove_vmr. ``pm_lock``; TAILQ_REMOVE."""
-        yield from self.pm_lock.acquire(th)
+        yield from self.pm_lock.acquire(th, "pm_remove_vmr")
         self.vmrs.remove(vmr)
         yield from self.pm_lock.release(th)
 
@@ -231,7 +231,7 @@ class PageMap:
             page = Page(index)
             page.flags = PG_LOCKED | PG_PAGEMAP
             page.sem = QLock(  # sem_init(&pg_sem, 0): created held by the inserter
-                self.machine, "page_lock", self.machine.qlock_wake, held_by=th
+                self.machine, "page_lock", self.machine.qlock_wake, held_by=th, site="pm_load_page"
             )
             error = yield from self.pm_insert_page(th, index, page)
             if error == 0:
@@ -284,7 +284,7 @@ class PageMap:
 
     def lock_page(self, th, page):
         """kern/src/page_alloc.c: lock_page. ``sem_down(pg_sem)``, then set PG_LOCKED."""
-        yield from page.sem.acquire(th)
+        yield from page.sem.acquire(th, "lock_page")
         if page.flags & PG_LOCKED:
             raise self.violation(th, page.index, "PG_LOCKED set when sem_down(pg_sem) returned")
         page.flags |= PG_LOCKED
@@ -305,7 +305,7 @@ class PageMap:
         allocations (OLD: no sleep; NEW: ``MEM_WAIT``), -EEXIST if the slot is taken, the
         item's store into its node (NEW: ``rcu_assign_pointer``); ``pm_num_pages++``."""
         lock = self.radix_writers_lock(index)
-        yield from lock.acquire(th)
+        yield from lock.acquire(th, "pm_insert_page")
         tree = self.tree
         slot, allocs = tree.insert(index, page)
         th.pending += tree.lookup_ns() + allocs * self.cost.slab
@@ -332,13 +332,13 @@ class PageMap:
                 th, start, f"pm_remove_or_zero_pages: range of {nr} pages wraps or is empty"
             )
         lock = self.radix_writers_lock(start)
-        yield from lock.acquire(th)
+        yield from lock.acquire(th, "pm_remove_or_zero_pages")
         for idx in self._walk(th, start, end):
             page_lock = self.radix_writers_lock(idx)
             if page_lock is not lock:
                 yield from lock.release(th)
                 lock = page_lock
-                yield from lock.acquire(th)
+                yield from lock.acquire(th, "pm_remove_or_zero_pages")
                 if idx not in self.tree.slots:  # removed while its lock was not held
                     continue
             removed = yield from self._remove_or_zero_cb(th, idx)
@@ -375,7 +375,7 @@ class PageMap:
     # --- VMR helpers (2.7) -------------------------------------------------------------
     def pm_has_vmr_with_page(self, th, idx: int):
         """pm_has_vmr_with_page (NEW): takes ``pm_lock`` itself, on every call; the O(V) scan."""
-        yield from self.pm_lock.acquire(th)
+        yield from self.pm_lock.acquire(th, "pm_has_vmr_with_page")
         found = self._has_vmr_with_page(th, idx)
         yield from self.pm_lock.release(th)
         return found

@@ -27,7 +27,7 @@ class NewBatchedWriteback(NewPageMap):
             yield from self.file.writepages(th, queue)
 
     def pm_writeback_pages(self, th):
-        yield from self.pm_qlock.acquire(th)
+        yield from self.pm_qlock.acquire(th, "pm_writeback_pages")
         yield from self.mark_and_clear_dirty_ptes(th)
         yield from self.shootdown_vmrs(th)
         queue: list = []

@@ -172,12 +172,12 @@ class NewPageMap(PageMap):
         for a shootdown. The walk costs the VMR's size, not its dirty count. Its time, from the
         call to the return, is the ``pte_walk`` timing."""
         t0 = th.now
-        yield from self.pm_lock.acquire(th)
+        yield from self.pm_lock.acquire(th, "mark_and_clear_dirty_ptes")
         th.pending += len(self.vmrs) * self.cost.vmr_scan
         for vmr in list(self.vmrs):
             if not (vmr.prot & PROT_WRITE and vmr.shared):
                 continue
-            yield from vmr.proc.pte_lock.acquire(th)
+            yield from vmr.proc.pte_lock.acquire(th, "mark_and_clear_dirty_ptes")
             self.vmr_for_each(th, vmr, 0, ULONG_LIMIT, self._pm_mark_and_clear_dirty)
             yield from vmr.proc.pte_lock.release(th)
         yield from self.pm_lock.release(th)
@@ -199,7 +199,7 @@ class NewPageMap(PageMap):
         """shootdown_vmrs: under ``pm_lock``, proc_tlbshootdown for every flagged VMR, with no
         de-duplication by process and no waiting for the IPIs. Timed as ``shootdown_vmrs``."""
         t0 = th.now
-        yield from self.pm_lock.acquire(th)
+        yield from self.pm_lock.acquire(th, "shootdown_vmrs")
         th.pending += len(self.vmrs) * self.cost.vmr_scan
         for vmr in list(self.vmrs):
             if vmr.shootdown_needed:
@@ -211,7 +211,7 @@ class NewPageMap(PageMap):
     def pm_writeback_pages(self, th):
         """pm_writeback_pages: ``qlock``; mark_and_clear_dirty_ptes; shootdown_vmrs; walk every
         resident page, writing each dirty one synchronously; flush (an empty TODO); ``qunlock``."""
-        yield from self.pm_qlock.acquire(th)
+        yield from self.pm_qlock.acquire(th, "pm_writeback_pages")
         yield from self.mark_and_clear_dirty_ptes(th)
         yield from self.shootdown_vmrs(th)
         queue: list = []
@@ -242,7 +242,7 @@ class NewPageMap(PageMap):
     # --- pm_free_unused_pages (2.14) ------------------------------------------------------
     def pm_free_unused_pages(self, th):
         """pm_free_unused_pages: ``qlock``; ``__flush_unused_cb`` on every resident page; ``qunlock``."""
-        yield from self.pm_qlock.acquire(th)
+        yield from self.pm_qlock.acquire(th, "pm_free_unused_pages")
         for idx in self._walk(th, 0, self.file.nr_pages):
             removed = yield from self._flush_unused_cb(th, idx)
             if removed:

@@ -43,7 +43,7 @@ class OldPageMap(PageMap):
         """pm_find_page (OLD): under ``pm_lock``, radix lookup, then the CAS loop that takes a
         slot ref and clears PM_REMOVAL (a reader aborts a concurrent pm_remove_contig)."""
         lock = self.radix_writers_lock(index)
-        yield from lock.acquire(th)
+        yield from lock.acquire(th, "pm_find_page")
         th.pending += self.tree.lookup_ns()
         slot = self.tree.slots.get(index)
         page = None
@@ -93,7 +93,7 @@ class OldPageMap(PageMap):
         self.pm_removal = 1
         end = index + nr
         tree = self.tree
-        yield from self.pm_lock.acquire(th)
+        yield from self.pm_lock.acquire(th, "pm_remove_contig")
         if not index < end < ULONG_LIMIT:  # assert(index + nr_pgs > index), unsigned
             raise self.violation(th, index, f"pm_remove_contig: range of {nr} pages wraps")
         # Pinned scan: MAP_LOCKED is never stored on the 2018 kernel (ref 1.4), so none are.
@@ -121,7 +121,7 @@ class OldPageMap(PageMap):
             if not vmr.has_page_idx(index):
                 continue
             proc = vmr.proc
-            yield from proc.pte_lock.acquire(th)
+            yield from proc.pte_lock.acquire(th, "pm_remove_contig")
             self.vmr_for_each(th, vmr, index, nr, self._pm_mark_not_present)
             yield from proc.pte_lock.release(th)
             if proc in ptr_store:
@@ -134,7 +134,7 @@ class OldPageMap(PageMap):
         for vmr in list(self.vmrs):
             if not vmr.has_page_idx(index):
                 continue
-            yield from vmr.proc.pte_lock.acquire(th)
+            yield from vmr.proc.pte_lock.acquire(th, "pm_remove_contig")
             unmap = self._pm_mark_dirty_pgs_unmap if vmr.prot & PROT_WRITE else self._pm_mark_unmap
             self.vmr_for_each(th, vmr, index, nr, unmap)
             yield from vmr.proc.pte_lock.release(th)
@@ -157,7 +157,7 @@ class OldPageMap(PageMap):
             yield from self.pm_lock.release(th)
             for page in batch:
                 yield from self.file.writepage(th, page)
-            yield from self.pm_lock.acquire(th)
+            yield from self.pm_lock.acquire(th, "pm_remove_contig")
             if i >= end:
                 break
         # Pass 5, remove what is still marked.

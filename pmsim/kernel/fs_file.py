@@ -31,7 +31,7 @@ class FsFile:
     def readpage(self, th, page):
         """pm_op->readpage: synchronous; sets PG_UPTODATE. gtfs takes ``f->qlock`` around the RPC."""
         if self.store.kind == "gtfs":
-            yield from self.qlock.acquire(th)
+            yield from self.qlock.acquire(th, "readpage")
             yield from self.store.readpage(th)
             page.flags |= PG_UPTODATE
             yield from self.qlock.release(th)
@@ -42,7 +42,7 @@ class FsFile:
     def writepage(self, th, page):
         """pm_op->writepage: synchronous (tmpfs: a no-op). gtfs takes ``f->qlock``."""
         if self.store.kind == "gtfs":
-            yield from self.qlock.acquire(th)
+            yield from self.qlock.acquire(th, "writepage")
             yield from self.store.writepage(th)
             yield from self.qlock.release(th)
         else:
@@ -53,7 +53,7 @@ class FsFile:
         the mtime or length changed since the last one (tmpfs has none of this)."""
         if self.store.kind == "tmpfs":
             return
-        yield from self.qlock.acquire(th)
+        yield from self.qlock.acquire(th, "sync_metadata")
         if self.meta_changed:
             self.meta_changed = False
             yield from self.store.wstat(th)
@@ -62,7 +62,7 @@ class FsFile:
     def writepages(self, th, pages: list):
         """The bulk write the ``TODO (WB)`` asks for (what-if designs only)."""
         if self.store.kind == "gtfs":
-            yield from self.qlock.acquire(th)
+            yield from self.qlock.acquire(th, "writepages")
             yield from self.store.writepages(th, len(pages))
             yield from self.qlock.release(th)
         else:
@@ -100,7 +100,7 @@ def fs_file_write(th, f: FsFile, index: int, npages: int):
         line.rmw(th)  # atomic_or(&page->pg_flags, PG_DIRTY)
         page.flags |= PG_DIRTY
         yield from pm.pm_put_page(th, page)
-    yield from f.qlock.acquire(th)  # write_metadata
+    yield from f.qlock.acquire(th, "fs_file_write")  # write_metadata
     f.dirty = True
     f.meta_changed = True  # the mtime (and maybe the length)
     yield from f.qlock.release(th)

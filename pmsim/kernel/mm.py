@@ -39,7 +39,7 @@ def map_page_at_addr(th, cost: MmCosts, vmr: Vmr, off: int, page, private: bool)
     """kern/src/mm.c: map_page_at_addr: ``pte_lock``; pgdir_walk with create (a page-table page where none
     exists); leave a present PTE; else write the PTE (writable if the VMR is)."""
     proc = vmr.proc
-    yield from proc.pte_lock.acquire(th)
+    yield from proc.pte_lock.acquire(th, "map_page_at_addr")
     th.pending += 4 * cost.pte_level
     chunk = (vmr.base + off) // PT_ENTRIES
     if chunk not in proc.pt_chunks:
@@ -82,13 +82,13 @@ def hpf_load_page(th, proc, pm, idx: int):
     """kern/src/mm.c: __hpf_load_page: under ``proc_lock``, an SCP (PROC_RUNNING_S) is set
     waiting; it loads the page blocking, ``proc_wakeup`` (``proc_lock`` again), and puts it (the
     caller refaults). An MCP gets -EAGAIN, reflected to user space."""
-    yield from proc.proc_lock.acquire(th)
+    yield from proc.proc_lock.acquire(th, "hpf_load_page")
     if proc.state != "RUNNING_S":
         yield from proc.proc_lock.release(th)
         return EAGAIN
     yield from proc.proc_lock.release(th)
     page = yield from pm.pm_load_page(th, idx)
-    yield from proc.proc_lock.acquire(th)  # proc_wakeup
+    yield from proc.proc_lock.acquire(th, "hpf_load_page")  # proc_wakeup
     yield from proc.proc_lock.release(th)
     yield from pm.pm_put_page(th, page)
     return 0
@@ -98,7 +98,7 @@ def hpf(th, cost: MmCosts, proc, vpn: int, write: bool):
     """kern/src/mm.c: __hpf, for a file-backed VMR. Returns 0, EAGAIN (an MCP: populate from user space), EFAULT (no
     VMR) or EPERM (a store to a mapping without PROT_WRITE)."""
     while True:  # refault
-        yield from proc.vmr_lock.acquire(th)
+        yield from proc.vmr_lock.acquire(th, "hpf")
         vmr, visited = proc.find_vmr(vpn)
         th.pending += visited * cost.vmr_scan
         if vmr is None or (write and not vmr.prot & PROT_WRITE):
@@ -123,7 +123,7 @@ def populate_va(th, cost: MmCosts, proc, vpn: int):
     """kern/src/mm.c: populate_va / populate_pm_va for one page (``SYS_populate_va(va, 1)``): under
     ``vmr_lock``, the non-blocking lookup; on a miss drop ``vmr_lock``, load blocking,
     re-take it and give up if the VMRs changed; map; put."""
-    yield from proc.vmr_lock.acquire(th)
+    yield from proc.vmr_lock.acquire(th, "populate_va")
     vmr, visited = proc.find_vmr(vpn)
     th.pending += visited * cost.vmr_scan
     if vmr is None:
@@ -136,7 +136,7 @@ def populate_va(th, cost: MmCosts, proc, vpn: int):
     if page is None:
         yield from proc.vmr_lock.release(th)
         page = yield from pm.pm_load_page(th, vmr.foff + off)
-        yield from proc.vmr_lock.acquire(th)
+        yield from proc.vmr_lock.acquire(th, "populate_va")
         if history != proc.vmr_history:  # "FYI: VMR changed during populate"
             yield from pm.pm_put_page(th, page)
             yield from proc.vmr_lock.release(th)
@@ -164,13 +164,13 @@ def do_mmap(th, cost: MmCosts, proc, f, foff: int, npages: int, prot: int, share
     """kern/src/mm.c: do_mmap of a file: the device mmap hook (``tree_chan_mmap``: ``f->qlock``;
     a shared writable mapping sets FSF_DIRTY); ``pm_add_vmr`` while not ready; under ``vmr_lock`` insert the VMR
     and mark it ready. (merge_me and MAP_POPULATE are not modelled.)"""
-    yield from f.qlock.acquire(th)  # tree_chan_mmap
+    yield from f.qlock.acquire(th, "do_mmap")  # tree_chan_mmap
     if prot & PROT_WRITE and shared:
         f.dirty = True
     yield from f.qlock.release(th)
     vmr = Vmr(proc, f, proc.place(npages), npages, foff, prot, shared)
     yield from f.pm.pm_add_vmr(th, vmr)
-    yield from proc.vmr_lock.acquire(th)
+    yield from proc.vmr_lock.acquire(th, "do_mmap")
     th.pending += len(proc.vmrs) * cost.vmr_scan  # vmr_insert: a sorted linear list
     proc.vmrs.append(vmr)
     proc.vmr_history += 1
@@ -185,10 +185,10 @@ def do_munmap(th, cost: MmCosts, tlb, vmr: Vmr):
     under ``pte_lock`` with __vmr_free_pgs (PTEs to 0); destroy_vmr -> ``pm_remove_vmr``."""
     proc = vmr.proc
     pm = vmr.file.pm
-    yield from proc.vmr_lock.acquire(th)
+    yield from proc.vmr_lock.acquire(th, "do_munmap")
     th.pending += len(proc.vmrs) * cost.vmr_scan  # find and isolate the VMR
     walk = walk_vmr_ns(cost, vmr)
-    yield from proc.pte_lock.acquire(th)
+    yield from proc.pte_lock.acquire(th, "do_munmap")
     th.pending += walk
     shootdown = False
     for pte in vmr.ptes.values():  # __munmap_pte
@@ -201,7 +201,7 @@ def do_munmap(th, cost: MmCosts, tlb, vmr: Vmr):
     yield from proc.pte_lock.release(th)
     if shootdown:
         yield from tlb.shootdown(th, proc)
-    yield from proc.pte_lock.acquire(th)
+    yield from proc.pte_lock.acquire(th, "do_munmap")
     th.pending += walk
     for pte in vmr.ptes.values():  # __vmr_free_pgs
         if not pte.private:

@@ -70,7 +70,7 @@ class FdTable:
 
 def fdtochan(th, fdt: FdTable, chan: Chan):
     """``fdtochan`` -> ``lookup_fd``: the fd table's lock around ``chan_incref`` (a generator)."""
-    yield from fdt.lock.acquire(th)
+    yield from fdt.lock.acquire(th, "fdtochan")
     yield from th.sync()
     chan.ref.rmw(th)  # chan_incref: kref_get, an atomic on the chan's line
     yield from fdt.lock.release(th)
@@ -78,7 +78,7 @@ def fdtochan(th, fdt: FdTable, chan: Chan):
 
 def chan_offset(th, chan: Chan):
     """Read or advance ``c->offset`` under ``c->lock`` (a generator)."""
-    yield from chan.lock.acquire(th)
+    yield from chan.lock.acquire(th, "chan_offset")
     yield from chan.lock.release(th)
 
 
@@ -109,13 +109,13 @@ def sysrw(th, file, body):
 def enter_private(th, fdt: FdTable, chan: Chan) -> None:
     """``fdtochan`` and the offset read for the only thread of a process: the steps and costs
     of the locked path, on the thread's own clock (nothing here is shared)."""
-    fdt.lock.acquire_private(th)  # lookup_fd
+    fdt.lock.acquire_private(th, "fdtochan")  # lookup_fd
     chan.ref.rmw_private(th)  # chan_incref
     fdt.lock.release_private(th)
-    chan.lock.round_trip_private(th)  # the offset
+    chan.lock.round_trip_private(th, "chan_offset")  # the offset
 
 
 def leave_private(th, chan: Chan) -> None:
     """The offset update and ``cclose`` for the only thread of a process."""
-    chan.lock.round_trip_private(th)
+    chan.lock.round_trip_private(th, "chan_offset")
     chan.ref.rmw_private(th)

@@ -157,7 +157,7 @@ class Kernel:
         """Truncate / hole punch of whole pages: write_metadata under ``f->qlock``, then
         fs_file_punch_hole. The file's length is left as it was."""
         self._enter(th, "punch_hole", self._syscall)
-        yield from f.qlock.acquire(th)  # write_metadata
+        yield from f.qlock.acquire(th, "punch_hole")  # write_metadata
         f.meta_changed = True  # the mtime
         yield from f.qlock.release(th)
         yield from fs_file_punch_hole(th, f, index, npages)

@@ -21,6 +21,7 @@ from pmsim.plots.bars import (
     locks_used,
     timings,
 )
+from pmsim.plots.breakdown import latency_breakdown
 from pmsim.plots.latency import latency_cdf
 from pmsim.plots.scaling import (
     latency_vs_cores,
@@ -42,6 +43,7 @@ __all__ = [
     "DESIGN_COLORS",
     "cpu_breakdown",
     "design_colors",
+    "latency_breakdown",
     "latency_cdf",
     "latency_vs_cores",
     "latency_vs_load",

@@ -495,6 +495,75 @@ def hazards(rv: Review) -> list:
     return blocks
 
 
+# The lockstat columns the report shows (mean over the replications), after lock and design.
+LOCKSTAT_SHOWN = ("waittime-total", "contentions", "acquisitions", "acq-bounces", "holdtime-total")
+
+
+def contention(rv: Review) -> list:
+    """Where the time went: per workload, at its last point, each design's locks ranked by total
+    wait (lockstat's columns, pmsim.workload.contention) and its most-bounced cache line. Only
+    for sweeps whose runs stored the lockstat table."""
+    try:
+        ls, ln = rv.res.table("lockstat"), rv.res.table("lines")
+    except (OSError, KeyError):
+        return []
+    if ls.empty or "waittime-total" not in ls:
+        return []
+    ls = ls[ls["site"] == "*"]
+    blocks = []
+    for w in rv.workloads():
+        p = rv.points_of(w)[-1]
+        here = data.select_point(ls[ls["workload"] == w], p)
+        lines = data.select_point(ln[ln["workload"] == w], p) if len(ln) else ln
+        rows = []
+        for d in rv.designs_of(w):
+            mine = here[here["design"] == d]
+            if mine.empty:
+                continue
+            n = mine["run_id"].nunique()
+            top = (
+                mine.groupby("lock")[list(LOCKSTAT_SHOWN)].sum().div(n)
+                .sort_values(["waittime-total", "acquisitions"], ascending=False).head(3)
+            )  # fmt: skip
+            bounced = ""
+            if len(lines):
+                ld = lines[lines["design"] == d].groupby("line")["transfers"].sum().div(n)
+                if len(ld) and ld.max() > 0:
+                    bounced = f"{ld.idxmax()} ({num(ld.max())})"
+            for lock, r in top.iterrows():
+                rows.append([d, lock, *(num(r[c]) for c in LOCKSTAT_SHOWN), bounced or "-"])
+                bounced = ""
+        if rows:
+            blocks += [
+                Heading(f"`{w}` at {rv.label(p)}", 3),
+                Table(
+                    [
+                        "design",
+                        "lock",
+                        "waittime-total (µs)",
+                        "contentions",
+                        "acquisitions",
+                        "acq-bounces",
+                        "holdtime-total (µs)",
+                        "most-bounced line (transfers)",
+                    ],
+                    rows,
+                    right=2,
+                ),
+            ]
+    if blocks:
+        blocks[:0] = [
+            Heading("Contention: where the time went"),
+            Para(
+                "Each design's three locks with the most total wait (lockstat's columns: "
+                "`pmsim locks RUN_DIR` prints them per call site and per holder for one run), "
+                "and the cache line whose atomics moved between cores most, per run (the mean "
+                "over the replications) at the workload's last point."
+            ),
+        ]
+    return blocks
+
+
 def _hazard_reach(rv: Review, w: str, d: str) -> str:
     """The sentence a reviewer wants: "On new, misses wait up to ≥ 15.00 ms behind writeback at
     64 cores; from 32 cores a pass outlasts the run" (no pass finished in the window)."""
@@ -619,5 +688,6 @@ def build(result, figure_paths=(), base=None) -> list:
         *headline(rv),
         *wins(rv),
         *hazards(rv),
+        *contention(rv),
         *(figures(rv, figure_paths, base) if figure_paths else []),
     ]

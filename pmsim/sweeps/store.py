@@ -48,12 +48,19 @@ RUN_TABLES = (
     "latency",
     "intervals",
     "run",
+    "lockstat",
+    "lines",
+    "blame",
+    "breakdown",
 )
 SWEEP_TABLES = ("summary", "aggregate", "differences", "provenance")
 # The finished runs' per-run tables gathered into one file each under DIR/tables/ (``run``
 # repeats the summary, so it stays per run): what a results folder without runs/ keeps.
 TABLES = "tables"
 GATHERED = tuple(t for t in RUN_TABLES if t != "run")
+# Tables added after results were committed (issue 16: where the time went): a results folder
+# without them is still whole, so the digest covers them only where they are.
+LATER = ("lockstat", "lines", "blame", "breakdown")
 TOP_FILES = ("manifest.json", *(f"{t}.parquet" for t in SWEEP_TABLES), TABLES)
 # The manifest's marker: a folder is a sweep's (so it may be resumed or cleared) only when its
 # manifest says so; anything else with files in it is someone's data.
@@ -111,12 +118,16 @@ def tables_digest(folder: Path) -> str | None:
     h = hashlib.blake2b(digest_size=8)
     for path in [
         *(f"{name}.parquet" for name in SWEEP_TABLES[:-1]),
-        *(f"{TABLES}/{name}.parquet" for name in GATHERED),
+        *(f"{TABLES}/{name}.parquet" for name in GATHERED if name not in LATER),
     ]:
         try:
             h.update((folder / path).read_bytes())
         except FileNotFoundError:
             return None
+    for name in LATER:  # (named in the digest: a folder with them differs from one without)
+        path = folder / TABLES / f"{name}.parquet"
+        if path.is_file():
+            h.update(name.encode() + path.read_bytes())
     return h.hexdigest()
 
 

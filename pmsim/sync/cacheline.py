@@ -36,7 +36,7 @@ class CacheLineCosts:
 class CacheLine:
     """FIFO service of atomics on one line, with per-word write times for CAS failures."""
 
-    __slots__ = ("name", "free_at", "owner", "written", "cost", "recorder")
+    __slots__ = ("name", "free_at", "owner", "written", "cost", "recorder", "stats")
 
     def __init__(self, machine, name: str):
         self.name = name
@@ -45,6 +45,8 @@ class CacheLine:
         self.written = [NEVER] * WORDS  # per word: serialization time of its last successful write
         self.cost = machine.costs.view(CacheLineCosts)
         self.recorder = machine.recorder
+        # bounces of this line class: plain counters, touched on a miss only
+        self.stats = machine.recorder.line(name)
 
     def _serve(self, thread, remote: float, remote_socket: float) -> float:
         """Queue one atomic by ``thread`` (FIFO) and charge it its latency: a local hit, or a
@@ -61,6 +63,12 @@ class CacheLine:
         else:
             latency = remote if owner is None or owner.socket == core.socket else remote_socket
             occupied = cost.occupancy if cost.occupancy < latency else latency  # min()
+            st = self.stats
+            if owner is None:
+                st.cold += 1  # the first touch, from memory: not a bounce
+            else:
+                st.transfers += 1
+            st.busy += occupied
         self.free_at = start + occupied
         self.owner = core
         thread.pending += start + latency - now
@@ -79,10 +87,18 @@ class CacheLine:
         owner = self.owner
         if owner is core:
             cost = self.cost.local
-        elif owner is None or owner.socket == core.socket:
-            cost = self.cost.rmw
         else:
-            cost = self.cost.rmw_remote_socket
+            cost = (
+                self.cost.rmw
+                if owner is None or owner.socket == core.socket
+                else self.cost.rmw_remote_socket
+            )
+            st = self.stats
+            if owner is None:
+                st.cold += 1
+            else:
+                st.transfers += 1
+            st.busy += cost
         self.owner = core
         self.written[word] = thread.now
         self.free_at = thread.now + cost

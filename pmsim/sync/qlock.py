@@ -67,22 +67,26 @@ class QLock:
         "cost",
         "_queue_area",
         "_queue_since",
+        "site",
         "__weakref__",
     )
 
-    def __init__(self, machine, name: str, wake: str = "waker_core", held_by=None):
+    def __init__(self, machine, name: str, wake: str = "waker_core", held_by=None, site: str = "?"):
         """``held_by``: a semaphore initialised to 0 and owned by that thread (a page lock
-        created locked by its inserter, ``sem_init(&pg_sem, 0)``)."""
+        created locked by its inserter, ``sem_init(&pg_sem, 0)``), at call site ``site``."""
         self.machine = machine
         self.env = machine.env
         self.name = name
         self.wake = wake
         self.nr_signals = 0 if held_by is not None else 1
-        self.waiters = deque()  # (thread, event, time its context save is done, request time)
+        # (thread, event, time its context save is done, request time, site, (holder op, site))
+        self.waiters = deque()
         self.holder = held_by
         self.line_core = None
         self.acquired_at = machine.env.now
-        self.handing_off = None  # (qunlock time, the wakee's request time) until the wakee runs
+        # (qunlock time, the wakee's request time, the waker's op and site, bounced)
+        self.handing_off = None  # ... until the wakee runs
+        self.site = site  # the holder's call site (the C function that took the lock)
         self.stats = machine.recorder.lock(name, self.kind)
         self.stats.register(self)
         if held_by is not None:  # born held: an uncontended acquisition (its release is a hold)
@@ -91,21 +95,25 @@ class QLock:
         self._queue_since = 0.0
         self.cost = machine.costs.view(QLockCosts)
 
-    def _fast_cost(self, core) -> float:
+    def _fast_cost(self, core, site: str) -> float:
         cost = self.cost.pair
         if self.line_core is not None and self.line_core is not core:
             cost += self.cost.transfer
+            self.stats.acq_bounces += 1  # (lockstat's acq-bounces: raw, based at warm-up)
+            self.stats.site_bounces[site] += 1
         self.line_core = core
         return cost
 
-    def acquire(self, thread):
-        """``qlock`` / ``sem_down`` (a generator)."""
+    def acquire(self, thread, site: str = "?"):
+        """``qlock`` / ``sem_down`` at call site ``site`` (the C function taking the lock; a
+        generator)."""
         yield from thread.sync()  # (a thread must hold its core to run)
         t_req = self.env.now
         if self.nr_signals > 0:  # sem_trydown succeeds
             self.nr_signals -= 1
-            cost = self._fast_cost(thread.core)
+            cost = self._fast_cost(thread.core, site)
             self.holder = thread
+            self.site = site
             self.acquired_at = t_req + cost
             thread.pending += cost
             self.stats.acquired(t_req, cost, False)
@@ -118,8 +126,9 @@ class QLock:
         thread.pending += self.cost.pair  # the sem's spinlock (the sleep adds the save)
         self.nr_signals -= 1
         ev = Event(self.env)
+        behind = (getattr(self.holder, "op", None), self.site)  # whom it waits behind (blame)
         self._queue_length_changes(t_req)
-        self.waiters.append((thread, ev, ready_at, t_req))
+        self.waiters.append((thread, ev, ready_at, t_req, site, behind))
         self.stats.queued(len(self.waiters))
         yield from thread.sleep(ev)
         now = thread.now  # once restarted (restart_kthread is charged, not yet synced)
@@ -128,9 +137,15 @@ class QLock:
                 self.machine, thread, None, f"{self.name}: {thread.name} woke without the lock"
             )
         self.acquired_at = now
-        self.stats.handed_off(now, now - self.handing_off[0])
+        self.site = site
+        stats = self.stats
+        released_at, _, by_op, by_site, bounced = self.handing_off
+        stats.handed_off(now, now - released_at)
         self.handing_off = None
-        self.stats.acquired(now, now - t_req, True)
+        stats.acquired(now, now - t_req, True)
+        stats.contended_wait(now, now - t_req, thread.op, site, behind, (by_op, by_site), bounced)
+        thread.waited("sleep", self.name, released_at - t_req)
+        thread.waited("handoff", self.name, now - released_at)
 
     def _queue_length_changes(self, now: float) -> None:
         self._queue_area += len(self.waiters) * (now - self._queue_since)
@@ -144,11 +159,15 @@ class QLock:
     def in_progress(self, now: float) -> tuple[list[float], float | None]:
         """At the run's end: the ages of the waits still going (queued, or handed the lock
         but not yet running) and of the hold still going (None if not held)."""
-        waits = [now - t for _, _, _, t in self.waiters]
+        waits = [now - w[3] for w in self.waiters]
         if self.handing_off is not None:
             waits.append(now - self.handing_off[1])
             return waits, None
         return waits, (max(0.0, now - self.acquired_at) if self.holder is not None else None)
+
+    def waiting(self, now: float) -> list[tuple]:
+        """At the run's end, each queued waiter: (its op, its site, whom it waits behind, age)."""
+        return [(w[0].op, w[4], w[5], now - w[3]) for w in self.waiters]
 
     def handoff_age(self, now: float) -> float | None:
         """How long the hand-off going on at the end has lasted (None if none is)."""
@@ -165,7 +184,7 @@ class QLock:
                 f"{self.name}: qunlock by {thread.name}, held by {getattr(self.holder, 'name', None)}",
             )
         now = self.env.now
-        self.stats.released(now, now - self.acquired_at, thread.op)
+        self.stats.released(now, now - self.acquired_at, thread.op, self.site)
         self.line_core = thread.core
         if self.nr_signals < 0:
             if not self.waiters:
@@ -177,9 +196,9 @@ class QLock:
                 )
             self.nr_signals += 1
             self._queue_length_changes(now)
-            nxt, ev, ready_at, t_req = self.waiters.popleft()
+            nxt, ev, ready_at, t_req, _, _ = self.waiters.popleft()
             self.holder = nxt
-            self.handing_off = (now, t_req)
+            self.handing_off = (now, t_req, thread.op, self.site, nxt.core is not thread.core)
             if ready_at > now:
                 # The sem_up raced in during the waiter's context save: in Akaros nobody was
                 # queued yet, so no kernel message; the waiter undoes its switch when the

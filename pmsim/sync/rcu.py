@@ -71,8 +71,10 @@ class Rcu:
     def synchronize_rcu(self, thread):
         """Block the caller for a full grace period (a generator)."""
         ev = Event(self.env)
+        t = thread.now
         self.call_rcu(thread, ev.succeed)
         yield from thread.sleep(ev)  # sem_down on the completion
+        thread.waited("rcu", "synchronize_rcu", thread.now - t)
 
     def _wake_gp_ktask(self) -> None:
         self._wake_ctl = True
@@ -177,4 +179,5 @@ class Rcu:
         core0.useful += ns
         if core0.thread is not None:
             core0.thread.stolen += ns
+            core0.thread.waited("rcu", "callbacks", ns)
         yield self.env.timeout(ns)

@@ -49,6 +49,7 @@ class SpinLock:
         "handing_off",
         "stats",
         "cost",
+        "site",
         "__weakref__",
     )
 
@@ -57,16 +58,19 @@ class SpinLock:
         self.env = machine.env
         self.name = name
         self.holder = None
-        self.waiters = deque()  # (thread, event, time of request)
+        self.waiters = deque()  # (thread, event, time of request, site, (holder op, site))
         self.line_core = None  # core whose cache holds the lock word
         self.acquired_at = 0.0
-        self.handing_off = None  # (release time, the next holder's request time) until it runs
+        # (release time, the next holder's request time, releaser's op and site, bounced)
+        self.handing_off = None  # ... until the next holder runs
+        self.site = "?"  # the holder's call site (the C function that took the lock)
         self.stats = machine.recorder.lock(name, self.kind)
         self.stats.register(self)
         self.cost = machine.costs.view(SpinLockCosts)
 
-    def acquire(self, thread):
-        """``spin_lock``: take the lock, spinning on this core while it is held (a generator)."""
+    def acquire(self, thread, site: str = "?"):
+        """``spin_lock`` at call site ``site`` (the C function taking the lock): take the lock,
+        spinning on this core while it is held (a generator)."""
         yield from thread.sync()  # (a thread must hold its core to run or spin)
         now = self.env.now
         if self.holder is None:
@@ -79,15 +83,19 @@ class SpinLock:
                     if lc.socket == core.socket
                     else self.cost.transfer_remote_socket
                 )
+                self.stats.acq_bounces += 1  # (lockstat's acq-bounces: raw, based at warm-up)
+                self.stats.site_bounces[site] += 1
             self.line_core = core
             self.holder = thread
+            self.site = site
             thread.spinlocks_held += 1
             self.acquired_at = now + cost
             thread.pending += cost
             self.stats.acquired(now, cost, False)
             return
         ev = Event(self.env)
-        self.waiters.append((thread, ev, now))
+        behind = (self.holder.op, self.site)  # whom this wait waits behind (blame)
+        self.waiters.append((thread, ev, now, site, behind))
         self.stats.queued(len(self.waiters))
         core = thread.core
         core.spin_since = now
@@ -97,11 +105,17 @@ class SpinLock:
         core.spin_since = None
         thread.spinlocks_held += 1
         self.acquired_at = now
-        self.stats.handed_off(now, now - self.handing_off[0])
+        self.site = site
+        stats = self.stats
+        released_at, t_req, by_op, by_site, bounced = self.handing_off
+        stats.handed_off(now, now - released_at)
         self.handing_off = None
-        self.stats.acquired(now, now - ev.value, True)
+        stats.acquired(now, now - t_req, True)
+        stats.contended_wait(now, now - t_req, thread.op, site, behind, (by_op, by_site), bounced)
+        thread.waited("spin", self.name, released_at - t_req)
+        thread.waited("handoff", self.name, now - released_at)
 
-    def acquire_private(self, thread) -> None:
+    def acquire_private(self, thread, site: str = "?") -> None:
         """``spin_lock`` of a lock no other thread ever takes (the fd table of a single-thread
         process): the uncontended acquire's cost on the thread's own clock, without a sync
         point, since no other thread can observe it (design.md: events only where threads can
@@ -114,8 +128,11 @@ class SpinLock:
             cost += (
                 self.cost.transfer if lc.socket == core.socket else self.cost.transfer_remote_socket
             )
+            self.stats.acq_bounces += 1
+            self.stats.site_bounces[site] += 1
         self.line_core = core
         self.holder = thread
+        self.site = site
         thread.spinlocks_held += 1
         self.acquired_at = now + cost
         thread.pending += cost
@@ -125,25 +142,26 @@ class SpinLock:
         """``spin_unlock`` of a lock taken with :meth:`acquire_private`."""
         now = thread.env.now + thread.pending + thread.stolen  # thread.now
         thread.spinlocks_held -= 1
-        self.stats.released(now, now - self.acquired_at, thread.op)
+        self.stats.released(now, now - self.acquired_at, thread.op, self.site)
         self.holder = None
 
-    def round_trip_private(self, thread) -> None:
+    def round_trip_private(self, thread, site: str = "?") -> None:
         """:meth:`acquire_private` and :meth:`release_private` with nothing in between (the
         chan's offset read under ``c->lock``): one call on the hot path."""
         now = thread.env.now + thread.pending + thread.stolen  # thread.now
         core = thread.core
         cost = self.cost.pair
         lc = self.line_core
+        stats = self.stats
         if lc is not None and lc is not core:
             cost += (
                 self.cost.transfer if lc.socket == core.socket else self.cost.transfer_remote_socket
             )
+            stats.acq_bounces += 1
+            stats.site_bounces[site] += 1
         self.line_core = core
         thread.pending += cost
-        stats = self.stats
-        stats.acquired(now, cost, False)
-        stats.released(now + cost, 0.0, thread.op)
+        stats.round_trip(now, cost, thread.op, site)
 
     def release(self, thread):
         """``spin_unlock``: free the lock or hand it to a spinner (a generator)."""
@@ -157,27 +175,31 @@ class SpinLock:
             )
         now = self.env.now
         thread.spinlocks_held -= 1
-        self.stats.released(now, now - self.acquired_at, thread.op)
+        self.stats.released(now, now - self.acquired_at, thread.op, self.site)
         waiters = self.waiters
         if not waiters:
             self.holder = None
             return
         k = len(waiters)
-        nxt, ev, t_req = self._next(waiters)
+        nxt, ev, t_req, _, _ = self._next(waiters)
         self.holder = nxt
         delay = self._handoff(k, thread.core, nxt.core)
         self.line_core = nxt.core
-        self.handing_off = (now, t_req)
+        self.handing_off = (now, t_req, thread.op, self.site, nxt.core is not thread.core)
         trigger_at(self.env, ev, delay, t_req)
 
     def in_progress(self, now: float) -> tuple[list[float], float | None]:
         """At the run's end: the ages of the waits still going (spinning, or handed the lock
         but not yet running) and of the hold still going (None if not held)."""
-        waits = [now - t for _, _, t in self.waiters]
+        waits = [now - w[2] for w in self.waiters]
         if self.handing_off is not None:
             waits.append(now - self.handing_off[1])
             return waits, None
         return waits, (max(0.0, now - self.acquired_at) if self.holder is not None else None)
+
+    def waiting(self, now: float) -> list[tuple]:
+        """At the run's end, each queued waiter: (its op, its site, whom it waits behind, age)."""
+        return [(w[0].op, w[3], w[4], now - w[2]) for w in self.waiters]
 
     def handoff_age(self, now: float) -> float | None:
         """How long the hand-off going on at the end has lasted (None if none is)."""

@@ -33,7 +33,7 @@ class TlbShootdown:
     def shootdown(self, thread, proc):
         """``proc_tlbshootdown(p, 0, 0)`` issued by ``thread`` (a generator)."""
         rec = self.machine.recorder
-        yield from proc.proc_lock.acquire(thread)
+        yield from proc.proc_lock.acquire(thread, "proc_tlbshootdown")
         rec.count("tlb_shootdowns")
         targets = proc.vcore_cores()
         if not targets:  # PROC_RUNNING_S (or not running): flush the caller's own TLB

@@ -4,8 +4,11 @@ Tables (pandas, one row per run and ...): ``ops`` (operation), ``locks`` (lock
 name), ``lock_holders`` (lock and the holder's operation), ``cores`` (core),
 ``counters`` (event counter), ``timeseries`` (simulated millisecond),
 ``op_timeseries`` (operation and simulated millisecond), ``latency`` (operation
-and latency histogram bucket: for CDFs), ``intervals`` (daemon pass) and
-``run`` (one row). Each row starts with the design,
+and latency histogram bucket: for CDFs), ``intervals`` (daemon pass), ``run``
+(one row), and where the time went (:mod:`pmsim.workload.contention`):
+``lockstat`` (lock class, and lock and call site), ``lines`` (cache-line class),
+``blame`` (waiter, holder and releaser of contended waits) and ``breakdown``
+(operation, mean or p99, part of its latency: :mod:`pmsim.workload.breakdown`). Each row starts with the design,
 the workload and the seed. The summary holds only simulated results, identical
 for the same spec and seed; wall-clock time, host and versions are kept apart
 in ``provenance``.
@@ -31,6 +34,7 @@ from pmsim.operations import BY_NAME, COUNTED_OPERATIONS, DAEMONS
 from pmsim.process import PROCESS_LOCKS
 from pmsim.stats import censored_quantile, joint_buckets
 from pmsim.storage import WHAT_IF
+from pmsim.workload import breakdown, contention
 from pmsim.workload.metrics import MS
 from pmsim.workload.steady import steadiness
 
@@ -276,6 +280,15 @@ def build_result(run, wall_s: float) -> RunResult:
             ident, _intervals(run), ["source", "op", "start_ms", "end_ms", "finished"]
         ),
         "run": _frame(ident, [run_row], list(run_row)),
+        # (where the time went: pmsim.workload.contention)
+        "lockstat": _frame(
+            ident,
+            contention.lockstat_rows(rec),
+            ["lock", "site", "kind", *contention.LOCKSTAT_COLUMNS],
+        ),
+        "lines": _frame(ident, contention.line_rows(rec), ["line", *contention.LINE_COLUMNS]),
+        "blame": _frame(ident, contention.blame_rows(rec), list(contention.BLAME_COLUMNS)),
+        "breakdown": _frame(ident, run.breakdown.rows(meter), breakdown.COLUMNS),
     }
     import simpy
 

@@ -30,6 +30,7 @@ from pmsim.kernel.vm import PROT_READ, PROT_WRITE
 from pmsim.machine import Machine
 from pmsim.operations import BY_NAME, DAEMONS, MIX_OPERATIONS
 from pmsim.pagecache.page import PG_DIRTY
+from pmsim.workload.breakdown import Breakdown
 from pmsim.workload.metrics import MS, OpMeter
 from pmsim.workload.patterns import chooser, op_chooser
 from pmsim.workload.result import RunResult, build_result
@@ -87,6 +88,7 @@ class WorkloadRun:
         )
         self.kernel = Kernel(self.machine, self.design)
         self.meter = OpMeter(spec.warmup, spec.duration)
+        self.breakdown = Breakdown(spec.warmup, spec.duration)  # where each op's latency went
         self.machine.op_done = self._kernel_op_done
         self.files = {fs.name: self._file(fs) for fs in spec.files}
         self.file_list = list(self.files.values())
@@ -222,7 +224,11 @@ class WorkloadRun:
                 yield from entry(th, files[i])
             else:
                 yield from entry(th, files[i], w.file_pages[i](), npages)
-            stats.done(t0, th.now)
+            t1 = th.now
+            stats.done(t0, t1)
+            if th.waits:
+                self.breakdown.add("workload", name, t0, t1, th.waits)
+                th.waits = None
             w.current = None
 
         return op
@@ -281,7 +287,12 @@ class WorkloadRun:
         return t0
 
     def _done(self, w: Worker, op: str, t0: float) -> None:
-        self.meter.stats("workload", op).done(t0, w.th.now)
+        th = w.th
+        t1 = th.now
+        self.meter.stats("workload", op).done(t0, t1)
+        if th.waits:
+            self.breakdown.add("workload", op, t0, t1, th.waits)
+            th.waits = None
         w.current = None
 
     def _kernel_op_done(self, th, op: str, t0: float) -> None:
@@ -316,7 +327,11 @@ class WorkloadRun:
                 w.current = (name, t0)
                 yield from entry(th, files[i], pages[i](), n)
                 after = env.now
-                stats.done(t0, after + th.pending + th.stolen)
+                t1 = after + th.pending + th.stolen
+                stats.done(t0, t1)
+                if th.waits:  # (only a waiting path fills it: a hit costs one test)
+                    self.breakdown.add("workload", name, t0, t1, th.waits)
+                    th.waits = None
                 w.current = None
             else:
                 yield from ops[name](w)
@@ -353,6 +368,9 @@ class WorkloadRun:
                 running[th] = current = (op.name, th.now)
                 yield from entry(th, *args)
                 self._daemon_done(current, th.now)
+                if th.waits:
+                    self.breakdown.add("daemon", op.name, current[1], th.now, th.waits)
+                    th.waits = None
             del running[th]
 
     def _daemon_done(self, op: tuple, end: float) -> None:
