@@ -32,6 +32,8 @@ class Core:
         "busy_until",
         "ipi_until",
         "spin_since",
+        "tlb",
+        "tlb_flushes",
     )
 
     def __init__(self, index: int, socket: int):
@@ -45,6 +47,8 @@ class Core:
         self.busy_until = 0.0  # end of the work timeout in progress
         self.ipi_until = 0.0
         self.spin_since: float | None = None
+        self.tlb: dict = {}  # virtual page -> pmsim.sync.tlb.TlbEntry (user mappings)
+        self.tlb_flushes: list = []  # (when, Step) of shootdown flushes sent, not yet applied
 
     def take(self, thread: Thread):
         """Run ``thread`` here, waiting FIFO behind earlier claimants (a generator)."""
@@ -67,13 +71,15 @@ class Core:
         else:
             self.thread = None
 
-    def steal(self, env: Environment, ns: float) -> None:
-        """An interrupt handler runs here for ``ns``: the running thread loses that time."""
+    def steal(self, env: Environment, ns: float, at: float | None = None) -> float:
+        """An interrupt handler runs here for ``ns``, from ``at`` (default now) or when the
+        previous one ends: the running thread loses that time. Returns when it ends."""
         self.ipi += ns
-        start = max(env.now, self.ipi_until)
+        start = max(env.now if at is None else at, self.ipi_until)
         self.ipi_until = start + ns
         if self.thread is not None:
             self.thread.stolen += ns
+        return self.ipi_until
 
     def meter(self, now: float) -> tuple[float, float, float]:
         """(useful, spin, ipi) ns up to ``now``, excluding pre-charged time after ``now``."""

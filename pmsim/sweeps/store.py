@@ -47,6 +47,7 @@ RUN_TABLES = (
     "op_timeseries",
     "latency",
     "intervals",
+    "hazards",
     "run",
 )
 SWEEP_TABLES = ("summary", "aggregate", "differences", "provenance")

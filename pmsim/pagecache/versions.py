@@ -1,0 +1,87 @@
+"""Data versions per page, so the hazard oracle can tell a store that was lost from one that
+was merely not yet written (pmsim/hazards.py).
+
+Every store to a page (a user store through a TLB entry, a ``write()``'s copy) makes a new
+version of its contents; ``writepage`` copies the version the page holds when it starts; a
+readpage gets the version the backing store holds. Per file, ``FsFile.disk`` is the version
+on the store and ``FsFile.latest`` the last version any store made, by page index.
+
+A store is *marked* when something will make a writeback see it: the PTE it went through has
+D set, or the page has PG_DIRTY. An unmarked store (D cached in a stale TLB entry after the
+kernel cleared the PTE's D, or a D update a plain PTE write overwrote) is kept on the page
+(``Page.uncovered``, its trail) until a writepage copies it or a later marked store covers it;
+a writeback pass or a free that finds it still there reports ``lost_dirty``.
+"""
+
+from __future__ import annotations
+
+from pmsim import hazards
+from pmsim.pagecache.page import PG_DIRTY
+
+
+def store(th, f, page, marked: bool, trail=()) -> None:
+    """A store to ``page`` of file ``f`` at ``th``'s clock; ``marked``: the PTE's D (or the
+    page's PG_DIRTY) records it. ``trail``: the steps that made it unmarked."""
+    idx = page.index
+    latest = f.latest
+    v = max(page.version, latest.get(idx, 0)) + 1
+    page.version = v
+    latest[idx] = v
+    now = th.now
+    if now <= page.wb_at:  # before a writepage's copy that the event order ran first
+        f.disk[idx] = v
+    elif marked or page.flags & PG_DIRTY:
+        page.uncovered = None  # the next writeback writes this version and every earlier one
+    elif page.uncovered is None:
+        page.uncovered = (*trail, hazards.step(th, f"store v{v} to page {idx}: D not set"))
+
+
+def written(th, f, page) -> None:
+    """``writepage`` starts: the store gets the page's current version."""
+    f.disk[page.index] = page.version
+    page.wb_at = th.now
+    page.uncovered = None
+
+
+def loaded(th, f, page) -> None:
+    """``readpage`` filled ``page``: from the store's version; older than the last store made
+    to that page is a ``stale_read``."""
+    idx = page.index
+    page.version = v = f.disk.get(idx, 0)
+    last = f.latest.get(idx, 0)
+    if last > v:
+        lost = f.lost.pop(idx, ())
+        hazards.occur(
+            th.machine,
+            "stale_read",
+            th,
+            th.now - (lost[-1].t if lost else th.now),
+            (
+                *lost,
+                hazards.step(th, f"readpage of page {idx} returns v{v}, last store made v{last}"),
+            ),
+        )
+
+
+def check_unseen(th, f, page, where: str) -> None:
+    """A writeback pass skipped ``page`` as clean, or the page is being freed without a write:
+    a store nothing marked and no writepage copied is ``lost_dirty``."""
+    trail = page.uncovered
+    if trail is None or page.version <= f.disk.get(page.index, 0):
+        return
+    page.uncovered = None
+    verb = "skips the page as clean" if where == "writeback" else "frees the page unwritten"
+    full = (*trail, hazards.step(th, f"{where}: {verb} (v{page.version}, store has "
+                                     f"v{f.disk.get(page.index, 0)})"))  # fmt: skip
+    store_step = trail[-1]
+    hazards.occur(th.machine, "lost_dirty", th, th.now - store_step.t, full, where)
+    if where != "writeback":
+        f.lost[page.index] = full
+
+
+def discarded(f, page) -> None:
+    """Truncate or hole punch frees ``page`` on purpose: its unwritten versions are not a loss."""
+    idx = page.index
+    if f.latest.get(idx, 0) > f.disk.get(idx, 0):
+        f.latest[idx] = f.disk.get(idx, 0)
+    page.uncovered = None
