@@ -65,23 +65,26 @@ class Occurrence(NamedTuple):
     window: float
     where: str | None
     trail: tuple[Step, ...]
+    waited: float = 0.0
 
 
 class HazardStats:
     """One hazard's count, window widths (ns), first occurrence and count by origin."""
 
-    __slots__ = ("name", "count", "window", "first", "where")
+    __slots__ = ("name", "count", "window", "waited", "first", "where")
 
     def __init__(self, name: str):
         self.name = name
         self.count = 0
-        self.window = Histogram()
+        self.window = Histogram()  # how long the window was open
+        self.waited = Histogram()  # how long the losing side waited until it was caught
         self.first: Occurrence | None = None
         self.where: Counter = Counter()
 
     def add(self, occ: Occurrence) -> None:
         self.count += 1
         self.window.add(occ.window)
+        self.waited.add(occ.waited)
         if occ.where:
             self.where[occ.where] += 1
         if self.first is None:
@@ -97,6 +100,8 @@ class HazardStats:
             "window_ns_p50": h.quantile(0.5) if h.count else 0.0,
             "window_ns_p99": h.quantile(0.99) if h.count else 0.0,
             "window_ns_max": h.max if h.count else 0.0,
+            "waited_ns_mean": self.waited.mean() if h.count else 0.0,
+            "waited_ns_max": self.waited.max if h.count else 0.0,
             "by_where": dict(sorted(self.where.items())),
             "first": None
             if first is None
@@ -106,6 +111,7 @@ class HazardStats:
                 "thread": first.thread,
                 "where": first.where,
                 "window_ns": first.window,
+                "waited_ns": first.waited,
                 "trail": [s.text() for s in first.trail],
             },
         }
@@ -118,13 +124,15 @@ def step(th, what: str, t: float | None = None) -> Step:
     return Step(th.now if t is None else t, th.core.index, th.name, what)
 
 
-def occur(machine, name: str, th, window: float, trail, where: str | None = None) -> None:
-    """Report hazard ``name`` seen by thread ``th`` now, its window ``window`` ns wide."""
+def occur(
+    machine, name: str, th, window: float, trail, where: str | None = None, waited: float = 0.0
+) -> None:
+    """Report hazard ``name`` seen by thread ``th`` now: its window was open ``window`` ns, and
+    the losing side (a store, a lookup) waited ``waited`` ns until the oracle caught it."""
     t = th.now if th is not None else machine.env.now
     core = th.core.index if th is not None else None
-    machine.recorder.hazard(
-        Occurrence(name, t, core, th.name if th is not None else None, window, where, tuple(trail))
-    )
+    name_th = th.name if th is not None else None
+    machine.recorder.hazard(Occurrence(name, t, core, name_th, window, where, tuple(trail), waited))
 
 
 def format_trail(occ: dict) -> str:

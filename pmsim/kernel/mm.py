@@ -222,7 +222,7 @@ def _store_in_munmap_window(th, vmr: Vmr, pte, page, t_walk: float) -> None:
         hazards.step(None, "__munmap_pte writes the PTE with P clear: D is lost", t_write),
     )
     page.uncovered = None  # reported here: nothing can mark it any more
-    hazards.occur(th.machine, "lost_dirty", th, t_write - t_walk, trail, "munmap")
+    hazards.occur(th.machine, "lost_dirty", th, t_write - t_read, trail, "munmap", t_write - t_walk)
 
 
 def _store(th, vmr: Vmr, pte, page, core) -> None:
@@ -232,14 +232,17 @@ def _store(th, vmr: Vmr, pte, page, core) -> None:
         return
     trail = [s for s in (pte.cleared,) if s is not None]
     pending = pending_flush(core)
+    open_ns = 0.0  # from the writepage that took the page's last copy to this core's flush
     if pending is not None:
+        if page.wb_at >= 0:
+            open_ns = max(0.0, pending[0] - page.wb_at)
         trail.append(pending[1])
         trail.append(
             hazards.step(None, f"(flush of core {core.index} handled at {pending[0]:,.1f} ns)",
                          pending[0])
         )  # fmt: skip
     trail.append(hazards.step(th, f"store through core {core.index}'s TLB entry (D cached)"))
-    versions.store(th, vmr.file, page, False, trail)
+    versions.store(th, vmr.file, page, False, trail, open_ns)
 
 
 def do_mmap(th, cost: MmCosts, proc, f, foff: int, npages: int, prot: int, shared: bool) -> Vmr:

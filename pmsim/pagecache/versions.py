@@ -9,7 +9,7 @@ on the store and ``FsFile.latest`` the last version any store made, by page inde
 A store is *marked* when something will make a writeback see it: the PTE it went through has
 D set, or the page has PG_DIRTY. An unmarked store (D cached in a stale TLB entry after the
 kernel cleared the PTE's D, or a D update a plain PTE write overwrote) is kept on the page
-(``Page.uncovered``, its trail) until a writepage copies it or a later marked store covers it;
+(``Page.uncovered``: the window's width and the trail) until a writepage copies it or a later marked store covers it;
 a writeback pass or a free that finds it still there reports ``lost_dirty``.
 """
 
@@ -19,9 +19,10 @@ from pmsim import hazards
 from pmsim.pagecache.page import PG_DIRTY
 
 
-def store(th, f, page, marked: bool, trail=()) -> None:
+def store(th, f, page, marked: bool, trail=(), open_ns: float = 0.0) -> None:
     """A store to ``page`` of file ``f`` at ``th``'s clock; ``marked``: the PTE's D (or the
-    page's PG_DIRTY) records it. ``trail``: the steps that made it unmarked."""
+    page's PG_DIRTY) records it. ``trail``: the steps that made it unmarked; ``open_ns``: how
+    long the window that let it through was open."""
     idx = page.index
     latest = f.latest
     v = max(page.version, latest.get(idx, 0)) + 1
@@ -33,7 +34,10 @@ def store(th, f, page, marked: bool, trail=()) -> None:
     elif marked or page.flags & PG_DIRTY:
         page.uncovered = None  # the next writeback writes this version and every earlier one
     elif page.uncovered is None:
-        page.uncovered = (*trail, hazards.step(th, f"store v{v} to page {idx}: D not set"))
+        page.uncovered = (
+            open_ns,
+            (*trail, hazards.step(th, f"store v{v} to page {idx}: D not set")),
+        )
 
 
 def written(th, f, page) -> None:
@@ -66,15 +70,14 @@ def loaded(th, f, page) -> None:
 def check_unseen(th, f, page, where: str) -> None:
     """A writeback pass skipped ``page`` as clean, or the page is being freed without a write:
     a store nothing marked and no writepage copied is ``lost_dirty``."""
-    trail = page.uncovered
-    if trail is None or page.version <= f.disk.get(page.index, 0):
+    if page.uncovered is None or page.version <= f.disk.get(page.index, 0):
         return
+    open_ns, trail = page.uncovered
     page.uncovered = None
     verb = "skips the page as clean" if where == "writeback" else "frees the page unwritten"
     full = (*trail, hazards.step(th, f"{where}: {verb} (v{page.version}, store has "
                                      f"v{f.disk.get(page.index, 0)})"))  # fmt: skip
-    store_step = trail[-1]
-    hazards.occur(th.machine, "lost_dirty", th, th.now - store_step.t, full, where)
+    hazards.occur(th.machine, "lost_dirty", th, open_ns, full, where, th.now - trail[-1].t)
     if where != "writeback":
         f.lost[page.index] = full
 

@@ -306,6 +306,8 @@ HAZARD_COLUMNS = (
     "window_ns_p50",
     "window_ns_p99",
     "window_ns_max",
+    "waited_ns_mean",
+    "waited_ns_max",
 )
 
 
@@ -333,13 +335,14 @@ def format_hazards(summary: dict) -> list[str]:
     lines = [
         "",
         f"  {'hazard':20} {'count':>8} {'per s':>10} {'window mean':>12} {'p99':>10} "
-        f"{'max':>10}  (ns)  by origin",
+        f"{'max':>10} {'waited mean':>12}  (ns)  by origin",
     ]
     for name, h in hz.items():
         where = ", ".join(f"{k} {v}" for k, v in h["by_where"].items())
         lines.append(
             f"  {name:20} {h['count']:>8,} {h['per_s']:>10,.1f} {h['window_ns_mean']:>12,.1f} "
-            f"{h['window_ns_p99']:>10,.1f} {h['window_ns_max']:>10,.1f}  {where}"
+            f"{h['window_ns_p99']:>10,.1f} {h['window_ns_max']:>10,.1f} "
+            f"{h['waited_ns_mean']:>12,.1f}  {where}"
         )
     for name, f in summary.get("hazard_first", {}).items():
         lines.append(f"  first {name}:")
