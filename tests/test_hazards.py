@@ -338,7 +338,10 @@ def test_dirty_race_workload_loses_stores_under_new_only():
     assert 0 < lost["window_ns_mean"] < 10_000  # open from a writepage to a flush: µs
     trail = new["hazard_first"]["lost_dirty"]["trail"]
     assert "pte_clear_dirty" in trail[0] and "shootdown of writer" in trail[1]
-    assert "TLB entry (D cached)" in trail[-3] and "skips the page as clean" in trail[-1]
+    assert any("writepage of page" in s for s in trail)
+    assert (
+        any("TLB entry (D cached)" in s for s in trail) and "skips the page as clean" in trail[-1]
+    )
     sync = run_workload(spec, "new_sync_shootdown").summary
     assert sync["hazards"]["lost_dirty"]["count"] == 0
     assert sync["hazards"]["stale_read"]["count"] == 0

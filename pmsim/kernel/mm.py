@@ -233,6 +233,14 @@ def _store(th, vmr: Vmr, pte, page, core) -> None:
     trail = [s for s in (pte.cleared,) if s is not None]
     pending = pending_flush(core)
     open_ns = 0.0  # from the writepage that took the page's last copy to this core's flush
+    if page.wb_at >= 0:
+        trail.append(
+            hazards.step(
+                None,
+                f"writepage of page {page.index} copies v{vmr.file.disk.get(page.index, 0)}",
+                page.wb_at,
+            )
+        )
     if pending is not None:
         if page.wb_at >= 0:
             open_ns = max(0.0, pending[0] - page.wb_at)

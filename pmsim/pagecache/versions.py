@@ -75,8 +75,9 @@ def check_unseen(th, f, page, where: str) -> None:
     open_ns, trail = page.uncovered
     page.uncovered = None
     verb = "skips the page as clean" if where == "writeback" else "frees the page unwritten"
-    full = (*trail, hazards.step(th, f"{where}: {verb} (v{page.version}, store has "
-                                     f"v{f.disk.get(page.index, 0)})"))  # fmt: skip
+    last = hazards.step(th, f"{where}: {verb} (v{page.version}, store has "
+                            f"v{f.disk.get(page.index, 0)})")  # fmt: skip
+    full = (*sorted(trail, key=lambda s: s.t), last)  # the interleaving, in time order
     hazards.occur(th.machine, "lost_dirty", th, open_ns, full, where, th.now - trail[-1].t)
     if where != "writeback":
         f.lost[page.index] = full
