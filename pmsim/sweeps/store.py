@@ -47,7 +47,6 @@ RUN_TABLES = (
     "op_timeseries",
     "latency",
     "intervals",
-    "hazards",
     "run",
 )
 SWEEP_TABLES = ("summary", "aggregate", "differences", "provenance")
