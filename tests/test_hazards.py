@@ -117,6 +117,52 @@ def test_sync_shootdown_closes_the_stale_tlb_window():
     assert f.disk[0] == 2  # the second pass wrote the second store
 
 
+def test_a_lost_store_freed_by_reclaim_is_read_back_stale():
+    """NEW: after the stale-TLB store, P unmaps (munmap sees D clear), reclaim frees page 0
+    unwritten (lost_dirty, origin free), and a read() of it reads the older data back from
+    the store (stale_read)."""
+    m, k, f = setup("new")
+    p = k.process("P", [0, 1], "RUNNING_M")
+    vmr = k.map_now(p, f, 0, 8, RW, True)
+    k.prefault(vmr, range(8))
+    s, w, u = m.thread("S", 1, p), m.thread("W", 2), m.thread("U", 0, p)
+    page = f.pm.tree.slots[0].page
+
+    def wb(orig, th):
+        if page.wb_at >= 0 and not hasattr(wb, "done"):
+            wb.done = True
+
+            def again():
+                yield m.env.timeout(max(0.0, page.wb_at + 1 - m.env.now))
+                yield from k.touch(s, vmr, 0, True)
+
+            m.env.process(again())
+        yield from orig(th)
+
+    probes.attach(f.store, "writepage", wb)
+
+    def script():
+        yield from k.touch(s, vmr, 0, True)
+        yield m.env.timeout(1000 - m.env.now)
+        yield from k.fsync(w, f)
+        yield m.env.timeout(100_000 - m.env.now)
+        yield from k.munmap(u, vmr)
+        yield m.env.timeout(200_000 - m.env.now)
+        yield from k.reclaim(w)
+        yield m.env.timeout(300_000 - m.env.now)
+        yield from k.read(w, f, 0)
+
+    m.env.process(script())
+    m.run(1e6)
+    c = counts(m)
+    assert c == {**dict.fromkeys(HAZARDS, 0), "lost_dirty": 1, "stale_read": 1}
+    assert dict(m.recorder.hazards["lost_dirty"].where) == {"free": 1}
+    stale = m.recorder.hazards["stale_read"].first
+    assert stale.thread == "W"
+    assert "frees the page unwritten" in stale.trail[-2].what
+    assert stale.trail[-1].what.startswith("readpage of page 0 returns v1, last store made v2")
+
+
 # ============================================================== lost_dirty: munmap's RMW
 def munmap_window(store_at=None):
     """OLD: P maps pages 0..7; S (core 1) loads page 0 at 0, so its TLB caches D clear; U

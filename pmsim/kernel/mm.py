@@ -176,7 +176,6 @@ def user_access(th, cost: MmCosts, vmr: Vmr, off: int, write: bool) -> bool:
         ent = core.tlb[vpn] = TlbEntry(vmr, pte, pte.dirty)
     elif write and not ent.pte.writable:
         return False
-    t_walk = th.now  # (when the MMU reads the PTE, for a D update)
     th.pending += cost.access
     pte = ent.pte
     page = pte.page
@@ -192,16 +191,20 @@ def user_access(th, cost: MmCosts, vmr: Vmr, off: int, write: bool) -> bool:
     if write:
         if not ent.dirty:
             if not pte.present:  # the MMU's walk to set D finds P clear: a fault ...
+                t_walk = th.now - cost.access  # (when the MMU read the PTE)
                 if pte.rmw is None or t_walk >= pte.rmw[1]:
                     del core.tlb[vpn]
                     return False
-                _store_in_munmap_window(
-                    th, vmr, pte, page, t_walk
-                )  # ... unless P was not yet clear
+                _store_in_munmap_window(th, vmr, pte, page, t_walk)  # ... unless P was not clear
                 return True
             pte.dirty = True  # the MMU's atomic A/D update
             ent.dirty = True
-        if not pte.private:
+        if pte.private:
+            return True
+        if pte.dirty:  # a marked store (versions.store, inlined: the common case)
+            page.version += 1
+            page.uncovered = None
+        else:
             _store(th, vmr, pte, page, core)
     return True
 
@@ -226,10 +229,7 @@ def _store_in_munmap_window(th, vmr: Vmr, pte, page, t_walk: float) -> None:
 
 
 def _store(th, vmr: Vmr, pte, page, core) -> None:
-    """The store's data version; unmarked if the PTE's D is clear (a stale TLB entry)."""
-    if pte.dirty:
-        versions.store(th, vmr.file, page, True)
-        return
+    """An unmarked store's data version: the PTE's D is clear (a stale TLB entry)."""
     trail = [s for s in (pte.cleared,) if s is not None]
     pending = pending_flush(core)
     open_ns = 0.0  # from the writepage that took the page's last copy to this core's flush
