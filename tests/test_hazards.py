@@ -204,6 +204,33 @@ def test_munmap_plain_write_erases_a_d_set_in_its_window():
     assert st.first.waited == pytest.approx((t_write - t_read) / 2)
 
 
+def test_an_access_through_a_stale_tlb_entry_to_a_freed_page():
+    """OLD: S (core 1) loads page 0, caching it in its TLB. U (core 0) munmaps P's mapping;
+    P's vcore list holds core 0 only, so core 1's entry is never flushed (a flush still in
+    flight). R punches page 0 out (no VMR maps it: freed). S's next load goes through its
+    stale entry to the freed page: freed_while_mapped, origin tlb."""
+    m, k, f = setup("old")
+    p = k.process("P", [0], "RUNNING_M")
+    vmr = k.map_now(p, f, 0, 8, RW, True)
+    k.prefault(vmr, range(8))
+    s, u, r = m.thread("S", 1, p), m.thread("U", 0, p), m.thread("R", 2)
+
+    def script():
+        yield from k.touch(s, vmr, 0, False)
+        yield from s.sync()
+        yield m.env.timeout(5000 - m.env.now)
+        yield from k.munmap(u, vmr)
+        yield from k.punch_hole(r, f, 0, 1)
+        yield m.env.timeout(20_000 - m.env.now)
+        yield from k.touch(s, vmr, 0, False)
+
+    m.env.process(script())
+    m.run(1e5)
+    assert counts(m) == {**dict.fromkeys(HAZARDS, 0), "freed_while_mapped": 1}
+    st = m.recorder.hazards["freed_while_mapped"]
+    assert dict(st.where) == {"tlb": 1} and st.first.thread == "S"
+
+
 # ============================================================== publish_race
 def insert_window(design):
     """A read()s absent page 0 at 0 (core 0); B read()s it (core 1) starting when A's
