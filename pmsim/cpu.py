@@ -71,15 +71,13 @@ class Core:
         else:
             self.thread = None
 
-    def steal(self, env: Environment, ns: float, at: float | None = None) -> float:
-        """An interrupt handler runs here for ``ns``, from ``at`` (default now) or when the
-        previous one ends: the running thread loses that time. Returns when it ends."""
+    def steal(self, env: Environment, ns: float) -> None:
+        """An interrupt handler runs here for ``ns``: the running thread loses that time."""
         self.ipi += ns
-        start = max(env.now if at is None else at, self.ipi_until)
+        start = max(env.now, self.ipi_until)
         self.ipi_until = start + ns
         if self.thread is not None:
             self.thread.stolen += ns
-        return self.ipi_until
 
     def meter(self, now: float) -> tuple[float, float, float]:
         """(useful, spin, ipi) ns up to ``now``, excluding pre-charged time after ``now``."""

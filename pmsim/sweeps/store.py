@@ -47,13 +47,16 @@ RUN_TABLES = (
     "op_timeseries",
     "latency",
     "intervals",
+    "hazards",
     "run",
 )
 SWEEP_TABLES = ("summary", "aggregate", "differences", "provenance")
 # The finished runs' per-run tables gathered into one file each under DIR/tables/ (``run``
 # repeats the summary, so it stays per run): what a results folder without runs/ keeps.
 TABLES = "tables"
-GATHERED = tuple(t for t in RUN_TABLES if t != "run")
+# (``hazards`` stays per run: its numbers are in the summary as ``hazards.<name>.*``, and a
+# results folder gathered before the hazard oracle existed stays readable.)
+GATHERED = tuple(t for t in RUN_TABLES if t not in ("run", "hazards"))
 TOP_FILES = ("manifest.json", *(f"{t}.parquet" for t in SWEEP_TABLES), TABLES)
 # The manifest's marker: a folder is a sweep's (so it may be resumed or cleared) only when its
 # manifest says so; anything else with files in it is someone's data.

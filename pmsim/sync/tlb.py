@@ -9,10 +9,12 @@ A single-core process (``PROC_RUNNING_S``) flushes only the caller's core.
 
 Each core has a TLB (:class:`TlbEntry` per user virtual page, ``Core.tlb``): filled by a user
 access (``tlb_refill_ns`` for the walk), caching the PTE's writable and dirty bits. A shootdown
-flushes a target's TLB when its handler runs there (``ipi_latency_ns`` after the send, behind
-any earlier handler), not when it is sent: :func:`flush_due` applies a pending flush lazily, at
-the core's next user access at or after that time (only an access can see the TLB, so no
-event is needed). The flushes are kept with the step that sent them, for hazard trails.
+flushes a target's TLB when its handler has run there (``ipi_latency_ns`` after the send, then
+the handler, behind any earlier flush), not when it is sent: :func:`flush_due` applies a
+pending flush lazily, at the core's next user access at or after that time (only an access can
+see the TLB, so no event is needed). The flushes are kept with the step that sent them, for
+hazard trails. The handler's CPU time is still charged to the target from the send (as the
+core's meter expects); only the flush waits for the latency.
 """
 
 from __future__ import annotations
@@ -84,8 +86,11 @@ class TlbShootdown:
             last = 0.0
             for core in targets:  # send_kernel_message(pcoreid, __tlbshootdown, KMSG_IMMEDIATE)
                 thread.pending += self.send_ns
-                end = core.steal(env, self.handler_ns, thread.now + self.latency_ns)
-                core.tlb_flushes.append((end, sent))
+                core.steal(env, self.handler_ns)  # (its time is charged from the send)
+                flushes = core.tlb_flushes
+                arrive = thread.now + self.latency_ns
+                end = max(arrive, flushes[-1][0] if flushes else arrive) + self.handler_ns
+                flushes.append((end, sent))
                 last = max(last, end)
             rec.count("ipis", len(targets))
             if self.mode == "sync":  # wait for every target's ack: the last handler's end
