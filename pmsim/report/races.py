@@ -22,11 +22,10 @@ MEANING = {
 }
 
 
-def races(rv) -> list:
+def races(rv, cell) -> list:
     """Per workload, per design and point: each hazard's rate per simulated second (mean ±
-    95% half-width over the replications) and the mean width of its window."""
-    from pmsim.report.review import cell
-
+    95% half-width over the replications) and the mean width of its window. ``cell``: the
+    review's formatting of a statistic (``review.cell``)."""
     blocks = []
     seen_any = False
     for w in rv.workloads():

@@ -620,6 +620,6 @@ def build(result, figure_paths=(), base=None) -> list:
         *headline(rv),
         *wins(rv),
         *hazards(rv),
-        *races(rv),
+        *races(rv, cell),
         *(figures(rv, figure_paths, base) if figure_paths else []),
     ]
