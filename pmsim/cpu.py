@@ -32,6 +32,8 @@ class Core:
         "busy_until",
         "ipi_until",
         "spin_since",
+        "tlb",
+        "tlb_flushes",
     )
 
     def __init__(self, index: int, socket: int):
@@ -45,6 +47,8 @@ class Core:
         self.busy_until = 0.0  # end of the work timeout in progress
         self.ipi_until = 0.0
         self.spin_since: float | None = None
+        self.tlb: dict = {}  # virtual page -> pmsim.sync.tlb.TlbEntry (user mappings)
+        self.tlb_flushes: list = []  # (when, Step) of shootdown flushes sent, not yet applied
 
     def take(self, thread: Thread):
         """Run ``thread`` here, waiting FIFO behind earlier claimants (a generator)."""

@@ -301,6 +301,8 @@ class Recorder:
         self.marks: list | None = None  # (name, time, track, args) for a trace, once one asks
         self.counters: Counter = Counter()
         self.histograms: dict[str, Histogram] = {}
+        self.hazards: dict = {}  # name -> pmsim.hazards.HazardStats
+        self.hazard_log: list = []  # pmsim.hazards.Occurrence, the first LOG_LIMIT (for traces)
         self.start_meters = None
         self.end_meters = None
         self.end_time = None
@@ -336,6 +338,34 @@ class Recorder:
             if h is None:
                 h = self.histograms[name] = Histogram()
             h.add(value)
+
+    def hazard(self, occ) -> None:
+        """A hazard occurrence (pmsim.hazards.Occurrence): its name, time, core, thread,
+        window and event trail; counted (also as the counter ``hazard_<name>``) and kept for
+        a trace to mark."""
+        if self.machine.env.now < self.warmup:
+            return
+        from pmsim.hazards import LOG_LIMIT, HazardStats
+
+        st = self.hazards.get(occ.name)
+        if st is None:
+            st = self.hazards[occ.name] = HazardStats(occ.name)
+        st.add(occ)
+        self.counters[f"hazard_{occ.name}"] += 1
+        if len(self.hazard_log) < LOG_LIMIT:
+            self.hazard_log.append(occ)
+        if self.marks is not None:  # a trace is being written: mark it where it happened
+            self.mark(
+                f"hazard {occ.name}",
+                occ.t,
+                occ.thread or (f"core {occ.core}" if occ.core is not None else "hazards"),
+                {
+                    "window_ns": occ.window,
+                    "waited_ns": occ.waited,
+                    "origin": occ.where,
+                    "trail": [step.text() for step in occ.trail],
+                },
+            )
 
     def start(self) -> None:
         env = self.machine.env

@@ -250,3 +250,16 @@ def test_a_bad_run_out_is_refused_before_the_run(tmp_path, monkeypatch, capsys):
     assert "not a folder pmsim run wrote" in err
     err = one_line_error(capsys, 2, main(["run", "read_hits", "--out", "/dev/null"]))
     assert "exists and is not a folder" in err
+
+
+@pytest.mark.parametrize(
+    "sets, needle",
+    [
+        (["pattern.repeat=0"], "pattern.repeat: input should be greater than or equal to 1, got 0"),
+        (["pattern.kind=hot_page", "pattern.repeat=2"], "repeat"),
+    ],
+)
+def test_a_bad_pattern_repeat_is_one_line(capsys, sets, needle):
+    args = sum((["--set", s] for s in sets), [])
+    err = one_line_error(capsys, 2, main(["run", "read_hits", *args, *QUICK]))
+    assert needle in err

@@ -270,7 +270,7 @@ def test_the_sync_primitives_import_the_engine_never_the_machine():
 # docs/architecture.md's layers, lowest first: a module imports only from its own layer or below.
 LAYERS = (
     ("errors", "units", "stats", "rng", "version", "analytic", "costs", "operations", "data",
-     "fastpath", "probes", "engine"),
+     "fastpath", "probes", "engine", "hazards"),
     ("cpu", "sync", "recorder", "machine"),
     ("pagecache", "storage", "process", "kernel", "designs"),
     ("workload", "lockbench", "validate", "limits", "trace"),

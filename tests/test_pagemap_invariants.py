@@ -763,7 +763,7 @@ def test_hole_punch_next_to_a_shared_mapping(design, vmr_foff):
     faulted in; punch [4, 12). pm_remove_or_zero_pages (a4d7239a and NEW) zeroes
     every page a VMR covers and removes the rest. OLD pm_remove_contig unmaps only VMRs
     that map the first index (4): with the VMR at 8 it frees pages 8-11 under live PTEs,
-    which hazard_mapped_page_freed counts (ref 5.1 item 7)."""
+    which hazard_freed_while_mapped counts (ref 5.1 item 7)."""
     c, m, k, f = setup(design, warm=range(16), cores=3)
     proc = k.process("p", cores=[1, 2])
     npages = 16 - vmr_foff
@@ -787,7 +787,7 @@ def test_hole_punch_next_to_a_shared_mapping(design, vmr_foff):
     assert set(f.pm.tree.slots) == set(range(16)) - removed
     assert counters["pages_removed"] == len(removed)
     assert counters["pages_zeroed"] == len(zeroed)
-    assert counters["hazard_mapped_page_freed"] == len(hazard)
+    assert counters["hazard_freed_while_mapped"] == len(hazard)
     stale = {vmr_foff + off for off, pte in vmr.ptes.items() if pte.page.freed}
     assert stale == hazard
     assert {vmr_foff + off for off in vmr.ptes} == set(range(vmr_foff, 16)) - unmapped
@@ -936,7 +936,7 @@ def test_random_operation_mix_keeps_the_page_cache_consistent(design, seed):
     PG_PAGEMAP | PG_UPTODATE only among the checked flags, a back pointer to its slot and
     refcount 0; every lock is free; a page's mapcount is the number of shared PTEs to it;
     a shared PTE points at the resident page of its index, unless that page was freed
-    under it (counted by hazard_mapped_page_freed); no page was freed with a slot ref
+    under it (counted by hazard_freed_while_mapped); no page was freed with a slot ref
     (but in pm_remove_contig's warn-only case); each insert read its page once; and
     pm_num_pages is the inserts minus pm_remove_contig's removals only (ref 5.2 item 4;
     a4d7239a's pm_remove_or_zero_pages does not decrement it either)."""
@@ -972,7 +972,7 @@ def test_random_operation_mix_keeps_the_page_cache_consistent(design, seed):
     for p in procs:
         for lock in (p.proc_lock, p.vmr_lock, p.pte_lock):
             assert lock.holder is None and not lock.waiters
-    assert len(stale_pages) <= counters["hazard_mapped_page_freed"]
+    assert len(stale_pages) <= counters["hazard_freed_while_mapped"]
     # A PM page is freed with slot refcount 0, except pm_remove_contig's warn-only case.
     assert len(run["freed_in_use"]) == counters["warn_remove_contig_refcnt"], run["freed_in_use"]
 

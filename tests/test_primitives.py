@@ -37,6 +37,7 @@ COSTS = {
     "kmsg_send_ns": 200,
     "qlock_sleep_wake_us": 5,  # 5000 ns
     "ipi_send_ns": 300,
+    "ipi_latency_ns": 400,
     "ipi_receive_cycles": 1000,
     "cpu_clock_ghz": 2,  # 1000 cycles = 500 ns
     "tlb_flush_local_ns": 100,  # handler = 500 + 100 = 600 ns
@@ -47,7 +48,7 @@ COSTS = {
 PAIR, XFER, XFER_SOCK = 10, 50, 150
 TICKET_C, MCS_H = 120, 60
 SAVE = 2000 + 10  # qlock slow path: save_kthread_ctx + sem spinlock pair
-CS, KMSG, REMOTE_WAKE, IPI_SEND = 2000, 200, 5000, 300
+CS, KMSG, REMOTE_WAKE, IPI_SEND, IPI_LATENCY = 2000, 200, 5000, 300, 400
 HANDLER = 600
 MS = 1e6
 
@@ -871,10 +872,28 @@ def test_tlb_shootdown_async():
 def test_tlb_shootdown_sync_waits_for_the_slowest_ack():
     m, t = _tlb_scenario("sync")
     m.run(until=20_000)
-    # The last IPI is sent at 10 + 900; its handler ends 600 later.
-    assert t["init"] == PAIR + 3 * IPI_SEND + HANDLER
+    # The last IPI is sent at 10 + 900; it arrives 400 later, its handler ends 600 after that.
+    assert t["init"] == PAIR + 3 * IPI_SEND + IPI_LATENCY + HANDLER
     assert t["x2"] == 6000 + HANDLER
     assert m.recorder.counters["ipis"] == 3
+
+
+@pytest.mark.parametrize("mode", ["async", "sync"])
+def test_tlb_flush_happens_when_the_handler_runs_not_when_sent(mode):
+    """Each target's flush is pending from the send until its handler ends (send + latency +
+    handler); a user access before then still hits its TLB entry, one after it misses."""
+    from pmsim.sync.tlb import TlbEntry, flush_due
+
+    m, _ = _tlb_scenario(mode)
+    for core in m.cores:
+        core.tlb[7] = TlbEntry(None, None, True)
+    m.run(until=20_000)
+    ends = [core.tlb_flushes[0][0] for core in m.cores[1:]]
+    assert ends == [PAIR + k * IPI_SEND + IPI_LATENCY + HANDLER for k in (1, 2, 3)]
+    core = m.cores[2]
+    assert flush_due(core, ends[1] - 1) is None and 7 in core.tlb  # not yet handled
+    assert flush_due(core, ends[1]) is not None and not core.tlb  # handled: flushed
+    assert 7 in m.cores[0].tlb  # the sender's core is no target of this process
 
 
 def test_tlb_shootdown_single_core_process_flushes_locally():

@@ -316,3 +316,34 @@ def test_where_the_time_went_ranks_the_runs_locks(review):
     assert old[0]["lock"] == want.idxmax()
     m, _, tol = value(old[0]["waittime-total (µs)"])
     assert abs(m - want.max()) <= tol * 1.0001
+
+
+def test_races_section_says_no_race_occurred_on_benign_presets(review):
+    _, md, _ = review
+    text = section(md, "Races the timing opens")
+    assert "`read_hits`: no race occurred on any design at any point." in text
+    assert "No race occurred in this sweep." in text
+
+
+def test_races_section_rates_lost_dirty_per_design_and_point(tmp_path):
+    exp = {
+        "name": "races",
+        "question": "Does a store escape writeback?",
+        "workload": "dirty_race",
+        "designs": ["new", "new_sync_shootdown"],
+        "grid": {"ipi_latency_ns": [3000]},
+        "overrides": {"duration": "4ms"},
+        "replications": 2,
+        "seed": 1,
+    }
+    res = pmsim.sweep(exp, tmp_path / "r", workers=1, progress=False)
+    md, _ = write_report(res, figures=False)
+    races = md.read_text().split("## Races the timing opens", 1)[1]
+    rows = table(races.split("### `dirty_race`", 1)[1])
+    by = {r["design"]: r for r in rows if "lost_dirty (/s)" in r}
+    assert set(by) == {"new", "new_sync_shootdown"}
+    assert value(by["new"]["lost_dirty (/s)"])[0] > 0
+    assert by["new_sync_shootdown"]["lost_dirty (/s)"] == "0 ± 0"
+    s = res.summary.set_index("design")
+    assert (s.loc["new", "hazards.lost_dirty.count"] > 0).all()
+    assert (s.loc["new_sync_shootdown", "hazards.lost_dirty.count"] == 0).all()

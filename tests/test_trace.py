@@ -194,3 +194,15 @@ def test_core_tracks_show_who_runs_and_when_they_idle():
     for tid in per_core:
         mine = sorted((e["ts"], e["ts"] + e["dur"]) for e in runs if e["tid"] == tid)
         assert all(a[1] <= b[0] + 1e-9 for a, b in zip(mine, mine[1:]))  # one thread at a time
+
+
+def test_hazards_are_marked_where_they_happened():
+    """Each hazard the oracle records is an instant event in the trace, with its trail."""
+    spec = load_spec("dirty_race", ["duration=4ms", "machine.costs.ipi_latency_ns=3000"])
+    res, trace = trace_run(spec, "new")
+    doc = trace.to_json()
+    marks = [e for e in doc["traceEvents"] if e["ph"] == "i" and e["name"].startswith("hazard ")]
+    lost = res.summary["hazards"]["lost_dirty"]["count"]
+    assert lost > 0
+    assert sum(e["name"] == "hazard lost_dirty" for e in marks) == lost
+    assert all(e["args"]["trail"] for e in marks)

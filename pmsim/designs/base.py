@@ -19,11 +19,12 @@ inherits every row it does not declare again.
 
 from __future__ import annotations
 
-from pmsim import fastpath
+from pmsim import fastpath, hazards
 from pmsim.errors import ConfigError, violation
 from pmsim.kernel.syscall import CHAN_OFFSET, FDTOCHAN
 from pmsim.kernel.vm import walk_ns
 from pmsim.operations import ENTRY_POINTS
+from pmsim.pagecache import versions
 from pmsim.pagecache.page import PG_LOCKED, PG_PAGEMAP, PG_UPTODATE, Page
 from pmsim.pagecache.radix import REFCNT_MAX, RadixTree
 from pmsim.sync.qlock import QLock
@@ -74,6 +75,7 @@ class PageMap:
     shootdown_mode = "async"  # proc_tlbshootdown does not wait for acks
     punch_hole_fn = "pm_remove_or_zero_pages"  # what fs_file_punch_hole calls (a4d7239a and later)
     tree_class = RadixTree  # pm_tree
+    backptr_before_publish = False  # pm_insert_page sets pg_tree_slot after radix_insert
 
     # Lock order per kernel path: path -> the thread's steps in order ("+L" takes L, "-L" drops
     # it, "*L" L created held, "rcu" a read section, readpage / writepage / writepages a pm_op
@@ -172,6 +174,8 @@ class PageMap:
         slot ref, or None."""
         page = slot.page
         if page is None:
+            return None
+        if slot.backptr_at > self.env.now and self._in_insert_window(th, slot, page) is None:
             return None
         line = slot.line
         ok, _ = line.cas(th, slot.word)  # (the word was read now)
@@ -308,16 +312,45 @@ class PageMap:
         yield from lock.acquire(th, "pm_insert_page")
         tree = self.tree
         slot, allocs = tree.insert(index, page)
+        if slot is not None:
+            slot.published_at = slot.backptr_at = float("inf")  # not visible until stored
         th.pending += tree.lookup_ns() + allocs * self.cost.slab
         if slot is None:
             yield from lock.release(th)
             return EEXIST
-        page.slot = slot
+        page.slot = slot  # (the model's pointer; when the C sets it is backptr_at)
         self.num_pages += 1
         yield from th.sync()
+        if self.backptr_before_publish:
+            slot.backptr_at = self.env.now
+        slot.published_at = self.env.now  # rcu_assign_pointer: the item's store
         slot.line.rmw(th, slot.word)
+        if not self.backptr_before_publish:
+            slot.backptr_at = th.now  # radix_insert returns; page->pg_tree_slot = tree_slot
         yield from lock.release(th)
         return 0
+
+    def _in_insert_window(self, th, slot, page):
+        """A lookup read ``slot`` while its insert is under way: before the item's store it
+        sees nothing (None); after it, before ``page->pg_tree_slot`` is set, the C's
+        ``assert(page->pg_tree_slot == tree_slot)`` would panic: a ``publish_race`` (the model
+        goes on with the page)."""
+        now = self.env.now
+        if now < slot.published_at:
+            return None
+        hazards.occur(
+            self.machine,
+            "publish_race",
+            th,
+            slot.backptr_at - slot.published_at,
+            (
+                hazards.step(None, f"radix_insert publishes page {slot.index}", slot.published_at),
+                hazards.step(th, f"pm_find_page({slot.index}) reads the slot: pg_tree_slot is "
+                                 "the poison (assert fails)"),
+                hazards.step(None, "pm_insert_page sets page->pg_tree_slot", slot.backptr_at),
+            ),
+        )  # fmt: skip
+        return page
 
     # --- pm_remove_or_zero_pages (2.8) --------------------------------------------------
     def pm_remove_or_zero_pages(self, th, start: int, nr: int):
@@ -353,7 +386,18 @@ class PageMap:
             raise self.violation(th, page.index, "page_decref of a page with PG_PAGEMAP set")
         page.freed = True
         if page.mapcount:  # a PTE still points at it (akaros-pagemap.md 5.2, item 2)
-            self.recorder.count("hazard_mapped_page_freed")
+            hazards.occur(
+                self.machine,
+                "freed_while_mapped",
+                th,
+                0.0,
+                (
+                    hazards.step(
+                        th, f"page_decref of page {page.index}, {page.mapcount} PTE(s) map it"
+                    ),
+                ),
+                "pte",
+            )
         if th is not None:
             th.pending += self.cost.page_alloc
 
@@ -385,12 +429,17 @@ class PageMap:
         VMR that could map ``idx``."""
         n = 0
         found = False
+        t = th.now
+        scan = self.cost.vmr_scan
         for vmr in self.vmrs:
             n += 1
-            if vmr.has_page_idx(idx):
+            # the scan reads vm_ready when it reaches the VMR: one set later (on its setter's
+            # clock) was not set yet (a VMR whose setter runs later in event order counts as
+            # not ready either: docs/model.md)
+            if vmr.has_page_idx(idx) and vmr.ready_at <= t + n * scan:
                 found = True
                 break
-        th.pending += n * self.cost.vmr_scan
+        th.pending += n * scan
         return found
 
     def vmr_for_each(self, th, vmr, idx: int, nr: int, callback) -> None:
@@ -420,6 +469,7 @@ class PageMap:
         true: the walker removes the slot."""
         slot.page = None
         page.flags = 0
+        versions.discarded(self.file, page)  # truncate: its data goes on purpose
         self.page_decref(th, page)
         self.recorder.count("pages_removed")
         return True

@@ -10,9 +10,11 @@ nodes are freed through ``call_rcu``. akaros-pagemap.md 2.2, 2.3, 2.8, 2.11 - 2.
 
 from __future__ import annotations
 
+from pmsim import hazards
 from pmsim.designs.base import ULONG_LIMIT, PageMap
 from pmsim.fastpath import fast_path
 from pmsim.kernel.vm import PROT_WRITE
+from pmsim.pagecache import versions
 from pmsim.pagecache.page import PG_DIRTY, PG_UPTODATE
 from pmsim.pagecache.radix import REFCNT_MAX, RadixTree
 from pmsim.sync.rcu import Rcu
@@ -67,7 +69,12 @@ class NewPageMap(PageMap):
         th.pending += self.tree.lookup_ns()
         slot = self.tree.slots.get(index)
         if slot is None:
-            return None
+            if not (th.pending or th.stolen):
+                return None
+            yield from th.sync()  # a miss reads the slot at its own time (an insert may be on)
+            slot = self.tree.slots.get(index)
+            if slot is None:
+                return None
         return (yield from self._slot_get(th, slot, clear_removal=False))
 
     @fast_path(
@@ -99,9 +106,14 @@ class NewPageMap(PageMap):
         th.pending += tree.depth * tree.per_level_ns
         slot = tree.slots.get(index)
         page = None
+        if slot is None and (th.pending or th.stolen):
+            yield from th.sync()  # a miss reads the slot at its own time (an insert may be on)
+            slot = tree.slots.get(index)
         if slot is not None:  # _slot_get: sync, then the CAS loop on the word
             yield from th.sync()
             page = slot.page
+            if page is not None and slot.backptr_at > self.env.now:
+                page = self._in_insert_window(th, slot, page)
             if page is not None:
                 line = slot.line
                 ok, _ = line.cas(th, slot.word)
@@ -160,10 +172,27 @@ class NewPageMap(PageMap):
         yield from th.sync()
         line = slot.line
         equal = slot.value() == old
-        if equal and line.changed_since(slot.word, read_at):
-            self.recorder.count("hazard_remove_aba")
+        aba = equal and line.changed_since(slot.word, read_at)
         ok, _ = line.cas(th, slot.word, equal=equal)
+        if aba:
+            self._aba_window(th, idx, page, read_at, ok)
         return self._free_yanked(th, slot, page) if ok else self._keep_zeroed(th)
+
+    def _aba_window(self, th, idx: int, page, read_at: float, freed: bool) -> None:
+        """Finds and puts changed the slot word inside the window and put it back. If a PTE
+        now maps the page (a fault through a VMR that became ready after the scan) and the
+        CAS frees it: ``aba_dangerous``; else ``aba_find_put`` (a read racing a truncate, which
+        the C comments accept)."""
+        trail = (
+            hazards.step(None, f"__remove_or_zero_cb reads slot {idx} (refcount 0)", read_at),
+            hazards.step(th, "pm_has_vmr_with_page found no ready VMR; the CAS succeeds on the"
+                             " word a find and a put restored"),
+        )  # fmt: skip
+        if freed and page.mapcount:
+            trail += (hazards.step(th, f"frees page {idx}, which {page.mapcount} PTE(s) map"),)
+            hazards.occur(self.machine, "aba_dangerous", th, th.now - read_at, trail)
+        else:
+            hazards.occur(self.machine, "aba_find_put", th, th.now - read_at, trail)
 
     # --- writeback (2.11 - 2.13) -------------------------------------------------------------
     def mark_and_clear_dirty_ptes(self, th):
@@ -192,7 +221,13 @@ class NewPageMap(PageMap):
             if not page.flags & PG_DIRTY:
                 page.flags |= PG_DIRTY
                 th.pending += self.cost.flags_rmw
+            # pte_clear_dirty: a plain read-then-write of the PTE. The MMU only ever sets D and
+            # D is already set, so no hardware update falls in between; the window that matters
+            # is the remote TLBs still caching D until the shootdown is handled.
             pte.dirty = False
+            pte.cleared = hazards.step(
+                th, f"pte_clear_dirty on page {page.index} ({vmr.proc.name})"
+            )
             vmr.shootdown_needed = True
 
     def shootdown_vmrs(self, th):
@@ -229,6 +264,8 @@ class NewPageMap(PageMap):
             page.flags &= ~PG_DIRTY
             th.pending += self.cost.flags_rmw
             yield from self.queue_writeback(th, page, queue)
+        elif page.uncovered is not None:
+            versions.check_unseen(th, self.file, page, "writeback")
 
     def queue_writeback(self, th, page, queue: list):
         """queue_writeback: calls writepage synchronously (return value ignored)."""
@@ -272,6 +309,8 @@ class NewPageMap(PageMap):
             return False
         if page.flags & PG_DIRTY:
             yield from self.file.writepage(th, page)
+        elif page.uncovered is not None:
+            versions.check_unseen(th, self.file, page, "free")
         page.flags = 0
         self.page_decref(th, page)
         self.recorder.count("pages_reclaimed")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pmsim.designs.base import ULONG_LIMIT, PageMap
 from pmsim.kernel.vm import PROT_WRITE
+from pmsim.pagecache import versions
 from pmsim.pagecache.page import PG_DIRTY, PG_REMOVAL
 
 PTR_ARR_LEN = 10  # pm_remove_contig's ptr_store: procs to shoot down, then pages to write back
@@ -179,6 +180,8 @@ class OldPageMap(PageMap):
                 th.pending += self.cost.flags_rmw
                 continue
             slot.page = None  # PM_REMOVAL stays set: the radix still sees an item
+            if page.uncovered is not None:  # a store nothing marked: written by no pass
+                versions.check_unseen(th, self.file, page, "free")
             page.flags = 0
             self.page_decref(th, page)
             nr_removed += 1

@@ -9,6 +9,7 @@ function. ``readpage``/``writepage`` are the ``pm_op`` of the file's store; the
 
 from __future__ import annotations
 
+from pmsim.pagecache import versions
 from pmsim.pagecache.page import PG_DIRTY, PG_UPTODATE
 from pmsim.storage import BackingStore
 
@@ -26,6 +27,11 @@ class FsFile:
         self.meta_changed = False  # mtime or length changed since the last sync_metadata
         self.pm = design(machine, self)
         self.copy_ns = machine.costs.ns("page_copy_4k_ns")  # memcpy of one page
+        # data versions by page index (pmsim/pagecache/versions.py): on the store, the last
+        # made, and the trail of a loss (for the stale read it causes)
+        self.disk: dict[int, int] = {}
+        self.latest: dict[int, int] = {}
+        self.lost: dict[int, tuple] = {}
 
     # --- pm_op --------------------------------------------------------------------------
     def readpage(self, th, page):
@@ -34,18 +40,22 @@ class FsFile:
             yield from self.qlock.acquire(th, "readpage")
             yield from self.store.readpage(th)
             page.flags |= PG_UPTODATE
+            versions.loaded(th, self, page)
             yield from self.qlock.release(th)
         else:
             yield from self.store.readpage(th)
             page.flags |= PG_UPTODATE
+            versions.loaded(th, self, page)
 
     def writepage(self, th, page):
         """pm_op->writepage: synchronous (tmpfs: a no-op). gtfs takes ``f->qlock``."""
         if self.store.kind == "gtfs":
             yield from self.qlock.acquire(th, "writepage")
+            versions.written(th, self, page)
             yield from self.store.writepage(th)
             yield from self.qlock.release(th)
         else:
+            versions.written(th, self, page)
             yield from self.store.writepage(th)
 
     def sync_metadata(self, th):
@@ -63,9 +73,13 @@ class FsFile:
         """The bulk write the ``TODO (WB)`` asks for (what-if designs only)."""
         if self.store.kind == "gtfs":
             yield from self.qlock.acquire(th, "writepages")
+            for page in pages:
+                versions.written(th, self, page)
             yield from self.store.writepages(th, len(pages))
             yield from self.qlock.release(th)
         else:
+            for page in pages:
+                versions.written(th, self, page)
             yield from self.store.writepages(th, len(pages))
 
 
@@ -99,6 +113,7 @@ def fs_file_write(th, f: FsFile, index: int, npages: int):
         yield from th.sync()
         line.rmw(th)  # atomic_or(&page->pg_flags, PG_DIRTY)
         page.flags |= PG_DIRTY
+        versions.store(th, f, page, True)  # (the copy's data; PG_DIRTY marks it)
         yield from pm.pm_put_page(th, page)
     yield from f.qlock.acquire(th, "fs_file_write")  # write_metadata
     f.dirty = True

@@ -6,15 +6,18 @@
   user-level scheduler calls ``SYS_populate_va`` (a multicore process).
 - ``map_page_at_addr`` installs the PTE under ``pte_lock``; a present PTE (a
   concurrent fault won) is left alone.
-- A user store to a present writable PTE sets its dirty bit without entering the
-  kernel (:func:`user_access`).
+- A user access goes through the core's TLB without entering the kernel
+  (:func:`user_access`); a store sets the PTE's dirty bit unless the TLB entry caches it.
 """
 
 from __future__ import annotations
 
+from pmsim import hazards
 from pmsim.errors import violation
 from pmsim.kernel.vm import PROT_WRITE, PT_ENTRIES, Pte, Vmr, walk_ns
+from pmsim.pagecache import versions
 from pmsim.pagecache.page import PG_DIRTY, Page
+from pmsim.sync.tlb import TlbEntry, flush_due, pending_flush
 
 EAGAIN = -11
 EFAULT = -14
@@ -33,6 +36,7 @@ class MmCosts:
         self.page_alloc = costs.ns("page_alloc_ns") / 2
         self.access = costs.ns("memory_latency_ns")
         self.flags_rmw = costs.ns("cacheline_transfer_ns")
+        self.tlb_refill = costs.ns("tlb_refill_ns")
 
 
 def map_page_at_addr(th, cost: MmCosts, vmr: Vmr, off: int, page, private: bool):
@@ -152,12 +156,101 @@ def pte_usable(vmr: Vmr, off: int, write: bool) -> bool:
     return pte is not None and pte.present and (pte.writable or not write)
 
 
-def user_store_or_load(th, cost: MmCosts, vmr: Vmr, off: int, write: bool) -> None:
-    """The access itself, once the PTE is usable: a store sets the PTE's dirty bit (the MMU
-    does, with no kernel entry)."""
+def user_access(th, cost: MmCosts, vmr: Vmr, off: int, write: bool) -> bool:
+    """A user load or store to page ``off`` of ``vmr`` through this core's TLB, with no kernel
+    entry; False if it faults. The core first applies the shootdown flushes handled by now. A
+    TLB miss walks the page table (``tlb_refill_ns``): a present PTE (writable, for a store)
+    fills an entry caching its D. A store through an entry with D cached sets nothing; one
+    with D clear has the MMU set the PTE's D (an atomic RMW; a not-present PTE faults).
+    Every store makes a new data version (pmsim/pagecache/versions.py)."""
+    core = th.core
+    if core.tlb_flushes:
+        flush_due(core, th.now)
+    vpn = vmr.base + off
+    ent = core.tlb.get(vpn)
+    if ent is None or ent.vmr is not vmr:
+        pte = vmr.ptes.get(off)
+        if pte is None or not pte.present or (write and not pte.writable):
+            return False
+        th.pending += cost.tlb_refill
+        ent = core.tlb[vpn] = TlbEntry(vmr, pte, pte.dirty)
+    elif write and not ent.pte.writable:
+        return False
     th.pending += cost.access
+    pte = ent.pte
+    page = pte.page
+    if page.freed and not pte.private:
+        hazards.occur(
+            th.machine,
+            "freed_while_mapped",
+            th,
+            0.0,
+            (hazards.step(th, f"access to freed page {page.index} through a TLB entry"),),
+            "tlb",
+        )
     if write:
-        vmr.ptes[off].dirty = True
+        if not ent.dirty:
+            if not pte.present:  # the MMU's walk to set D finds P clear: a fault ...
+                t_walk = th.now - cost.access  # (when the MMU read the PTE)
+                if pte.rmw is None or t_walk >= pte.rmw[1]:
+                    del core.tlb[vpn]
+                    return False
+                _store_in_munmap_window(th, vmr, pte, page, t_walk)  # ... unless P was not clear
+                return True
+            pte.dirty = True  # the MMU's atomic A/D update
+            ent.dirty = True
+        if pte.private:
+            return True
+        if pte.dirty:  # a marked store (versions.store, inlined: the common case)
+            page.version += 1
+            page.uncovered = None
+        else:
+            _store(th, vmr, pte, page, core)
+    return True
+
+
+def _store_in_munmap_window(th, vmr: Vmr, pte, page, t_walk: float) -> None:
+    """A store whose D update came before ``__munmap_pte`` wrote the PTE with P clear (the
+    event order ran the munmap first): before its read of D, munmap saw D (PG_DIRTY); between
+    the read and the write, the plain write erased the D the MMU set: ``lost_dirty``."""
+    t_read, t_write = pte.rmw
+    if t_walk < t_read:
+        page.flags |= PG_DIRTY
+        versions.store(th, vmr.file, page, True)
+        return
+    versions.store(th, vmr.file, page, False)
+    trail = (
+        hazards.step(None, f"__munmap_pte reads the PTE of page {page.index} (D clear)", t_read),
+        hazards.step(th, f"store to page {page.index}: the MMU sets D", t_walk),
+        hazards.step(None, "__munmap_pte writes the PTE with P clear: D is lost", t_write),
+    )
+    page.uncovered = None  # reported here: nothing can mark it any more
+    hazards.occur(th.machine, "lost_dirty", th, t_write - t_read, trail, "munmap", t_write - t_walk)
+
+
+def _store(th, vmr: Vmr, pte, page, core) -> None:
+    """An unmarked store's data version: the PTE's D is clear (a stale TLB entry)."""
+    trail = [s for s in (pte.cleared,) if s is not None]
+    pending = pending_flush(core)
+    open_ns = 0.0  # from the writepage that took the page's last copy to this core's flush
+    if page.wb_at >= 0:
+        trail.append(
+            hazards.step(
+                None,
+                f"writepage of page {page.index} copies v{vmr.file.disk.get(page.index, 0)}",
+                page.wb_at,
+            )
+        )
+    if pending is not None:
+        if page.wb_at >= 0:
+            open_ns = max(0.0, pending[0] - page.wb_at)
+        trail.append(pending[1])
+        trail.append(
+            hazards.step(None, f"(flush of core {core.index} handled at {pending[0]:,.1f} ns)",
+                         pending[0])
+        )  # fmt: skip
+    trail.append(hazards.step(th, f"store through core {core.index}'s TLB entry (D cached)"))
+    versions.store(th, vmr.file, page, False, trail, open_ns)
 
 
 def do_mmap(th, cost: MmCosts, proc, f, foff: int, npages: int, prot: int, shared: bool) -> Vmr:
@@ -175,6 +268,7 @@ def do_mmap(th, cost: MmCosts, proc, f, foff: int, npages: int, prot: int, share
     proc.vmrs.append(vmr)
     proc.vmr_history += 1
     vmr.ready = True
+    vmr.ready_at = th.now
     yield from proc.vmr_lock.release(th)
     return vmr
 
@@ -191,12 +285,14 @@ def do_munmap(th, cost: MmCosts, tlb, vmr: Vmr):
     yield from proc.pte_lock.acquire(th, "do_munmap")
     th.pending += walk
     shootdown = False
-    for pte in vmr.ptes.values():  # __munmap_pte
+    for pte in vmr.ptes.values():  # __munmap_pte: a plain read of the PTE, then a write
         if pte.present:
+            t_read = th.now
             if pte.dirty and not pte.private:
                 pte.page.flags |= PG_DIRTY
                 th.pending += cost.flags_rmw
             pte.present = False
+            pte.rmw = (t_read, th.now + cost.pte_entry)  # (the write ends the entry's step)
             shootdown = True
     yield from proc.pte_lock.release(th)
     if shootdown:

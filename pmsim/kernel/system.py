@@ -119,7 +119,7 @@ class Kernel:
             self.design.require("touch")
         th.op = "touch"
         faults = 0
-        while not mm.pte_usable(vmr, off, write):
+        while not mm.user_access(th, self.mm_cost, vmr, off, write):
             faults += 1
             self.machine.nested_start(th, "fault")
             ret = yield from self.fault(th, vmr.proc, vmr.base + off, write)
@@ -127,7 +127,6 @@ class Kernel:
             if ret in (mm.EFAULT, mm.EPERM):
                 raise violation(self.machine, th, vmr.foff + off, f"segfault: page {off} of {vmr}")
             th.op = "touch"
-        mm.user_store_or_load(th, self.mm_cost, vmr, off, write)
         return faults
 
     def fault(self, th, proc: Process, vpn: int, write: bool):

@@ -19,7 +19,7 @@ PT_ENTRIES = 512  # entries per page-table page: one last-level table maps 2 MiB
 class Pte:
     """A present (or OLD: marked not-present but still mapped) PTE of a file page."""
 
-    __slots__ = ("page", "present", "dirty", "writable", "private")
+    __slots__ = ("page", "present", "dirty", "writable", "private", "cleared", "rmw")
 
     def __init__(self, page, writable: bool, private: bool):
         self.page = page  # the PM page, or for MAP_PRIVATE a private copy
@@ -27,6 +27,8 @@ class Pte:
         self.dirty = False
         self.writable = writable
         self.private = private
+        self.cleared = None  # the hazard trail's Step of the last kernel clear of D, if any
+        self.rmw = None  # __munmap_pte's (read, write) times: its plain read-then-write of the PTE
 
 
 class Vmr:
@@ -41,6 +43,7 @@ class Vmr:
         "prot",
         "shared",
         "ready",
+        "ready_at",
         "shootdown_needed",
         "ptes",
     )
@@ -54,6 +57,7 @@ class Vmr:
         self.prot = prot
         self.shared = shared  # MAP_SHARED (else MAP_PRIVATE)
         self.ready = False  # vm_ready: set once the VMR is on the proc's list
+        self.ready_at = 0.0  # when vm_ready was set (a VMR scan reads it at its own time)
         self.shootdown_needed = False  # NEW: set by __pm_mark_and_clear_dirty
         self.ptes: dict[int, Pte] = {}  # page offset in the VMR -> PTE, only where faulted in
 

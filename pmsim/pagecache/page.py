@@ -29,7 +29,18 @@ def flag_names(flags: int) -> str:
 class Page:
     """One 4 KiB page of a file's page cache."""
 
-    __slots__ = ("index", "flags", "sem", "slot", "freed", "flags_line", "mapcount")
+    __slots__ = (
+        "index",
+        "flags",
+        "sem",
+        "slot",
+        "freed",
+        "flags_line",
+        "mapcount",
+        "version",
+        "wb_at",
+        "uncovered",
+    )
 
     def __init__(self, index: int):
         self.index = index  # pg_index
@@ -39,6 +50,12 @@ class Page:
         self.freed = False  # page_decref has returned it to the allocator
         self.flags_line = None  # the cache line of pg_flags, made on first contended use
         self.mapcount = 0  # PTEs pointing at this page (for the mapped-freed-page hazard check)
+        # The hazard oracle's data versions (pmsim/hazards.py): the version of the contents (one
+        # per store), when writepage last copied them, and the first store since then that
+        # nothing marks dirty (a trail: tuple of Steps), or None.
+        self.version = 0
+        self.wb_at = -1.0
+        self.uncovered = None
 
     def __repr__(self) -> str:
         return f"Page({self.index}, {flag_names(self.flags)})"

@@ -36,7 +36,7 @@ class SlotWord(NamedTuple):
 class Slot:
     """One radix item: the packed slot word and the cache line it lives on."""
 
-    __slots__ = ("index", "page", "refcnt", "removal", "line", "word")
+    __slots__ = ("index", "page", "refcnt", "removal", "line", "word", "published_at", "backptr_at")
 
     def __init__(self, index: int, page, line):
         self.index = index
@@ -45,6 +45,10 @@ class Slot:
         self.removal = False  # OLD PM_REMOVAL; NEW's flag bit is unused
         self.line = line
         self.word = index % SLOTS_PER_LINE
+        # pm_insert_page's window (NEW): lookups before published_at see no item; from then
+        # until backptr_at, page->pg_tree_slot is still the poison (set by the inserter).
+        self.published_at = 0.0
+        self.backptr_at = 0.0
 
     def value(self) -> SlotWord:
         """The word's value, for a CAS that compares it (``old == *slot``)."""

@@ -47,6 +47,7 @@ RUN_TABLES = (
     "op_timeseries",
     "latency",
     "intervals",
+    "hazards",
     "run",
     "lockstat",
     "lines",
@@ -57,7 +58,9 @@ SWEEP_TABLES = ("summary", "aggregate", "differences", "provenance")
 # The finished runs' per-run tables gathered into one file each under DIR/tables/ (``run``
 # repeats the summary, so it stays per run): what a results folder without runs/ keeps.
 TABLES = "tables"
-GATHERED = tuple(t for t in RUN_TABLES if t != "run")
+# (``hazards`` stays per run: its numbers are in the summary as ``hazards.<name>.*``, and a
+# results folder gathered before the hazard oracle existed stays readable.)
+GATHERED = tuple(t for t in RUN_TABLES if t not in ("run", "hazards"))
 # Tables added after results were committed (issue 16: where the time went): a results folder
 # without them is still whole, so the digest covers them only where they are.
 LATER = ("lockstat", "lines", "blame", "breakdown")

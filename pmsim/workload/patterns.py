@@ -5,7 +5,8 @@ costs a list pop. ``disjoint`` and ``sequential`` use the thread's global index
 ``g`` of ``n_threads``: thread g owns (or starts at) slice g of the range.
 ``zipf`` ranks pages by popularity P(rank k) ~ 1/k^theta and scatters the ranks
 over the range with one fixed permutation per range (the same for every
-thread), so popular pages do not all share slot cache lines.
+thread), so popular pages do not all share slot cache lines. The random patterns take
+``repeat``: each page drawn is used that many times in a row.
 """
 
 from __future__ import annotations
@@ -58,7 +59,22 @@ def chooser(pattern, extent: int, step: int, g: int, n_threads: int, rng: np.ran
         draw = lambda: perm[np.minimum(np.searchsorted(cdf, rng.random(_BLOCK)), extent - 1)]  # noqa: E731
     else:
         raise ValueError(f"unknown pattern {kind!r}")
-    return _blocks(draw)
+    repeat = pattern.repeat
+    return _blocks(draw) if repeat == 1 else _repeated(_blocks(draw), repeat)
+
+
+def _repeated(nxt, repeat: int):
+    """Each index ``nxt`` draws, ``repeat`` times in a row: bursts of accesses to one page
+    (a structure updated field by field), what a stale TLB entry's cached D needs to matter."""
+    state = [0, 0]  # index, uses left
+
+    def burst() -> int:
+        if not state[1]:
+            state[0], state[1] = nxt(), repeat
+        state[1] -= 1
+        return state[0]
+
+    return burst
 
 
 def _blocks(draw):

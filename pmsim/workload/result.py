@@ -30,6 +30,7 @@ import pandas as pd
 import yaml
 
 from pmsim.errors import ConfigError
+from pmsim.hazards import HAZARDS, HazardStats
 from pmsim.operations import BY_NAME, COUNTED_OPERATIONS, DAEMONS
 from pmsim.process import PROCESS_LOCKS
 from pmsim.stats import censored_quantile, joint_buckets
@@ -196,6 +197,7 @@ def build_result(run, wall_s: float) -> RunResult:
         },
         "timings": {name: _timing(h) for name, h in sorted(rec.histograms.items())},
         "counters": counters,
+        **hazard_summaries(rec, seconds),
     }
     timeseries = _timeseries(run)
     summary["steady"] = steadiness(
@@ -279,6 +281,11 @@ def build_result(run, wall_s: float) -> RunResult:
         "intervals": _frame(
             ident, _intervals(run), ["source", "op", "start_ms", "end_ms", "finished"]
         ),
+        "hazards": _frame(
+            ident,
+            [{"hazard": k, **v} for k, v in summary["hazards"].items()],
+            ["hazard", *HAZARD_COLUMNS],
+        ),
         "run": _frame(ident, [run_row], list(run_row)),
         # (where the time went: pmsim.workload.contention)
         "lockstat": _frame(
@@ -303,6 +310,57 @@ def build_result(run, wall_s: float) -> RunResult:
         "host": platform.node(),
     }
     return RunResult(spec, run.design.name, tables, summary, provenance)
+
+
+HAZARD_COLUMNS = (
+    "count",
+    "per_s",
+    "window_ns_mean",
+    "window_ns_p50",
+    "window_ns_p99",
+    "window_ns_max",
+    "waited_ns_mean",
+    "waited_ns_max",
+)
+
+
+def hazard_summaries(rec, seconds: float) -> dict:
+    """``hazards``: per hazard (pmsim/hazards.py, every one, zeros included) its count, rate
+    per simulated second, window widths and counts by origin (``by_where``); and
+    ``hazard_first``: the first occurrence of each seen, with its event trail (left out of
+    the sweep tables, which keep numbers)."""
+    out, first = {}, {}
+    for name in HAZARDS:
+        st = rec.hazards.get(name) or HazardStats(name)
+        s = st.summary(seconds)
+        f = s.pop("first")
+        out[name] = s
+        if f is not None:
+            first[name] = f
+    return {"hazards": out, "hazard_first": first}
+
+
+def format_hazards(summary: dict) -> list[str]:
+    """The hazard table of ``pmsim run`` and each seen hazard's first trail."""
+    hz = summary.get("hazards")
+    if not hz:
+        return []
+    lines = [
+        "",
+        f"  {'hazard':20} {'count':>8} {'per s':>10} {'window mean':>12} {'p99':>10} "
+        f"{'max':>10} {'waited mean':>12}  (ns)  by origin",
+    ]
+    for name, h in hz.items():
+        where = ", ".join(f"{k} {v}" for k, v in h["by_where"].items())
+        lines.append(
+            f"  {name:20} {h['count']:>8,} {h['per_s']:>10,.1f} {h['window_ns_mean']:>12,.1f} "
+            f"{h['window_ns_p99']:>10,.1f} {h['window_ns_max']:>10,.1f} "
+            f"{h['waited_ns_mean']:>12,.1f}  {where}"
+        )
+    for name, f in summary.get("hazard_first", {}).items():
+        lines.append(f"  first {name}:")
+        lines += [f"    {line}" for line in f["trail"]]
+    return lines
 
 
 def _timeseries(run) -> list[dict]:
@@ -546,5 +604,6 @@ def format_summary(summary: dict) -> str:
         f"  io           {io['reads']:,} reads, {io['writes']:,} writes, utilization {io['utilization']:.3f}",
         f"  rcu          {r['callbacks']:,} callbacks, {r['grace_periods']:,} grace periods, "
         f"at most {r['max_pending_bytes']:,} bytes waiting",
+        *format_hazards(summary),
     ]
     return "\n".join(lines)

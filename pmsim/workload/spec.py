@@ -166,13 +166,20 @@ MAPPING_OPS = in_scope("mapping")  # touch: a page of a mapping
 CHURN_OPS = in_scope("churn")  # mmap_munmap: the churn block
 
 
+Repeat = Annotated[
+    int, Field(ge=1, le=1_000_000)
+]  # each page drawn is used this many times in a row
+
+
 class Uniform(Strict):
     kind: Literal["uniform"]
+    repeat: Repeat = 1
 
 
 class Zipf(Strict):
     kind: Literal["zipf"]
     theta: Annotated[float, Field(ge=0.0, le=10.0)] = 0.99
+    repeat: Repeat = 1
 
 
 class Sequential(Strict):
@@ -186,6 +193,7 @@ class HotPage(Strict):
 
 class Disjoint(Strict):
     kind: Literal["disjoint"]  # each thread stays in its own slice, uniform within it
+    repeat: Repeat = 1
 
 
 def _by_kind(*members) -> dict:
