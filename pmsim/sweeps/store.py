@@ -315,7 +315,7 @@ class SweepStore:
             pa.Table.from_pylist([{"run_id": plan.run_id, **output["provenance"]}]),
             self.runs / "provenance" / f"{plan.run_id}.parquet",
         )
-        row = {**ident, "status": "ok", "error": None, **flatten(output["summary"])}
+        row = {**ident, "status": "ok", "error": None, **plan.notes, **flatten(output["summary"])}
         write_arrow(pa.Table.from_pylist([row]), self.runs / "summary" / f"{plan.run_id}.parquet")
         (self.runs / "failed" / f"{plan.run_id}.json").unlink(missing_ok=True)
 
@@ -345,10 +345,14 @@ class SweepStore:
                 status[p.run_id] = "ok"
             elif failed.is_file():
                 err = json.loads(failed.read_text())["error"]
-                rows.append(pd.DataFrame([{**p.ident, "status": "failed", "error": err}]))
+                rows.append(
+                    pd.DataFrame([{**p.ident, "status": "failed", "error": err, **p.notes}])
+                )
                 status[p.run_id] = "failed"
             else:  # its files went while the sweep ran (deleted by hand, a full disk)
-                rows.append(pd.DataFrame([{**p.ident, "status": "missing", "error": MISSING}]))
+                rows.append(
+                    pd.DataFrame([{**p.ident, "status": "missing", "error": MISSING, **p.notes}])
+                )
                 status[p.run_id] = "missing"
         factors = [f for f in exp.factors if f != "workload"]
         summary = concat_rows(rows, factors)
