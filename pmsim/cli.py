@@ -350,6 +350,10 @@ def build_parser() -> argparse.ArgumentParser:
     wo = sub.add_parser("workloads", help="list the workload presets and the question each answers")
     wo.set_defaults(func=_workloads)
 
+    from pmsim.sensitivity.cli import add_parser as add_sensitivity
+
+    add_sensitivity(sub)
+
     co = sub.add_parser("costs", help="list the cost parameters")
     co.add_argument("--markdown", action="store_true", help="as docs/costs.md")
     co.set_defaults(func=_costs)

@@ -64,6 +64,17 @@ class SweepResult:
                 f"({len(s)} failed; their errors are in {self.out}/runs/failed/): nothing to show"
             )
 
+    @property
+    def usl(self) -> pd.DataFrame:
+        """Universal Scalability Law fits of every throughput-vs-cores curve (pmsim.sweeps.usl):
+        sigma, kappa with 95% intervals, Amdahl's kappa = 0 fit beside, the fitted peak and
+        the cores where efficiency falls below 50%. Empty when the cores are not a factor."""
+        from pmsim.sweeps.usl import fit_table
+
+        if "_usl" not in self.__dict__:
+            self.__dict__["_usl"] = fit_table(self.summary, self.experiment.factors)
+        return self.__dict__["_usl"]
+
     def table(self, name: str) -> pd.DataFrame:
         """A per-run table (one of :data:`~pmsim.sweeps.store.RUN_TABLES`: ``ops``, ``latency``, ...)
         of every finished run, with the runs' identity and factor columns."""
@@ -220,6 +231,12 @@ def _run_all(
             bar.update(len(reusers.get(plan.run_id, [])) + (plan.run_id not in finished))
 
 
+def _task_args(plan) -> tuple:
+    """``run_task``'s arguments: the unread costs only when there are some (the two-argument
+    call is the task's long-standing contract)."""
+    return (plan.design, plan.spec, plan.unread) if plan.unread else (plan.design, plan.spec)
+
+
 def _outcomes(ex, todo, window):
     """``(plan, result, error)`` of each run as it finishes. ``ex`` None runs them here, in
     order. With a ``window`` (a local pool's worker count) that many runs are in flight and
@@ -227,14 +244,14 @@ def _outcomes(ex, todo, window):
     if ex is None:
         for plan in todo:
             try:
-                yield plan, run_task(plan.design, plan.spec, plan.unread), None
+                yield plan, run_task(*_task_args(plan)), None
             except Exception as e:  # noqa: BLE001 - recorded as the run's error
                 yield plan, None, e
         return
     pending, lengths, running = list(todo), LongestFirst(), {}
 
     def start(plan):
-        running[ex.submit(run_task, plan.design, plan.spec, plan.unread)] = plan
+        running[ex.submit(run_task, *_task_args(plan))] = plan
 
     for _ in range(len(pending) if window is None else min(window, len(pending))):
         start(pending.pop(0))

@@ -122,9 +122,16 @@ class ExperimentSpec(BaseModel):
                 )
             seen = []
             for v in values:
-                if v in seen:
+                if v in seen and key in self.grid:
                     raise ValueError(f"factor {key!r} lists the value {v!r} twice")
                 seen.append(v)
+        # A zip's rows advance together: a value may recur in one key (a sampled design of a
+        # cost space, pmsim sensitivity), a whole row may not.
+        rows = []
+        for row in (dict(zip(self.zip, r)) for r in zip(*self.zip.values())):
+            if row in rows:
+                raise ValueError(f"zip lists the row {row!r} twice")
+            rows.append(row)
         if self.workload is None and "workload" not in self.factors:
             raise ValueError(
                 "no workload: give 'workload' (a preset name or YAML path) or a 'workload' factor"

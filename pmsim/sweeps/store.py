@@ -369,6 +369,11 @@ class SweepStore:
         }
         for name, df in tables.items():
             write_parquet(df, self.dir / f"{name}.parquet")
+        from pmsim.sweeps.usl import fit_table
+
+        fits = fit_table(summary, exp.factors)  # derived from the summary: not in the digest
+        if len(fits):
+            write_parquet(fits, self.dir / "usl.parquet")
         ok = [p.run_id for p in plans if status.get(p.run_id) == "ok"]
         (self.dir / TABLES).mkdir(exist_ok=True)
         for name in GATHERED:
