@@ -233,6 +233,12 @@ def load_experiment(experiment) -> ExperimentSpec:
         raw, path = dict(experiment), None
     else:
         raw, path = read_experiment(str(experiment))
+    if raw.get("kind") == "sensitivity":  # experiments/robustness.yaml: studies, not a sweep
+        raise ConfigError(
+            f"experiment {raw.get('name') or (path.stem if path else experiment)!r} is a set of "
+            f"sensitivity studies: run it with pmsim sensitivity "
+            f"{path.stem if path else 'FILE'}"
+        )
     if path is not None:
         if "base_dir" in raw:  # set from the file's location, not by the file
             raise ConfigError(f"experiment key base_dir: unknown key, got {raw['base_dir']!r}")

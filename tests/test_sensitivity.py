@@ -1,0 +1,131 @@
+"""pmsim sensitivity: the cost space, the verdict intervals, the CLI contract (``--json``:
+``ranking`` and ``verdicts`` with ``name``, ``share``, ``ci95_low``, ``ci95_high``), bad input,
+resuming, and the robustness studies file."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from pmsim.cli import main
+from pmsim.sensitivity import analysis
+from pmsim.sensitivity.robustness import is_studies_file, load_studies
+from pmsim.sensitivity.space import LOG_SPAN, cost_space, dimension
+
+TINY = [
+    "--set",
+    "machine.cores=2",
+    "--set",
+    "processes.0.count=2",
+    "--set",
+    "duration=0.2ms",
+    "--set",
+    "warmup=0.05ms",
+]
+
+
+def test_space_log_where_wide_and_derived_follow_bases():
+    k = dimension("kthread_switch_ns")  # 50-2000: log
+    assert k.log and 2000 / 50 > LOG_SPAN
+    assert k.value(0) == 50 and k.value(1) == 2000
+    assert k.value(0.5) == pytest.approx(math.sqrt(50 * 2000), rel=1e-5)
+    assert k.position(k.value(0.3)) == pytest.approx(0.3, abs=1e-5)
+    c = dimension("cacheline_transfer_ns")  # 30-140: 4.7x, log
+    assert c.log
+    t = dimension("ttas_handoff_factor")  # 0.5-1: linear
+    assert not t.log and t.value(0.5) == pytest.approx(0.75)
+    r = dimension("rcu_read_section_ns")  # 0-4: spans > 3x but includes 0: linear
+    assert not r.log
+    dims, skipped = cost_space(
+        {"cacheline_transfer_ns", "cas_remote_ns", "radix_fanout", "syscall_entry_exit_ns"},
+        {"syscall_entry_exit_ns"},
+    )
+    assert [d.name for d in dims] == ["cacheline_transfer_ns"]
+    assert "derived" in skipped["cas_remote_ns"] and "--set" in skipped["syscall_entry_exit_ns"]
+    assert "whole number" in skipped["radix_fanout"]
+
+
+def test_wilson_interval_covers_at_its_level():
+    """Over 2,000 seeded binomial draws the Wilson 95% interval covers p at least 92% of the
+    time (its coverage at n = 32 is close to 95%), and it is exact at 0 and n."""
+    rng = np.random.default_rng(5)
+    for p in (0.1, 0.5, 0.9):
+        ks = rng.binomial(32, p, 2000)
+        cover = np.mean([lo <= p <= hi for lo, hi in (analysis.wilson(int(k), 32) for k in ks)])
+        assert cover >= 0.92
+    assert analysis.wilson(0, 10)[0] == 0 and analysis.wilson(10, 10)[1] == 1
+    lo, hi = analysis.wilson(10, 10)
+    assert 0.6 < lo < 0.75
+
+
+def test_sobol_ranks_a_known_function():
+    """y = 4 x0 + x1 (x2 inert): ST ranks x0 first, x2 last, near zero."""
+    from pmsim.sensitivity.space import Dimension
+
+    dims = [Dimension(n, 0.0, 1.0, False, 0.5) for n in ("x0", "x1", "x2")]
+    x = analysis.sobol_sample(dims, 64, seed=3)
+    y = 4 * x[:, 0] + x[:, 1]
+    idx = analysis.sobol_indices(dims, y, seed=3)
+    assert idx["x0"]["ST"] > idx["x1"]["ST"] > idx["x2"]["ST"]
+    assert idx["x0"]["ST"] == pytest.approx(16 / 17, abs=0.15)
+    assert abs(idx["x2"]["ST"]) < 0.05
+    m = analysis.morris_indices(
+        dims, xm := analysis.morris_sample(dims, 4, 3), 4 * xm[:, 0] + xm[:, 1], 3
+    )
+    assert analysis.screened([m], keep=6) == ["x0", "x1"]
+
+
+def test_cli_contract_json(tmp_path, capsys):
+    out = tmp_path / "s"
+    args = ["sensitivity", "read_hits_procs", "--designs", "old", "new", *TINY]
+    args += ["--samples", "2", "--out", str(out), "--workers", "2", "--json"]
+    assert main(args) == 0
+    obj = json.loads(capsys.readouterr().out)
+    assert set(obj["ranking"]) == {"old", "new"}
+    for metrics in obj["ranking"].values():
+        assert "total_ops_per_s" in metrics
+        assert all(isinstance(n, str) for names in metrics.values() for n in names)
+    names = [v["name"] for v in obj["verdicts"]]
+    assert "new faster than old (throughput)" in names
+    for v in obj["verdicts"]:
+        assert {"name", "share", "ci95_low", "ci95_high"} <= set(v)
+        assert 0 <= v["ci95_low"] <= v["share"] <= v["ci95_high"] <= 1
+    assert (out / "sensitivity.json").is_file() and (out / "indices.parquet").is_file()
+    assert (out / "figures" / "tornado-old.png").is_file()
+    assert list((out / "figures").glob("verdict_map-*.png"))
+    # Resuming: every run is already written, the same answer comes back.
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out) == obj
+
+
+@pytest.mark.parametrize(
+    "args, named",
+    [
+        (["--designs", "old", "nope"], ["--designs", "'nope'"]),
+        (["--designs", "old", "new", "--set", "machine.cores=lots"], ["machine.cores", "lots"]),
+        (["--designs", "old", "new", "--samples", "1"], ["--samples", "1"]),
+        (["--designs", "old", "new", "--set", "machine.cores"], ["--set", "machine.cores"]),
+        ([], ["--designs"]),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(args, named, tmp_path, capsys):
+    code = main(["sensitivity", "read_hits_procs", *args, "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert all(n in err for n in named), err
+
+
+def test_robustness_file_is_a_studies_file():
+    assert is_studies_file("robustness") and not is_studies_file("read_hits")
+    raw, _ = load_studies("robustness")
+    names = {s["workload"] for s in raw["studies"]}
+    assert {"read_hits_procs", "hot_page_procs"} <= names
+    assert raw["out"] == "results/robustness"
+
+
+def test_sweep_of_the_studies_file_points_to_sensitivity(capsys):
+    assert main(["sweep", "robustness", "--out", "/nonexistent/x"]) == 2
+    assert "pmsim sensitivity robustness" in capsys.readouterr().err
