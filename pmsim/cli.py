@@ -206,6 +206,10 @@ def _experiments(args) -> int:
 
     for name, path in experiments().items():
         print(f"{name:24} {preset_question(path)}")
+    from pmsim.sweeps.spec import studies
+
+    for name, path in studies().items():  # run with pmsim sensitivity NAME
+        print(f"{name:24} (pmsim sensitivity {name}) {preset_question(path)}")
     return 0
 
 

@@ -280,8 +280,15 @@ def test_the_committed_report_is_the_committed_tables(tmp_path):
     assert len(shown) >= 40 and all((results / p).is_file() for p in shown)
 
 
-def test_a_sweep_whose_runs_all_failed_is_one_line_and_exit_2(tmp_path, capsys):
-    """Every run fails (a cost its workload never reads is refused at the run's end)."""
+def _always_fails(design, spec, *unread):
+    raise RuntimeError(f"injected failure for {design}")
+
+
+def test_a_sweep_whose_runs_all_failed_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
+    """Every run fails (each raises; a cost no design reads is now refused before the sweep
+    runs, tests/test_sweep_costs.py)."""
+    from pmsim.sweeps import api
+
     exp = {
         "name": "all_fail",
         "workload": "read_hits",
@@ -291,10 +298,10 @@ def test_a_sweep_whose_runs_all_failed_is_one_line_and_exit_2(tmp_path, capsys):
             "warmup": "0.1ms",
             "machine.cores": 2,
             "processes.0.threads": 2,
-            "nvme_write_4k_us": "10us",
         },
         "replications": 1,
     }
+    monkeypatch.setattr(api, "run_task", _always_fails)
     res = pmsim.sweep(exp, tmp_path / "f", workers=1, progress=False)
     assert (res.summary["status"] == "failed").all()
     capsys.readouterr()

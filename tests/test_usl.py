@@ -80,3 +80,35 @@ def test_fits_the_committed_curves(folder):
         old = fitted.set_index(["workload", "design"]).loc[("read_hits_procs", "old")]
         new = fitted.set_index(["workload", "design"]).loc[("read_hits_procs", "new")]
         assert old["half_efficiency_cores"] < 8 < 64 < new["half_efficiency_cores"]
+
+
+def test_report_and_figure_show_the_fits(tmp_path):
+    """The report's scalability section lists every curve's fit; the throughput figure draws it
+    dashed; a robustness.json beside the results adds "How robust is each verdict"."""
+    import shutil
+
+    from pmsim.plots.scaling import throughput_vs_cores
+    from pmsim.report import robustness as rb
+    from pmsim.report.blocks import to_markdown
+    from pmsim.sweeps.api import SweepResult
+
+    res = SweepResult.load(ROOT / "results" / "syscall_layer")
+    fig = throughput_vs_cores(res, "read_hits_procs")
+    dashed = [ln for ln in fig.axes[0].get_lines() if ln.get_label().startswith("_usl")]
+    assert {ln.get_label() for ln in dashed} == {"_usl old", "_usl new"}
+    md = to_markdown(rb.scalability(res))
+    assert "## Scalability fits" in md and md.count("`read_hits_procs`") == 2
+    assert rb.robustness(res) == [] or rb.find_robustness(res) is not None
+    copy = tmp_path / "results" / "syscall_layer"
+    shutil.copytree(ROOT / "results" / "syscall_layer", copy)
+    (tmp_path / "results" / "robustness").mkdir()
+    verdict = {"name": "new faster than old (throughput)", "share": 0.75, "ci95_low": 0.5}
+    verdict.update({"ci95_high": 0.9, "samples": 16, "hinges": ["cacheline_transfer_ns"]})
+    study = {"workload": "read_hits_procs", "sets": {"machine.cores": 16}, "verdicts": [verdict]}
+    study["ranking"] = {"old": {"total_ops_per_s": ["cacheline_transfer_ns"]}}
+    (tmp_path / "results" / "robustness" / "robustness.json").write_text(
+        json.dumps({"studies": [study]})
+    )
+    md = to_markdown(rb.robustness(SweepResult.load(copy)))
+    assert "## How robust is each verdict" in md
+    assert "new faster than old (throughput) | 75% [50%, 90%] | 16 | `cacheline_transfer_ns`" in md

@@ -31,9 +31,9 @@ STUDY_KEYS = {"name", "workload", "designs", "set", "samples", "keep", "seed"}
 def is_studies_file(arg: str) -> bool:
     """Whether ``arg`` names a studies file (an experiment name or YAML path whose
     ``kind`` is ``sensitivity``) rather than a workload."""
-    from pmsim.sweeps.spec import experiments
+    from pmsim.sweeps.spec import studies
 
-    path = experiments().get(arg) or (Path(arg) if arg.endswith((".yaml", ".yml")) else None)
+    path = studies().get(arg) or (Path(arg) if arg.endswith((".yaml", ".yml")) else None)
     if path is None or not Path(path).is_file():
         return False
     import yaml
@@ -48,9 +48,9 @@ def is_studies_file(arg: str) -> bool:
 def load_studies(arg: str) -> tuple[dict, Path]:
     import yaml
 
-    from pmsim.sweeps.spec import experiments
+    from pmsim.sweeps.spec import studies
 
-    path = Path(experiments().get(arg) or arg)
+    path = Path(studies().get(arg) or arg)
     raw = yaml.safe_load(path.read_text())
     unknown = set(raw) - {"kind", "samples", "keep", "seed", "out", "studies"}
     if unknown:

@@ -28,6 +28,7 @@ line naming the key and the value.
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -181,9 +182,27 @@ def _any_of(given, values: list) -> list:
     return list(given) if isinstance(given, list) and given not in values else [given]
 
 
+_STUDIES = re.compile(r"^kind:\s*sensitivity\b", re.M)
+
+
+def _is_studies(path: Path) -> bool:
+    """A set of sensitivity studies (``kind: sensitivity``, experiments/robustness.yaml)."""
+    try:
+        return bool(_STUDIES.search(path.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def experiments() -> dict[str, Path]:
-    """Experiment name -> YAML file, from the repository's ``experiments/`` folder."""
-    return {p.stem: p for p in sorted(EXPERIMENTS_DIR.glob("*.yaml"))}
+    """Experiment name -> YAML file, from the repository's ``experiments/`` folder (the sweeps;
+    sets of sensitivity studies are :func:`studies`)."""
+    return {p.stem: p for p in sorted(EXPERIMENTS_DIR.glob("*.yaml")) if not _is_studies(p)}
+
+
+def studies() -> dict[str, Path]:
+    """Name -> YAML file of the sets of sensitivity studies in ``experiments/`` (pmsim
+    sensitivity NAME runs one)."""
+    return {p.stem: p for p in sorted(EXPERIMENTS_DIR.glob("*.yaml")) if _is_studies(p)}
 
 
 def read_experiment(experiment: str) -> tuple[dict, Path | None]:
@@ -196,6 +215,11 @@ def read_experiment(experiment: str) -> tuple[dict, Path | None]:
         )
     if not (experiment.endswith((".yaml", ".yml")) or path.is_file()):
         table = experiments()
+        if experiment in studies():
+            raise ConfigError(
+                f"experiment {experiment!r} is a set of sensitivity studies: run it with "
+                f"pmsim sensitivity {experiment}"
+            )
         if experiment not in table:
             known = (
                 f"experiments: {', '.join(table)}; or"
