@@ -151,8 +151,8 @@ def plan_runs(exp: ExperimentSpec) -> list[RunPlan]:
                         )
                     ) from None
                 run_spec, unread = spec, ()
-                if set_costs:
-                    mine = {c for c in set_costs if c in spec.machine.costs}
+                mine = {c for c in set_costs if c in spec.machine.costs}
+                if mine:
                     reads = probe.reads(design, spec)
                     given |= mine
                     read |= mine & reads
