@@ -29,6 +29,12 @@ def add_parser(sub) -> None:
         metavar="N",
         help="Morris trajectories and Sobol base samples (rounded up to a power of 2); default 8",
     )
+    se.add_argument(
+        "--sobol-samples",
+        type=int,
+        metavar="N",
+        help="Sobol base samples if not --samples (rounded up to a power of 2)",
+    )
     se.add_argument("--keep", type=int, default=6, metavar="K", help="costs kept for Sobol (6)")
     se.add_argument("--seed", type=int, default=1)
     se.add_argument("--out", metavar="DIR", help="output folder (default sensitivity/NAME)")
@@ -69,6 +75,7 @@ def run(args) -> int:
                     parse_sets(args.set),
                     args.samples,
                     args.out,
+                    sobol_samples=args.sobol_samples,
                     seed=args.seed,
                     keep=args.keep,
                     **kw,

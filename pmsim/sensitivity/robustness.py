@@ -5,6 +5,7 @@
     # How robust is each verdict? ...          <- the question: the first comment line
     kind: sensitivity
     samples: 8                                 # per study unless it says otherwise
+    sobol_samples: 16                          # Sobol base samples (default: samples)
     seed: 1
     out: results/robustness
     studies:
@@ -25,7 +26,7 @@ from pathlib import Path
 from pmsim.errors import ConfigError
 
 KIND = "sensitivity"
-STUDY_KEYS = {"name", "workload", "designs", "set", "samples", "keep", "seed"}
+STUDY_KEYS = {"name", "workload", "designs", "set", "samples", "sobol_samples", "keep", "seed"}
 
 
 def is_studies_file(arg: str) -> bool:
@@ -52,7 +53,7 @@ def load_studies(arg: str) -> tuple[dict, Path]:
 
     path = Path(studies().get(arg) or arg)
     raw = yaml.safe_load(path.read_text())
-    unknown = set(raw) - {"kind", "samples", "keep", "seed", "out", "studies"}
+    unknown = set(raw) - {"kind", "samples", "sobol_samples", "keep", "seed", "out", "studies"}
     if unknown:
         key = sorted(unknown)[0]
         raise ConfigError(f"{path}: unknown key {key!r}, got {raw[key]!r}")
@@ -85,6 +86,7 @@ def run_studies(arg: str, out=None, **run) -> list[dict]:
             dict(s.get("set") or {}),
             int(s.get("samples", raw.get("samples", 8))),
             out / s["name"],
+            sobol_samples=s.get("sobol_samples", raw.get("sobol_samples")),
             seed=int(s.get("seed", raw.get("seed", 1))),
             keep=int(s.get("keep", raw.get("keep", 6))),
             name=f"{path.stem}_{s['name']}",

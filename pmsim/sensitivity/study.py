@@ -51,6 +51,7 @@ def run_study(
     samples: int = 8,
     out=None,
     *,
+    sobol_samples: int | None = None,
     seed: int = 1,
     keep: int = 6,
     workers: int | None = None,
@@ -105,7 +106,9 @@ def run_study(
     sdims = [x for x in dims if x.name in chosen]
     sdims.sort(key=lambda x: chosen.index(x.name))
     # Stage 2: Sobol on the costs that passed the screen (the others at their defaults).
-    n = 1 << max(1, math.ceil(math.log2(samples)))
+    if sobol_samples is not None and sobol_samples < 2:
+        raise ConfigError(f"--sobol-samples: at least 2, got {sobol_samples}")
+    n = 1 << max(1, math.ceil(math.log2(sobol_samples or samples)))
     xs = analysis.sobol_sample(sdims, n, seed)
     sobol_res = _sweep(
         f"{name}_sobol", workload, designs, sets, sdims, xs, seed, out / "sobol", run
@@ -126,6 +129,7 @@ def run_study(
         "designs": designs,
         "sets": {k: v for k, v in sets.items()},
         "samples": samples,
+        "sobol_samples": n,
         "seed": seed,
         "costs": [
             {"name": x.name, "low": x.low, "high": x.high, "log": x.log, "default": x.default}
@@ -191,14 +195,17 @@ def _sweep(name, workload, designs, sets, dims, x, seed, out, run):
 
 
 def _outputs(res, designs) -> dict:
-    """The outputs analysed: each design's throughput and its main operation's p99 (the
-    operation with the most completions), and any hazard counts (``hazards.<name>.count``)."""
+    """The outputs analysed: each design's throughput, the p99 latency of each operation of the
+    workload that every run completes (the most frequent first), and any hazard counts
+    (``hazards.<name>.count``, where the summary has them)."""
     s = res.summary
     counts = [c for c in s.columns if c.startswith("ops.") and c.endswith(".count")]
-    main = max(counts, key=lambda c: s[c].fillna(0).sum()).split(".")[1] if counts else None
+    ops = sorted(counts, key=lambda c: -s[c].fillna(0).sum())
     metrics = [THROUGHPUT]
-    if main and f"ops.{main}.latency_us.p99" in s:
-        metrics.append(f"ops.{main}.latency_us.p99")
+    for c in ops:
+        p99 = f"ops.{c.split('.')[1]}.latency_us.p99"
+        if p99 in s and s[p99].notna().all():
+            metrics.append(p99)
     metrics += sorted(c for c in s.columns if c.startswith("hazards.") and c.endswith(".count"))
     return {f"{d}|{m}": (d, m) for d in designs for m in metrics}
 
