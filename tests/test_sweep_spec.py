@@ -1048,6 +1048,16 @@ def _mutations(draw):
     return raw
 
 
+@pytest.mark.parametrize("value", [[], {"a": 1}, 3])
+def test_a_workload_factor_that_is_not_a_name_is_refused_in_one_line(value):
+    # found by the property below: a list as a workload value was a TypeError traceback
+    raw = exp(grid={"machine.cores": [1, 2], "workload": [value]})
+    with pytest.raises(ConfigError) as err:
+        load_experiment(raw)
+    one_line(str(err.value))
+    assert "workload" in str(err.value) and repr(value) in str(err.value)
+
+
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_mutations())
 def test_corrupted_experiment_plans_or_is_refused_in_one_line(raw):

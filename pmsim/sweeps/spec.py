@@ -92,7 +92,11 @@ class ExperimentSpec(BaseModel):
         for key, value in [*self.grid.items(), *self.zip.items(), *self.overrides.items()]:
             if key in _RESERVED:
                 raise ValueError(f"{key!r} cannot be set here (got {value!r}): {_RESERVED[key]}")
-        named = set(self.grid.get("workload", []) + self.zip.get("workload", []))
+        workloads = self.grid.get("workload", []) + self.zip.get("workload", [])
+        for w in workloads:
+            if not isinstance(w, str):
+                raise ValueError(f"'workload': {w!r} is not a workload name or path")
+        named = set(workloads)
         named |= {self.workload} if self.workload else set()
         for w, items in self.workload_overrides.items():
             # one the experiment does not run is ignored (a cut-down copy of it still loads),
