@@ -78,9 +78,23 @@ def test_sobol_ranks_a_known_function():
     assert analysis.screened([m], keep=6) == ["x0", "x1"]
 
 
+def _fix_all_but(workload: str, keep: set) -> list[str]:
+    """``--set`` arguments fixing every cost the designs read except ``keep`` at its default:
+    fewer costs, fewer runs (the Morris stage is ``samples (k + 1)`` points)."""
+    from pmsim.sensitivity.study import base_spec, parse_sets
+    from pmsim.sweeps.reads import probe
+
+    spec = base_spec(workload, parse_sets(TINY[1::2]))
+    dims, _ = cost_space(probe("old", spec) | probe("new", spec), set())
+    return [a for d in dims if d.name not in keep for a in ("--set", f"{d.name}={d.default}")]
+
+
 def test_cli_contract_json(tmp_path, capsys):
     out = tmp_path / "s"
+    vary = {"cacheline_transfer_ns", "ttas_handoff_factor", "page_copy_4k_ns"}
+    vary |= {"syscall_entry_exit_ns", "rcu_read_section_ns", "radix_lookup_ns_per_level"}
     args = ["sensitivity", "read_hits_procs", "--designs", "old", "new", *TINY]
+    args += _fix_all_but("read_hits_procs", vary)
     args += ["--samples", "2", "--out", str(out), "--workers", "2", "--json"]
     assert main(args) == 0
     obj = json.loads(capsys.readouterr().out)
