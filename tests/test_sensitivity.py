@@ -181,3 +181,30 @@ def test_serial_and_pool_give_the_same_study(tmp_path):
     )
     for key in ("ranking", "verdicts", "indices", "screened"):
         assert json.dumps(again[key], sort_keys=True) == json.dumps(a[key], sort_keys=True)
+
+
+def test_verdicts_on_synthetic_outputs():
+    """Throughput, p99 and hazard-count verdicts over known outputs: shares and intervals, and
+    the hinge is the cost that moves the thresholded quantity."""
+    from pmsim.sensitivity.space import Dimension
+    from pmsim.sensitivity.study import _verdicts
+
+    dims = [Dimension(n, 1.0, 2.0, False, 1.5) for n in ("a", "b", "c")]
+    n = 16
+    x = analysis.sobol_sample(dims, n, seed=2)
+    ys = {
+        "old|total_ops_per_s": np.full(len(x), 1.0),
+        "new|total_ops_per_s": 0.75 + 0.5 * x[:, 1],  # faster where b > 0.5: half the space
+        "old|ops.read.latency_us.p99": np.full(len(x), 10.0),
+        "new|ops.read.latency_us.p99": np.full(len(x), 5.0),  # always lower
+        "new|hazards.stale_tlb.count": np.where(x[:, 2] > 0.75, 3.0, 0.0),  # free in 3/4
+    }
+    outputs = {k: tuple(k.split("|")) for k in ys}
+    got = {v["name"]: v for v in _verdicts(["old", "new"], outputs, ys, dims, x, n, 2)}
+    fast = got["new faster than old (throughput)"]
+    assert fast["samples"] == 2 * n and abs(fast["share"] - 0.5) <= 0.2
+    assert fast["ci95_low"] < 0.5 < fast["ci95_high"] and fast["hinges"][0] == "b"
+    p99 = got["new p99 below old's (read)"]
+    assert p99["share"] == 1.0 and p99["ci95_high"] == 1.0 and p99["ci95_low"] > 0.85
+    hz = got["new free of stale_tlb hazards"]
+    assert abs(hz["share"] - 0.75) <= 0.2 and hz["hinges"][0] == "c"

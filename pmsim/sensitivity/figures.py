@@ -41,9 +41,11 @@ def verdict_map(result: dict, verdict: dict, samples, dims):
     ax = axes[0, 0]
     key = f"y:{verdict['name'].split(' ')[0]}|{verdict['metric']}"
     base = f"y:{result['designs'][0]}|{verdict['metric']}"
-    if key not in samples or base not in samples or len(names) < 2:
+    hazard = verdict["metric"].startswith("hazards.")
+    if key not in samples or (base not in samples and not hazard) or len(names) < 2:
         return None
-    yb, ya = samples[key].to_numpy(), samples[base].to_numpy()
+    yb = samples[key].to_numpy()
+    ya = yb if hazard else samples[base].to_numpy()
     if verdict["metric"] == "total_ops_per_s":
         holds = yb > ya
     elif verdict["metric"].startswith("ops."):

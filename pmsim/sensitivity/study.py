@@ -223,54 +223,54 @@ def _values(res, design, metric, n, x, dims) -> np.ndarray:
 
 
 def _verdicts(designs, outputs, ys, sdims, xs, n, seed) -> list[dict]:
-    """Each other design against the first: faster (throughput), lower main-op p99, and free of
-    each hazard; their shares over the base samples with Wilson intervals, and hinges."""
-    if len(designs) < 2:
-        return []
+    """Each other design against the first: faster (throughput), lower p99 (per operation);
+    and each design free of each hazard; their shares over the base samples with Wilson
+    intervals, and hinges."""
     a, rows = designs[0], analysis.base_rows(n, len(sdims))
     found = []
     metrics = sorted({m for _, m in outputs.values()})
-    for b in designs[1:]:
-        for m in metrics:
-            ya, yb = ys.get(f"{a}|{m}"), ys.get(f"{b}|{m}")
-            if ya is None or yb is None:
-                continue
-            if m == THROUGHPUT:
-                name, q, holds = f"{b} faster than {a} (throughput)", None, None
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    q = np.log(yb / ya)
-                holds = q > 0
-                what = "log throughput ratio"
-            elif m.startswith("ops."):
-                op = m.split(".")[1]
-                q, what = yb - ya, "p99 difference (us)"
-                holds = q < 0
-                name = f"{b} p99 below {a}'s ({op})"
-            else:
-                hz = m.split(".")[1]
-                q, what = yb, f"{hz} hazard count"
-                holds = q == 0
-                name = f"{b} free of {hz} hazards"
-            base = holds[rows]
-            ok = np.isfinite(q[rows])
-            k, total = int(base[ok].sum()), int(ok.sum())
-            lo, hi = analysis.wilson(k, total)
-            idx = analysis.sobol_indices(sdims, np.nan_to_num(q), seed)
-            hinges = sorted(idx, key=lambda c: -idx[c]["ST"])[:2]
-            found.append(
-                {
-                    "name": name,
-                    "share": k / total if total else math.nan,
-                    "ci95_low": lo,
-                    "ci95_high": hi,
-                    "samples": total,
-                    "metric": m,
-                    "quantity": what,
-                    "median": float(np.nanmedian(q[rows])) if total else math.nan,
-                    "hinges": hinges,
-                    "hinges_ST": [idx[c]["ST"] for c in hinges],
-                }
-            )
+    pairs = [(b, m) for b in designs[1:] for m in metrics if not m.startswith("hazards.")]
+    pairs += [(b, m) for m in metrics if m.startswith("hazards.") for b in designs]
+    for b, m in pairs:
+        ya, yb = ys.get(f"{a}|{m}"), ys.get(f"{b}|{m}")
+        if yb is None or (ya is None and not m.startswith("hazards.")):
+            continue  # a hazard verdict is about one design; the others compare two
+        if m == THROUGHPUT:
+            name = f"{b} faster than {a} (throughput)"
+            with np.errstate(divide="ignore", invalid="ignore"):
+                q = np.log(yb / ya)
+            holds = q > 0
+            what = "log throughput ratio"
+        elif m.startswith("ops."):
+            op = m.split(".")[1]
+            q, what = yb - ya, "p99 difference (us)"
+            holds = q < 0
+            name = f"{b} p99 below {a}'s ({op})"
+        else:
+            hz = m.split(".")[1]
+            q, what = yb, f"{hz} hazard count"
+            holds = q == 0
+            name = f"{b} free of {hz} hazards"
+        base = holds[rows]
+        ok = np.isfinite(q[rows])
+        k, total = int(base[ok].sum()), int(ok.sum())
+        lo, hi = analysis.wilson(k, total)
+        idx = analysis.sobol_indices(sdims, np.nan_to_num(q), seed)
+        hinges = sorted(idx, key=lambda c: -idx[c]["ST"])[:2]
+        found.append(
+            {
+                "name": name,
+                "share": k / total if total else math.nan,
+                "ci95_low": lo,
+                "ci95_high": hi,
+                "samples": total,
+                "metric": m,
+                "quantity": what,
+                "median": float(np.nanmedian(q[rows])) if total else math.nan,
+                "hinges": hinges,
+                "hinges_ST": [idx[c]["ST"] for c in hinges],
+            }
+        )
     return found
 
 

@@ -77,8 +77,8 @@ def half_efficiency(sigma: float, kappa: float) -> float:
 
 def fit(cores, throughput, model: str = "usl") -> UslFit | None:
     """Fit ``model`` (``usl`` or ``amdahl``) to points (every replication a point); None when
-    the curve has too few distinct core counts (3 for the USL, 2 for Amdahl) or no positive
-    throughput."""
+    the curve has too few distinct core counts (3 for the USL, 2 for Amdahl), no positive
+    throughput, or the fit does not converge (a sweep's tables are written all the same)."""
     n = np.asarray(cores, dtype=float)
     x = np.asarray(throughput, dtype=float)
     ok = np.isfinite(n) & np.isfinite(x) & (x > 0) & (n > 0)
@@ -101,9 +101,12 @@ def fit(cores, throughput, model: str = "usl") -> UslFit | None:
         p0, lo, hi = [lam0, 0.05], [0, 0], [np.inf, 10]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a singular covariance gives inf intervals, said below
-        p, cov = optimize.curve_fit(
-            f, n, x, p0=p0, sigma=x, bounds=(lo, hi), maxfev=20000, method="trf"
-        )
+        try:
+            p, cov = optimize.curve_fit(
+                f, n, x, p0=p0, sigma=x, bounds=(lo, hi), maxfev=20000, method="trf"
+            )
+        except (RuntimeError, ValueError):  # no convergence: a curve the law cannot describe
+            return None
     resid = (x - f(n, *p)) / x
     dof = max(len(n) - params, 1)
     t = stats.t.ppf(0.975, dof)
