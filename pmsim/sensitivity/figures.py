@@ -1,5 +1,5 @@
 """A sensitivity study's figures: a tornado chart per design (each cost's total Sobol index of
-throughput and of the main operation's p99, with its 95% interval, largest on top) and, per
+throughput and of each operation's p99, with its 95% interval, largest on top) and, per
 verdict, a 2-D map over the two costs it hinges on (each sample a dot, coloured by whether the
 verdict holds there)."""
 
