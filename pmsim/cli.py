@@ -245,6 +245,10 @@ def _experiments(args) -> int:
 
     for name, path in experiments().items():
         print(f"{name:24} {preset_question(path)}")
+    from pmsim.sweeps.spec import studies
+
+    for name, path in studies().items():  # run with pmsim sensitivity NAME
+        print(f"{name:24} (pmsim sensitivity {name}) {preset_question(path)}")
     return 0
 
 
@@ -417,6 +421,10 @@ def build_parser() -> argparse.ArgumentParser:
     de.set_defaults(func=_designs)
     wo = sub.add_parser("workloads", help="list the workload presets and the question each answers")
     wo.set_defaults(func=_workloads)
+
+    from pmsim.sensitivity.cli import add_parser as add_sensitivity
+
+    add_sensitivity(sub)
 
     co = sub.add_parser("costs", help="list the cost parameters")
     co.add_argument("--markdown", action="store_true", help="as docs/costs.md")

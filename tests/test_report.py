@@ -280,8 +280,15 @@ def test_the_committed_report_is_the_committed_tables(tmp_path):
     assert len(shown) >= 40 and all((results / p).is_file() for p in shown)
 
 
-def test_a_sweep_whose_runs_all_failed_is_one_line_and_exit_2(tmp_path, capsys):
-    """Every run fails (a cost its workload never reads is refused at the run's end)."""
+def _always_fails(design, spec, *unread):
+    raise RuntimeError(f"injected failure for {design}")
+
+
+def test_a_sweep_whose_runs_all_failed_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
+    """Every run fails (each raises; a cost no design reads is now refused before the sweep
+    runs, tests/test_sweep_costs.py)."""
+    from pmsim.sweeps import api
+
     exp = {
         "name": "all_fail",
         "workload": "read_hits",
@@ -291,10 +298,10 @@ def test_a_sweep_whose_runs_all_failed_is_one_line_and_exit_2(tmp_path, capsys):
             "warmup": "0.1ms",
             "machine.cores": 2,
             "processes.0.threads": 2,
-            "nvme_write_4k_us": "10us",
         },
         "replications": 1,
     }
+    monkeypatch.setattr(api, "run_task", _always_fails)
     res = pmsim.sweep(exp, tmp_path / "f", workers=1, progress=False)
     assert (res.summary["status"] == "failed").all()
     capsys.readouterr()
@@ -339,7 +346,7 @@ def test_races_section_rates_lost_dirty_per_design_and_point(tmp_path):
     res = pmsim.sweep(exp, tmp_path / "r", workers=1, progress=False)
     md, _ = write_report(res, figures=False)
     races = md.read_text().split("## Races the timing opens", 1)[1]
-    rows = table(races.split("### `dirty_race`", 1)[1])
+    rows = table(section(races, "`dirty_race`"))
     by = {r["design"]: r for r in rows if "lost_dirty (/s)" in r}
     assert set(by) == {"new", "new_sync_shootdown"}
     assert value(by["new"]["lost_dirty (/s)"])[0] > 0

@@ -1181,7 +1181,8 @@ def test_experiments_with_an_empty_folder(tmp_path, monkeypatch, capsys):
 
 
 def test_experiments_command_matches_the_folder(capsys):
-    table = experiments()
+    # the sweeps, then the sets of sensitivity studies (pmsim sensitivity NAME)
+    table = {**experiments(), **spec_mod.studies()}
     capsys.readouterr()
     assert main(["experiments"]) == 0
     lines = capsys.readouterr().out.splitlines()

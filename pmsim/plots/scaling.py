@@ -139,13 +139,47 @@ def throughput_vs_cores(result, workload: str, x: str | None = None):
     tput = data.metric(result, workload, "total_ops_per_s")
     draw_lines(ax, lay, tput, colors, scale=1e6)
     draw_replications(ax, lay, result, workload, "total_ops_per_s", colors, scale=1e6)
+    fitted = draw_usl(ax, lay, result, workload, colors) if lay.x == "machine.cores" else False
     _setup_x(ax, lay)
     ax.set_ylabel("throughput (M ops/s)")
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     _title(fig, workload, "throughput", lay)
-    _legend(fig, lay, colors, tput)
+    extra = (
+        [style.Line2D([], [], color="0.3", ls="--", lw=1, label="USL fit (sigma, kappa)")]
+        if fitted
+        else []
+    )
+    _legend(fig, lay, colors, tput, extra=extra)
     return fig
+
+
+def draw_usl(ax, lay: data.Layout, result, workload: str, colors: dict) -> bool:
+    """Each design's Universal Scalability Law fit (pmsim.sweeps.usl), dashed over its points,
+    from its fewest to its most cores; returns whether one was drawn."""
+    usl_fits = getattr(result, "usl", None)
+    if usl_fits is None or not len(usl_fits):
+        return False
+    from pmsim.sweeps.usl import usl
+
+    rows = usl_fits[(usl_fits["workload"] == workload) & (usl_fits["model"] == "usl")]
+    xs = lay.points["machine.cores"].astype(float)
+    n = np.geomspace(max(xs.min(), 1e-9), xs.max(), 96)
+    drawn = False
+    for _, r in rows.iterrows():
+        if r["design"] not in colors:
+            continue
+        ax.plot(
+            n,
+            usl(n, r["lam"], r["sigma"], r["kappa"]) / 1e6,
+            color=colors[r["design"]],
+            ls="--",
+            lw=1,
+            alpha=0.8,
+            label=f"_usl {r['design']}",
+        )
+        drawn = True
+    return drawn
 
 
 def speedup_vs_cores(result, workload: str, log: bool = False):

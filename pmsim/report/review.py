@@ -14,6 +14,7 @@ import math
 from pmsim.plots import data
 from pmsim.report.blocks import Bullets, Figure, Heading, Para, Table
 from pmsim.report.races import races
+from pmsim.report.robustness import robustness, scalability
 from pmsim.sweeps import verdicts
 from pmsim.sweeps.tables import factor_value
 
@@ -691,5 +692,7 @@ def build(result, figure_paths=(), base=None) -> list:
         *hazards(rv),
         *races(rv, cell),
         *contention(rv),
+        *scalability(result),
+        *robustness(result),
         *(figures(rv, figure_paths, base) if figure_paths else []),
     ]

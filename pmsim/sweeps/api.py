@@ -64,6 +64,17 @@ class SweepResult:
                 f"({len(s)} failed; their errors are in {self.out}/runs/failed/): nothing to show"
             )
 
+    @property
+    def usl(self) -> pd.DataFrame:
+        """Universal Scalability Law fits of every throughput-vs-cores curve (pmsim.sweeps.usl):
+        sigma, kappa with 95% intervals, Amdahl's kappa = 0 fit beside, the fitted peak and
+        the cores where efficiency falls below 50%. Empty when the cores are not a factor."""
+        from pmsim.sweeps.usl import fit_table
+
+        if "_usl" not in self.__dict__:
+            self.__dict__["_usl"] = fit_table(self.summary, self.experiment.factors)
+        return self.__dict__["_usl"]
+
     def table(self, name: str) -> pd.DataFrame:
         """A per-run table (one of :data:`~pmsim.sweeps.store.RUN_TABLES`: ``ops``, ``latency``, ...)
         of every finished run, with the runs' identity and factor columns."""
@@ -110,15 +121,39 @@ def sweep(
     with open_executor(workers, scheduler, scheduler_file, executor) as (ex, where, window):
         finished = store.open(exp, plans, resume)  # after the pool forks: workers lack the lock
         try:
-            todo = sorted(
-                (p for p in plans if p.run_id not in finished), key=lambda p: -p.cost_estimate
-            )
+            todo, reusers = _to_execute(plans, finished)
             if todo:
-                _run_all(ex, where, window, exp, todo, store, len(finished), len(plans), progress)
+                _run_all(
+                    ex,
+                    where,
+                    window,
+                    exp,
+                    todo,
+                    store,
+                    len(finished),
+                    len(plans),
+                    progress,
+                    reusers,
+                    finished,
+                )
             tables = store.finalize(exp, plans)
         finally:
             store.unlock()
     return SweepResult(store.dir, exp, **tables)
+
+
+def _to_execute(plans, finished) -> tuple[list, dict]:
+    """The runs to execute, longest predicted first, and per executed run the unfinished runs
+    that reuse its results (pmsim.sweeps.reads): a finished run executes again when a run
+    reusing it is not finished (it was killed between the two writes)."""
+    reusers: dict[str, list] = {}
+    for p in plans:
+        if p.source is not None and p.run_id not in finished:
+            reusers.setdefault(p.source, []).append(p)
+    todo = [
+        p for p in plans if p.source is None and (p.run_id not in finished or p.run_id in reusers)
+    ]
+    return sorted(todo, key=lambda p: -p.cost_estimate), reusers
 
 
 def _workers(workers: int | None, runs: int) -> int:
@@ -144,12 +179,20 @@ def bar_wanted(stream=None) -> bool:
     return type(ip).__name__ == "ZMQInteractiveShell"
 
 
-def _run_all(ex, where, window, exp, todo, store, done, total, progress) -> None:
-    failed = 0
+def _run_all(
+    ex, where, window, exp, todo, store, done, total, progress, reusers=None, finished=()
+) -> None:
+    failed, reusers = 0, reusers or {}
     if progress:
         shape = f"{len(exp.designs)} designs x {len(points(exp))} points x {exp.replications} replications"
         if exp.exclude:
             shape += ", some excluded"
+        reused = sum(len(v) for v in reusers.values())
+        if reused:
+            shape += (
+                f"; {reused} reuse another run's results (a design that does not read a cost the "
+                "experiment sets runs once across its values)"
+            )
         guess = ""
         if ex is None or window is not None:  # here or on a local pool of `window` workers
             wall = sum(limits.estimate(p.spec).wall_s for p in todo) / (window or 1)
@@ -172,19 +215,26 @@ def _run_all(ex, where, window, exp, todo, store, done, total, progress) -> None
     ) as bar:
         bar.set_postfix_str(f"failed 0, on {where}")
         for plan, result, error in _outcomes(ex, todo, window):
-            if error is None:
-                store.write_run(plan, result)
-            else:
-                line = store.write_failure(plan, error)
-                failed += 1
-                bar.set_postfix_str(f"failed {failed}, on {where}")
-                if progress:
-                    bar.write(
-                        f"run {plan.run_id} ({plan.design}, {plan.workload}, replication "
-                        f"{plan.replication}) failed: {line[:200]}",
-                        file=sys.stderr,
-                    )
-            bar.update(1)
+            for each in [plan, *reusers.get(plan.run_id, [])]:
+                if error is None:
+                    store.write_run(each, result)
+                else:
+                    line = store.write_failure(each, error)
+                    failed += 1
+                    bar.set_postfix_str(f"failed {failed}, on {where}")
+                    if progress:
+                        bar.write(
+                            f"run {each.run_id} ({each.design}, {each.workload}, replication "
+                            f"{each.replication}) failed: {line[:200]}",
+                            file=sys.stderr,
+                        )
+            bar.update(len(reusers.get(plan.run_id, [])) + (plan.run_id not in finished))
+
+
+def _task_args(plan) -> tuple:
+    """``run_task``'s arguments: the unread costs only when there are some (the two-argument
+    call is the task's long-standing contract)."""
+    return (plan.design, plan.spec, plan.unread) if plan.unread else (plan.design, plan.spec)
 
 
 def _outcomes(ex, todo, window):
@@ -194,14 +244,14 @@ def _outcomes(ex, todo, window):
     if ex is None:
         for plan in todo:
             try:
-                yield plan, run_task(plan.design, plan.spec), None
+                yield plan, run_task(*_task_args(plan)), None
             except Exception as e:  # noqa: BLE001 - recorded as the run's error
                 yield plan, None, e
         return
     pending, lengths, running = list(todo), LongestFirst(), {}
 
     def start(plan):
-        running[ex.submit(run_task, plan.design, plan.spec)] = plan
+        running[ex.submit(run_task, *_task_args(plan))] = plan
 
     for _ in range(len(pending) if window is None else min(window, len(pending))):
         start(pending.pop(0))

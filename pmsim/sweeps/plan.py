@@ -22,6 +22,7 @@ import numpy as np
 
 from pmsim.errors import ConfigError
 from pmsim.rng import _name_key
+from pmsim.sweeps.reads import ReadProbe, cost_name, experiment_costs, without_costs
 from pmsim.sweeps.spec import ExperimentSpec
 from pmsim.sweeps.tables import canonical, factor_value
 from pmsim.version import code_digest
@@ -40,6 +41,20 @@ class RunPlan:
     seed: int
     point: dict  # factor key -> value, in the experiment's factor order
     spec: WorkloadSpec
+    # Costs the experiment sets that this design does not read here, dropped from ``spec``
+    # (pmsim.sweeps.reads); ``source``: the run whose results this one reuses (the same design
+    # and spec at another value of such a cost), None when it runs itself.
+    unread: tuple[str, ...] = ()
+    source: str | None = None
+    costs_checked: bool = False  # the experiment sets costs: the summary says what was read
+
+    @property
+    def notes(self) -> dict:
+        """Summary columns of an experiment that sets costs: which of them this run does not
+        read, and the run whose results these are (itself unless reused)."""
+        if not self.costs_checked:
+            return {}
+        return {"unread_costs": ",".join(self.unread), "result_of": self.source or self.run_id}
 
     @property
     def ident(self) -> dict:
@@ -80,9 +95,21 @@ def derive_seed(experiment_seed: int, point_key: str, replication: int) -> int:
 
 
 def plan_runs(exp: ExperimentSpec) -> list[RunPlan]:
-    """Every run of ``exp``, validated; a bad point stops with one line naming it."""
+    """Every run of ``exp``, validated; a bad point stops with one line naming it.
+
+    Where the experiment sets costs, each design's read set is probed (pmsim.sweeps.reads): a
+    cost no run reads is refused; a run that does not read one is planned without it, and
+    runs that then coincide (one design at several values of that cost) run once, the others
+    reusing its results. Cost factors do not enter the seed, so every value of a cost sees the
+    same random numbers, as every design does: a reused run stays paired with the others."""
     from pmsim.designs import get_design
 
+    set_costs = experiment_costs(exp)
+    cost_factors = {k for k in exp.factors if cost_name(k) is not None}
+    probe = ReadProbe()
+    given: set[str] = set()  # costs set in some run's spec
+    read: set[str] = set()  # costs some run reads
+    planned: set[str] = set()  # run ids so far: a later run with one of them reuses it
     runs = []
     raw_cache: dict[str, dict] = {}
     names: dict[str, str] = {}  # workload name -> the workload value that gave it
@@ -101,7 +128,9 @@ def plan_runs(exp: ExperimentSpec) -> list[RunPlan]:
                     f"are both named {name!r} (give one a 'name' key)"
                 )
             )
-        point_key = canonical({"workload": name, **point})
+        point_key = canonical(
+            {"workload": name, **{k: v for k, v in point.items() if k not in cost_factors}}
+        )
         for replication in range(exp.replications):
             seed = derive_seed(exp.seed, point_key, replication)
             try:
@@ -121,17 +150,42 @@ def plan_runs(exp: ExperimentSpec) -> list[RunPlan]:
                             f"(drop the design or the workload, or exclude the pair)"
                         )
                     ) from None
-                run_id = hashlib.blake2b(
-                    canonical(
-                        {
-                            "design": design,
-                            "spec": spec.model_dump(mode="json"),
-                            "pmsim": code_digest(),
-                        }
-                    ).encode(),
-                    digest_size=8,
-                ).hexdigest()
-                runs.append(RunPlan(run_id, design, name, replication, seed, point, spec))
+                run_spec, unread = spec, ()
+                mine = {c for c in set_costs if c in spec.machine.costs}
+                if mine:
+                    reads = probe.reads(design, spec)
+                    given |= mine
+                    read |= mine & reads
+                    unread = tuple(sorted(mine - reads))
+                    run_spec = without_costs(spec, unread) if unread else spec
+                run_id = _run_id(design, run_spec)
+                source = None
+                if unread and run_id in planned:
+                    source = run_id
+                    run_id = _run_id(design, run_spec, point)
+                planned.add(run_id)
+                runs.append(
+                    RunPlan(
+                        run_id,
+                        design,
+                        name,
+                        replication,
+                        seed,
+                        point,
+                        run_spec,
+                        unread,
+                        source,
+                        bool(set_costs),
+                    )
+                )
+    for cost in sorted(given - read):
+        key, value = set_costs[cost]
+        raise ConfigError(
+            _one_line(
+                f"experiment {exp.name}: cost {key} does not affect any run: no design of the "
+                f"experiment ({', '.join(exp.designs)}) reads it on its workloads, got {value!r}"
+            )
+        )
     for i, entry in enumerate(exp.exclude):
         if not any(exp.matches(entry, d, p) for d in exp.designs for p in points(exp)):
             raise ConfigError(
@@ -146,6 +200,15 @@ def plan_runs(exp: ExperimentSpec) -> list[RunPlan]:
             f"experiment {exp.name}: two runs resolve to the same design, workload and seed"
         )
     return runs
+
+
+def _run_id(design: str, spec: WorkloadSpec, reuse_at: dict | None = None) -> str:
+    """What determines a run's tables (design, resolved workload, pmsim's code), hashed; a run
+    that reuses another's results adds its point (its files are its own)."""
+    key = {"design": design, "spec": spec.model_dump(mode="json"), "pmsim": code_digest()}
+    if reuse_at is not None:
+        key["reuses_at"] = reuse_at
+    return hashlib.blake2b(canonical(key).encode(), digest_size=8).hexdigest()
 
 
 def _point_workload(exp: ExperimentSpec, point: dict, workload: str, cache: dict) -> dict:

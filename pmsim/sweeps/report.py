@@ -50,6 +50,14 @@ def format_sweep(res, metric: str = "total_ops_per_s") -> str:
             + "".join(f" {_cell(designs.get(d)):>22}" for d in exp.designs)
             + "".join(f" {_cell(diffs.get(point, {}).get(d), sign=True):>22}" for d in others)
         )
+    if "unread_costs" in summary:
+        unread = summary[summary["unread_costs"].fillna("") != ""]
+        for design, g in unread.groupby("design", sort=False):
+            names = sorted({c for v in g["unread_costs"] for c in v.split(",")})
+            lines.append(
+                f"  {design} does not read {', '.join(names)}: it ran once per point and "
+                "replication, reused across the values of that cost (column unread_costs)"
+            )
     for _, f in res.failures.iterrows():
         lines.append(
             f"  {f['status']}: run {f['run_id']} ({f['design']}, {f['workload']}, replication "

@@ -28,6 +28,7 @@ line naming the key and the value.
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -126,9 +127,16 @@ class ExperimentSpec(BaseModel):
                 )
             seen = []
             for v in values:
-                if v in seen:
+                if v in seen and key in self.grid:
                     raise ValueError(f"factor {key!r} lists the value {v!r} twice")
                 seen.append(v)
+        # A zip's rows advance together: a value may recur in one key (a sampled design of a
+        # cost space, pmsim sensitivity), a whole row may not.
+        rows = []
+        for row in (dict(zip(self.zip, r)) for r in zip(*self.zip.values())):
+            if row in rows:
+                raise ValueError(f"zip lists the row {row!r} twice")
+            rows.append(row)
         if self.workload is None and "workload" not in self.factors:
             raise ValueError(
                 "no workload: give 'workload' (a preset name or YAML path) or a 'workload' factor"
@@ -178,9 +186,27 @@ def _any_of(given, values: list) -> list:
     return list(given) if isinstance(given, list) and given not in values else [given]
 
 
+_STUDIES = re.compile(r"^kind:\s*sensitivity\b", re.M)
+
+
+def _is_studies(path: Path) -> bool:
+    """A set of sensitivity studies (``kind: sensitivity``, experiments/robustness.yaml)."""
+    try:
+        return bool(_STUDIES.search(path.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def experiments() -> dict[str, Path]:
-    """Experiment name -> YAML file, from the repository's ``experiments/`` folder."""
-    return {p.stem: p for p in sorted(EXPERIMENTS_DIR.glob("*.yaml"))}
+    """Experiment name -> YAML file, from the repository's ``experiments/`` folder (the sweeps;
+    sets of sensitivity studies are :func:`studies`)."""
+    return {p.stem: p for p in sorted(EXPERIMENTS_DIR.glob("*.yaml")) if not _is_studies(p)}
+
+
+def studies() -> dict[str, Path]:
+    """Name -> YAML file of the sets of sensitivity studies in ``experiments/`` (pmsim
+    sensitivity NAME runs one)."""
+    return {p.stem: p for p in sorted(EXPERIMENTS_DIR.glob("*.yaml")) if _is_studies(p)}
 
 
 def read_experiment(experiment: str) -> tuple[dict, Path | None]:
@@ -193,6 +219,11 @@ def read_experiment(experiment: str) -> tuple[dict, Path | None]:
         )
     if not (experiment.endswith((".yaml", ".yml")) or path.is_file()):
         table = experiments()
+        if experiment in studies():
+            raise ConfigError(
+                f"experiment {experiment!r} is a set of sensitivity studies: run it with "
+                f"pmsim sensitivity {experiment}"
+            )
         if experiment not in table:
             known = (
                 f"experiments: {', '.join(table)}; or"
@@ -230,6 +261,12 @@ def load_experiment(experiment) -> ExperimentSpec:
         raw, path = dict(experiment), None
     else:
         raw, path = read_experiment(str(experiment))
+    if raw.get("kind") == "sensitivity":  # experiments/robustness.yaml: studies, not a sweep
+        raise ConfigError(
+            f"experiment {raw.get('name') or (path.stem if path else experiment)!r} is a set of "
+            f"sensitivity studies: run it with pmsim sensitivity "
+            f"{path.stem if path else 'FILE'}"
+        )
     if path is not None:
         if "base_dir" in raw:  # set from the file's location, not by the file
             raise ConfigError(f"experiment key base_dir: unknown key, got {raw['base_dir']!r}")

@@ -329,7 +329,7 @@ class SweepStore:
             pa.Table.from_pylist([{"run_id": plan.run_id, **output["provenance"]}]),
             self.runs / "provenance" / f"{plan.run_id}.parquet",
         )
-        row = {**ident, "status": "ok", "error": None, **flatten(output["summary"])}
+        row = {**ident, "status": "ok", "error": None, **plan.notes, **flatten(output["summary"])}
         write_arrow(pa.Table.from_pylist([row]), self.runs / "summary" / f"{plan.run_id}.parquet")
         (self.runs / "failed" / f"{plan.run_id}.json").unlink(missing_ok=True)
 
@@ -359,10 +359,14 @@ class SweepStore:
                 status[p.run_id] = "ok"
             elif failed.is_file():
                 err = json.loads(failed.read_text())["error"]
-                rows.append(pd.DataFrame([{**p.ident, "status": "failed", "error": err}]))
+                rows.append(
+                    pd.DataFrame([{**p.ident, "status": "failed", "error": err, **p.notes}])
+                )
                 status[p.run_id] = "failed"
             else:  # its files went while the sweep ran (deleted by hand, a full disk)
-                rows.append(pd.DataFrame([{**p.ident, "status": "missing", "error": MISSING}]))
+                rows.append(
+                    pd.DataFrame([{**p.ident, "status": "missing", "error": MISSING, **p.notes}])
+                )
                 status[p.run_id] = "missing"
         factors = [f for f in exp.factors if f != "workload"]
         summary = concat_rows(rows, factors)
@@ -379,6 +383,11 @@ class SweepStore:
         }
         for name, df in tables.items():
             write_parquet(df, self.dir / f"{name}.parquet")
+        from pmsim.sweeps.usl import fit_table
+
+        fits = fit_table(summary, exp.factors)  # derived from the summary: not in the digest
+        if len(fits):
+            write_parquet(fits, self.dir / "usl.parquet")
         ok = [p.run_id for p in plans if status.get(p.run_id) == "ok"]
         (self.dir / TABLES).mkdir(exist_ok=True)
         for name in GATHERED:

@@ -171,6 +171,7 @@ def aggregate(summary: pd.DataFrame, factors: list[str]) -> pd.DataFrame:
         out = out.merge(bounds, on=[*keys, "metric"], how="left", sort=False)
     out["lower_bound"] = out["lower_bound"].fillna(0).astype(int) if "lower_bound" in out else 0
     out["split"] = _splits(long, [*keys, "metric"], out)
+    out["unread_costs"] = _unread(summary, keys, out)
     unsteady = _unsteady(summary, keys, out)
     out["flags"] = [
         ",".join(
@@ -247,6 +248,21 @@ def _splits(long: pd.DataFrame, by: list[str], out: pd.DataFrame) -> list[str]:
 def _key(k) -> tuple:
     """A group key with NaN made comparable (NaN != NaN)."""
     return tuple("<nan>" if isinstance(v, float) and math.isnan(v) else v for v in k)
+
+
+UNREAD = "unread_costs"  # summary column of an experiment that sets costs (pmsim.sweeps.reads)
+
+
+def _unread(summary: pd.DataFrame, keys: list[str], out: pd.DataFrame) -> list[str]:
+    """Per row of ``out``: the costs its experiment sets that the design does not read at that
+    point (its result is the same at every value of them, from one run), or ''."""
+    if out.empty or UNREAD not in summary:
+        return [""] * len(out)
+    found = {
+        _key(k): ",".join(sorted({c for v in g[UNREAD].dropna() for c in str(v).split(",") if c}))
+        for k, g in summary.groupby(keys, sort=False, dropna=False)
+    }
+    return [found.get(_key(k), "") for k in out[keys].itertuples(index=False, name=None)]
 
 
 def _unsteady(summary: pd.DataFrame, keys: list[str], out: pd.DataFrame) -> list[bool]:
