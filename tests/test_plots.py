@@ -14,6 +14,7 @@ from matplotlib.patches import Rectangle
 import pmsim
 from pmsim import plots
 from pmsim.plots import data, style
+from pmsim.plots.latency import cdf_table as latency_cdf_table
 
 SHORT = {"duration": "1.5ms", "warmup": "0.3ms"}
 SCALING = {
@@ -533,3 +534,14 @@ def test_speedup_and_efficiency_against_the_ideal(scaling, figures):
     np.testing.assert_allclose(ideal.get_ydata(), ratio)
     assert "speedup_vs_cores-cold_misses" in figures["scaling"]
     assert plots.speedup_vs_cores(scaling, "cold_misses", log=True).axes[0].get_yscale() == "log"
+
+
+def test_latency_cdf_of_a_lone_design_and_operation(tmp_path):
+    """One design with one operation is one group: its CDF is still a column (pandas' apply
+    widened a lone group into a frame, which crashed ``pmsim report`` on such a sweep)."""
+    spec = {**POINTS, "name": "plots_lone", "designs": ["new"], "grid": {}}
+    res = pmsim.sweep(spec, out=tmp_path / "lone", workers=1, progress=False)
+    g = latency_cdf_table(res, "read_hits", {})
+    assert set(g["design"]) == {"new"} and set(g["op"]) == {"read"}
+    assert np.all(np.diff(g["cdf"].to_numpy()) >= 0) and g["cdf"].iloc[-1] == pytest.approx(1.0)
+    assert plots.latency_cdf(res, "read_hits").axes

@@ -34,9 +34,11 @@ def cdf_table(result, workload: str, point: dict, source: str = "workload"):
             unfinished=("unfinished", "sum"), age_us=("unfinished_age_us_max", "max")
         )
     g = g.merge(cens, on=["design", "op"], how="left").fillna({"unfinished": 0, "age_us": 0.0})
-    g["cdf"] = g.groupby(["design", "op"], group_keys=False)[["count", "censored"]].apply(
-        lambda d: pd.Series(km_cdf(d["count"].to_numpy(), d["censored"].to_numpy()), d.index)
-    )
+    g["cdf"] = 0.0
+    for rows in g.groupby(["design", "op"]).indices.values():  # (apply() widens a lone group)
+        g.iloc[rows, g.columns.get_loc("cdf")] = km_cdf(
+            g["count"].to_numpy()[rows], g["censored"].to_numpy()[rows]
+        )
     g["total"] = g.groupby(["design", "op"])["count"].transform("sum")
     g = g[g["count"] > 0].copy()  # the estimate steps only where operations completed
     g["tail"] = 1.0 - g["cdf"]
