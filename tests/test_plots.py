@@ -4,6 +4,7 @@ sweep's tables, each design keeps its colour, labels carry units, legends stay o
 import dataclasses
 
 import numpy as np
+import pandas as pd
 import pytest
 from matplotlib.collections import PolyCollection
 from matplotlib.colors import to_hex
@@ -545,3 +546,12 @@ def test_latency_cdf_of_a_lone_design_and_operation(tmp_path):
     assert set(g["design"]) == {"new"} and set(g["op"]) == {"read"}
     assert np.all(np.diff(g["cdf"].to_numpy()) >= 0) and g["cdf"].iloc[-1] == pytest.approx(1.0)
     assert plots.latency_cdf(res, "read_hits").axes
+
+
+def test_a_point_whose_factor_is_null_selects_its_rows():
+    """``daemons: null`` as a factor value reads back as NaN: select_point still finds it (the
+    hazards sweep's report crashed on the writeback timeline of such a point)."""
+    df = pd.DataFrame({"daemons": ['{"writeback": 1}', np.nan, np.nan], "x": [1, 2, 3]})
+    assert list(data.select_point(df, {"daemons": np.nan})["x"]) == [2, 3]
+    assert list(data.select_point(df, {"daemons": None})["x"]) == [2, 3]
+    assert list(data.select_point(df, {"daemons": '{"writeback": 1}'})["x"]) == [1]

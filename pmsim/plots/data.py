@@ -161,11 +161,17 @@ def layout(result, workload: str, x: str | None = None) -> Layout:
     return Layout(workload, x, x is not None, variants, varying, points)
 
 
+def _is_null(v) -> bool:
+    return v is None or (isinstance(v, float) and np.isnan(v))
+
+
 def select_point(df: pd.DataFrame, point: dict) -> pd.DataFrame:
     """Rows of ``df`` at ``point`` (factor -> value)."""
     mask = np.ones(len(df), dtype=bool)
     for k, v in point.items():
-        mask &= (df[k] == v).to_numpy()
+        # a factor set to null (``daemons: null``) reads back as NaN, which equals nothing
+        hit = df[k].isna() if _is_null(v) else df[k] == v
+        mask &= hit.to_numpy()
     return df[mask]
 
 
