@@ -354,3 +354,11 @@ def test_races_section_rates_lost_dirty_per_design_and_point(tmp_path):
     s = res.summary.set_index("design")
     assert (s.loc["new", "hazards.lost_dirty.count"] > 0).all()
     assert (s.loc["new_sync_shootdown", "hazards.lost_dirty.count"] == 0).all()
+
+
+def test_a_null_factor_reads_none_in_point_labels():
+    """``daemons: null`` reads back as NaN; the report calls that point ``daemons=none``."""
+    from pmsim.report.review import Review
+
+    label = Review.label(None, {"machine.cores": 4, "daemons": float("nan"), "x": 2})
+    assert label == "4 cores, daemons=none, x=2"

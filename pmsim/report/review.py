@@ -180,7 +180,10 @@ class Review:
             if k != "machine.cores" and not (k.endswith(".threads") and v == cores)
         }
         parts = [f"{cores} core{'s' if cores != 1 else ''}"] if cores is not None else []
-        parts += [f"{k.split('.')[-1] if k.count('.') else k}={v}" for k, v in rest.items()]
+        parts += [
+            f"{k.split('.')[-1] if k.count('.') else k}={'none' if v is None or v != v else v}"
+            for k, v in rest.items()
+        ]
         return ", ".join(parts) or "the base point"
 
     def specs(self, workload: str) -> list[dict]:
