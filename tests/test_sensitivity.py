@@ -208,3 +208,5 @@ def test_verdicts_on_synthetic_outputs():
     assert p99["share"] == 1.0 and p99["ci95_high"] == 1.0 and p99["ci95_low"] > 0.85
     hz = got["new free of stale_tlb hazards"]
     assert abs(hz["share"] - 0.75) <= 0.2 and hz["hinges"][0] == "c"
+    # a quantity no cost moves hinges on nothing (p99 is 5 below old's everywhere)
+    assert p99["hinges"] == []

@@ -112,3 +112,46 @@ def test_report_and_figure_show_the_fits(tmp_path):
     md = to_markdown(rb.robustness(SweepResult.load(copy)))
     assert "## How robust is each verdict" in md
     assert "new faster than old (throughput) | 75% [50%, 90%] | 16 | `cacheline_transfer_ns`" in md
+
+
+def test_hazards_never_seen_fold_into_one_row(tmp_path):
+    """ "Free of X" verdicts that held in every sample and hinge on nothing are one row; a
+    hazard some sample saw keeps its own row, and a metric no cost moved has no ranking line."""
+    import shutil
+
+    from pmsim.report import robustness as rb
+    from pmsim.report.blocks import to_markdown
+    from pmsim.sweeps.api import SweepResult
+
+    copy = tmp_path / "results" / "syscall_layer"
+    shutil.copytree(ROOT / "results" / "syscall_layer", copy)
+    (tmp_path / "results" / "robustness").mkdir()
+
+    def free(design, hazard, share, hinges):
+        return {
+            "name": f"{design} free of {hazard} hazards",
+            "metric": f"hazards.{hazard}.count",
+            "share": share,
+            "ci95_low": 0.89 if share == 1 else 0.4,
+            "ci95_high": 1.0 if share == 1 else 0.8,
+            "samples": 32,
+            "hinges": hinges,
+        }
+
+    verdicts = [
+        free("old", "lost_dirty", 1.0, []),
+        free("new", "lost_dirty", 0.6, ["ipi_latency_ns"]),
+        free("old", "publish_race", 1.0, []),
+        free("new", "publish_race", 1.0, []),
+    ]
+    study = {"workload": "dirty_race", "sets": {}, "verdicts": verdicts}
+    study["ranking"] = {"new": {"hazards.publish_race.count": [], "total_ops_per_s": ["x_ns"]}}
+    (tmp_path / "results" / "robustness" / "robustness.json").write_text(
+        json.dumps({"studies": [study]})
+    )
+    md = to_markdown(rb.robustness(SweepResult.load(copy)))
+    assert "new free of lost_dirty hazards | 60% [40%, 80%] | 32 | `ipi_latency_ns`" in md
+    folded = "old free of lost_dirty, publish_race; new free of publish_race (never seen in any"
+    assert f"{folded} sample) | 100% [89%, 100%] | 32 | - |" in md
+    assert md.count("free of") == 3  # the seen one, and the folded row's two designs
+    assert "publish_race.count" not in md and "total_ops_per_s: `x_ns`" in md

@@ -112,21 +112,25 @@ def robustness(result) -> list:
     rows, bullets = [], []
     for s in info.get("studies", []):
         sets = ", ".join(f"{k}={v}" for k, v in s.get("sets", {}).items())
-        for v in s.get("verdicts", []):
+        verdicts, never = _fold_hazards_never_seen(s.get("verdicts", []))
+        if never:  # one row for every hazard no sample saw, instead of one per design and hazard
+            verdicts.append(never)
+        for v in verdicts:
             rows.append(
                 [
                     f"`{s['workload']}` ({sets})",
                     v["name"],
                     f"{v['share']:.0%} [{v['ci95_low']:.0%}, {v['ci95_high']:.0%}]",
                     str(v.get("samples", "")),
-                    ", ".join(f"`{h}`" for h in v.get("hinges", [])),
+                    ", ".join(f"`{h}`" for h in v.get("hinges", [])) or "-",
                 ]
             )
         for d, metrics in s.get("ranking", {}).items():
             for m, names in metrics.items():
-                bullets.append(
-                    f"`{s['workload']}` on {d}, {m}: " + ", ".join(f"`{n}`" for n in names[:3])
-                )
+                if names:  # (an empty ranking: no sampled cost moved the metric)
+                    bullets.append(
+                        f"`{s['workload']}` on {d}, {m}: " + ", ".join(f"`{n}`" for n in names[:3])
+                    )
     if rows:
         blocks.append(
             Table(["study", "verdict", "holds in (95%)", "samples", "hinges on"], rows, right=2)
@@ -137,3 +141,26 @@ def robustness(result) -> list:
             Bullets(bullets),
         ]
     return blocks
+
+
+def _fold_hazards_never_seen(verdicts: list[dict]) -> tuple[list[dict], dict | None]:
+    """(the verdicts to list one by one, one verdict standing for every "free of" verdict that
+    held in every sample and hinges on nothing: hazards the whole cost space never opened)."""
+    never = [
+        v
+        for v in verdicts
+        if v.get("metric", "").startswith("hazards.") and v["share"] == 1.0 and not v.get("hinges")
+    ]
+    if not never:
+        return list(verdicts), None
+    rest = [v for v in verdicts if v not in never]
+    by_design: dict[str, list[str]] = {}
+    for v in never:
+        by_design.setdefault(v["name"].split(" free of ")[0], []).append(v["metric"].split(".")[1])
+    said = "; ".join(f"{d} free of {', '.join(sorted(h))}" for d, h in by_design.items())
+    folded = {
+        **min(never, key=lambda v: v["ci95_low"]),
+        "name": f"{said} (never seen in any sample)",
+        "hinges": [],
+    }
+    return rest, folded

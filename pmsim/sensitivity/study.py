@@ -117,7 +117,8 @@ def run_study(
     sobol = {key: analysis.sobol_indices(sdims, y, seed) for key, y in ys.items()}
     ranking: dict = {}
     for key, (d, metric) in outputs.items():
-        ranked = sorted(sobol[key], key=lambda c: -sobol[key][c]["ST"])
+        # a metric no sampled cost moves (a hazard that never occurs) has no ranking
+        ranked = sorted(sobol[key], key=lambda c: -sobol[key][c]["ST"]) if _varies(ys[key]) else []
         rest = sorted(
             (c for c in morris.get(key, {}) if c not in ranked and morris[key][c]["mu_star"] > 0),
             key=lambda c: -morris[key][c]["mu_star"],
@@ -222,6 +223,12 @@ def _values(res, design, metric, n, x, dims) -> np.ndarray:
     return out
 
 
+def _varies(y) -> bool:
+    y = np.asarray(y, dtype=float)
+    y = y[np.isfinite(y)]
+    return y.size > 1 and bool(np.ptp(y) > 0)
+
+
 def _verdicts(designs, outputs, ys, sdims, xs, n, seed) -> list[dict]:
     """Each other design against the first: faster (throughput), lower p99 (per operation);
     and each design free of each hazard; their shares over the base samples with Wilson
@@ -256,7 +263,8 @@ def _verdicts(designs, outputs, ys, sdims, xs, n, seed) -> list[dict]:
         k, total = int(base[ok].sum()), int(ok.sum())
         lo, hi = analysis.wilson(k, total)
         idx = analysis.sobol_indices(sdims, np.nan_to_num(q), seed)
-        hinges = sorted(idx, key=lambda c: -idx[c]["ST"])[:2]
+        # a quantity no cost moves (a hazard never seen) hinges on nothing
+        hinges = sorted(idx, key=lambda c: -idx[c]["ST"])[:2] if _varies(q) else []
         found.append(
             {
                 "name": name,
