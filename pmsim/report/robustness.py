@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 from pmsim.report.blocks import Bullets, Heading, Para, Table
@@ -82,6 +83,13 @@ def scalability(result) -> list:
     ]
 
 
+def _shown(path: Path, result) -> str:
+    """The file as seen from the folder holding the results folders (``results/robustness/...``),
+    whatever the working folder: the same report wherever it is written from."""
+    root = Path(result.out).resolve().parent.parent
+    return Path(os.path.relpath(path.resolve(), root)).as_posix()
+
+
 def find_robustness(result) -> Path | None:
     """``robustness.json`` in the results folder, or in a ``robustness`` folder beside it."""
     out = Path(result.out)
@@ -101,7 +109,7 @@ def robustness(result) -> list:
     blocks = [
         Heading("How robust is each verdict"),
         Para(
-            f"From `{path}` (pmsim sensitivity): every cost a design reads, sampled over its "
+            f"From `{_shown(path, result)}` (pmsim sensitivity): every cost a design reads, sampled over its "
             "plausible range (log-uniform where the range spans more than 3x; derived costs "
             "follow their bases), Morris screening then Sobol indices on the costs that matter. "
             "A verdict's share is the fraction of the cost space where it holds, with a Wilson "
