@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import errno
 import json
 import os
-import signal
 import sys
-import threading
 from pathlib import Path
 
 from pmsim.errors import ConfigError, one_line
@@ -150,9 +147,10 @@ def _run(args) -> int:
 
 def _sweep(args) -> int:
     from pmsim.sweeps.api import sweep
+    from pmsim.sweeps.executors import sigterm_interrupts
     from pmsim.sweeps.report import format_sweep
 
-    with _sigterm_interrupts():
+    with sigterm_interrupts():
         try:
             res = sweep(
                 args.experiment,
@@ -173,24 +171,6 @@ def _sweep(args) -> int:
             return 130
     print(format_sweep(res))
     return 1 if len(res.failures) else 0
-
-
-@contextlib.contextmanager
-def _sigterm_interrupts():
-    """SIGTERM (kill, a batch system's time limit) stops a sweep as Ctrl-C does: its workers
-    are stopped and what finished is kept."""
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    old = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
 
 
 def _plot(args) -> int:

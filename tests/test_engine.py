@@ -274,7 +274,7 @@ LAYERS = (
     ("cpu", "sync", "recorder", "machine"),
     ("pagecache", "storage", "process", "kernel", "designs"),
     ("workload", "lockbench", "validate", "limits", "trace"),
-    ("sweeps", "plots", "report"),
+    ("sweeps", "plots", "report", "sensitivity"),
     ("cli", "__main__"),
 )  # fmt: skip
 

@@ -48,10 +48,10 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from pmsim.cli import _sigterm_interrupts
     from pmsim.errors import ConfigError
     from pmsim.sensitivity.robustness import is_studies_file, run_studies
     from pmsim.sensitivity.study import parse_sets, run_study
+    from pmsim.sweeps.executors import sigterm_interrupts
 
     kw = dict(
         workers=args.workers,
@@ -59,7 +59,7 @@ def run(args) -> int:
         scheduler_file=args.scheduler_file,
         progress=not args.quiet and not args.json,
     )
-    with _sigterm_interrupts():
+    with sigterm_interrupts():
         try:
             if is_studies_file(args.workload):
                 res = run_studies(args.workload, args.out, **kw)

@@ -170,3 +170,21 @@ def _dask_client(scheduler: str | None, scheduler_file: str | None):
         )
         reason = " ".join(str(e).split()) or type(e).__name__
         raise ConfigError(f"{where}: cannot reach the Dask scheduler ({reason[:160]})") from None
+
+
+@contextlib.contextmanager
+def sigterm_interrupts():
+    """SIGTERM (kill, a batch system's time limit) stops a sweep as Ctrl-C does: its workers
+    are stopped and what finished is kept."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
