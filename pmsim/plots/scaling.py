@@ -460,43 +460,34 @@ def shootdowns_per_pass(result, workload: str, x: str | None = None):
     shooting down: the passes are those that finished in the window plus the one still
     running at the end (both shot down inside it). Per operation, a pass's shootdowns divided
     by the throughput say nothing about either."""
-    lay = data.layout(result, workload, x)
-    colors = style.design_colors(data.designs(result, workload))
     s = data.ok_summary(result, workload)
     passes = s["daemons.fsync.count"].fillna(0) + s.get("daemons.fsync.unfinished", 0)
-    fig, axes = style.new_figure(1, 2, sharex=True, width=8, height=3.8)
-    plotted = []
-    for ax, (col, what) in zip(axes[0], (("tlb.shootdowns", "shootdowns"), ("tlb.ipis", "IPIs"))):
-        per = (s[col] / passes.where(passes > 0)) if col in s else passes * np.nan
-        plotted.append(data.derived(result, workload, f"{what}_per_pass", per))
-        draw_lines(ax, lay, plotted[-1], colors)
-        _setup_x(ax, lay)
-        ax.set_ylabel(f"TLB {what} per writeback pass")
-        ax.set_ylim(bottom=0)
-        ax.grid(alpha=0.3)
-    _title(fig, workload, "TLB shootdowns per writeback pass", lay)
-    _legend(fig, lay, colors, pd.concat(plotted))
-    return fig
+    return _shootdowns_per(result, workload, x, s, passes, "pass", "writeback pass")
 
 
 def shootdowns_per_op(result, workload: str, x: str | None = None):
     """TLB shootdowns and IPIs per completed operation against cores: what each operation
     pays the other cores. Operations are total_ops_per_s times the measured seconds (a sum
     of the per-operation counts would also count nested operations such as ``miss``)."""
-    lay = data.layout(result, workload, x)
-    colors = style.design_colors(data.designs(result, workload))
     s = data.ok_summary(result, workload)
     ops = s["total_ops_per_s"] * data.measured_seconds(s)
+    return _shootdowns_per(result, workload, x, s, ops, "op", "operation")
+
+
+def _shootdowns_per(result, workload, x, s, per_what, key: str, label: str):
+    """Shootdowns and IPIs of each run ``s`` divided by ``per_what`` (a count per run)."""
+    lay = data.layout(result, workload, x)
+    colors = style.design_colors(data.designs(result, workload))
     fig, axes = style.new_figure(1, 2, sharex=True, width=8, height=3.8)
     plotted = []
     for ax, (col, what) in zip(axes[0], (("tlb.shootdowns", "shootdowns"), ("tlb.ipis", "IPIs"))):
-        per = (s[col] / ops.where(ops > 0)) if col in s else ops * np.nan
-        plotted.append(data.derived(result, workload, f"{what}_per_op", per))
+        per = (s[col] / per_what.where(per_what > 0)) if col in s else per_what * np.nan
+        plotted.append(data.derived(result, workload, f"{what}_per_{key}", per))
         draw_lines(ax, lay, plotted[-1], colors)
         _setup_x(ax, lay)
-        ax.set_ylabel(f"TLB {what} per operation")
+        ax.set_ylabel(f"TLB {what} per {label}")
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
-    _title(fig, workload, "TLB shootdowns per operation", lay)
+    _title(fig, workload, f"TLB shootdowns per {label}", lay)
     _legend(fig, lay, colors, pd.concat(plotted))
     return fig
